@@ -23,11 +23,12 @@ from sparse_transformer.patterns.plan import (
 )
 from sparse_transformer.patterns.strided import MODES as STRIDED_MODES
 from sparse_transformer.patterns.strided import Column, column, strided
+from sparse_transformer.patterns.spec import parse_pattern
 from sparse_transformer.patterns.terms import Term
 
 __all__ = [
     "Pattern", "Term", "AttentionPlan", "ComponentPlan", "build_plan",
     "causal", "local", "strided", "column", "fixed", "union", "per_head", "schedule",
-    "Causal", "Local", "Column", "Fixed", "Union", "PerHead", "Schedule",
+    "parse_pattern", "Causal", "Local", "Column", "Fixed", "Union", "PerHead", "Schedule",
     "STRIDED_MODES", "strided_permutation", "inverse_permutation",
 ]

@@ -14,7 +14,7 @@ class Causal(Pattern):
 
     @property
     def name(self) -> str:
-        return "causal"
+        return "causal()"
 
     def head_terms(self, h: int, n_heads: int) -> tuple[Term, ...]:
         return (Term(),)

@@ -34,7 +34,7 @@ class Union(Pattern):
 
     @property
     def name(self) -> str:
-        return self.label or "(" + " | ".join(p.name for p in self.parts) + ")"
+        return self.label or "union(" + ", ".join(p.name for p in self.parts) + ")"
 
     @property
     def head_multiple(self) -> int:
@@ -59,7 +59,7 @@ class PerHead(Pattern):
 
     @property
     def name(self) -> str:
-        return self.label or "heads[" + ", ".join(p.name for p in self.parts) + "]"
+        return self.label or "per_head(" + ", ".join(p.name for p in self.parts) + ")"
 
     @property
     def head_multiple(self) -> int:
@@ -102,7 +102,7 @@ class Schedule:
 
     @property
     def name(self) -> str:
-        return "schedule[" + ", ".join(p.name for p in self.parts) + "]"
+        return "schedule(" + ", ".join(p.name for p in self.parts) + ")"
 
     def check_heads(self, n_heads: int) -> None:
         for p in self.parts:

@@ -37,7 +37,7 @@ class Fixed(Pattern):
 
     @property
     def name(self) -> str:
-        return f"fixed(l={self.stride},c={self.summary},V={self.distinct})"
+        return f"fixed(stride={self.stride}, summary={self.summary}, distinct={self.distinct})"
 
     @property
     def head_multiple(self) -> int:

@@ -23,7 +23,7 @@ class Local(Pattern):
 
     @property
     def name(self) -> str:
-        return f"local(l={self.window})"
+        return f"local(window={self.window})"
 
     def head_terms(self, h: int, n_heads: int) -> tuple[Term, ...]:
         return (Term(window=self.window),)

@@ -38,7 +38,7 @@ class Column(Pattern):
 
     @property
     def name(self) -> str:
-        return f"column(l={self.stride})"
+        return f"column(stride={self.stride})"
 
     def head_terms(self, h: int, n_heads: int) -> tuple[Term, ...]:
         return (Term(stride=self.stride),)
@@ -59,5 +59,5 @@ def strided(stride: int, mode: str = "merge") -> Pattern:
     if mode == "column":
         return column(stride)
     if mode == "merge":
-        return union(local(stride), column(stride), name=f"strided(l={stride},merge)")
-    return per_head(local(stride), column(stride), name=f"strided(l={stride},split)")
+        return union(local(stride), column(stride), name=f"strided(stride={stride}, mode='merge')")
+    return per_head(local(stride), column(stride), name=f"strided(stride={stride}, mode='split')")
