@@ -1,0 +1,89 @@
+"""Block-sparse attention in plain PyTorch: computes only the tiles a plan lists.
+
+Runs on any device with autograd and needs no compiler: the portable fallback and the
+CPU training path. For each query tile it gathers the planned key tiles into one contiguous
+[M * k_block] key range, scores them in float32, applies the element rule of the pattern's
+terms (evaluated on the fly from positions; no mask is stored), and takes a masked softmax.
+Time and memory are O(N x active keys per query), not O(N^2) (paper 4.2: O(n sqrt n) for the
+factorized patterns).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sparse_transformer.kernels.reference import masked_softmax_attention
+from sparse_transformer.patterns import ComponentPlan
+
+
+def block_sizes(head_dim: int, dtype: torch.dtype, device: torch.device) -> tuple[int, int]:
+    """Tile sizes (q_block, k_block). Small key tiles waste little on sparse rows."""
+    return (64, 32) if device.type == "cuda" else (32, 32)
+
+
+def run_component(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ComponentPlan, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention for one component (heads and positions already gathered/permuted).
+
+    q, k: [B, Hc, N, D]; v: [B, Hc, N, Dv] with N = cp.n_ctx. Returns out [B, Hc, N, Dv] in
+    q's dtype and lse [B, Hc, N] in float32 (float64 for float64 inputs).
+    """
+    B, Hc, N, D = q.shape
+    Dv = v.shape[-1]
+    qb, kb = cp.q_block, cp.k_block
+    nqt, nkt = N // qb, N // kb
+    work = torch.float64 if q.dtype == torch.float64 else torch.float32
+    out = q.new_empty(B, Hc, N, Dv, dtype=work)
+    lse = q.new_empty(B, Hc, N, dtype=work)
+    outs, lses = [], []
+    head_class = cp.head_class.tolist()
+    order = sorted(range(Hc), key=lambda k_: head_class[k_])
+    for c in sorted(set(head_class)):
+        heads = [h for h in order if head_class[h] == c]
+        hidx = torch.tensor(heads, device=q.device)
+        index, valid = _tile_lists(cp, c, q.device)  # [nqt, M]
+        M = index.shape[1]
+        qt = q[:, hidx].to(work).reshape(B, len(heads), nqt, qb, D)
+        kt = k[:, hidx].to(work).reshape(B, len(heads), nkt, kb, D)[:, :, index]
+        vt = v[:, hidx].to(work).reshape(B, len(heads), nkt, kb, Dv)[:, :, index]
+        kt = kt.reshape(B, len(heads), nqt, M * kb, D)
+        vt = vt.reshape(B, len(heads), nqt, M * kb, Dv)
+        i = (torch.arange(nqt, device=q.device)[:, None] * qb
+             + torch.arange(qb, device=q.device))[:, :, None]  # [nqt, qb, 1]
+        j = (index[:, :, None] * kb + torch.arange(kb, device=q.device)).reshape(nqt, 1, M * kb)
+        allowed = torch.zeros(nqt, qb, M * kb, dtype=torch.bool, device=q.device)
+        for term in cp.terms[c]:
+            allowed |= term.allowed(i, j)
+        allowed &= valid.repeat_interleave(kb, dim=1)[:, None, :]
+        o, l = masked_softmax_attention(qt, kt, vt, allowed, scale)
+        outs.append((hidx, o.reshape(B, len(heads), N, Dv)))
+        lses.append((hidx, l.reshape(B, len(heads), N)))
+    if len(outs) == 1:
+        out, lse = outs[0][1], lses[0][1]
+    else:  # put class groups back in head order (index_copy keeps autograd)
+        out = out.index_copy(1, torch.cat([h for h, _ in outs]), torch.cat([o for _, o in outs], 1))
+        lse = lse.index_copy(1, torch.cat([h for h, _ in lses]), torch.cat([l for _, l in lses], 1))
+    return out.to(q.dtype), lse
+
+
+def _tile_lists(cp: ComponentPlan, c: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full and partial key tiles of class c merged into one padded [n_qt, M] list + validity."""
+    cache = cp.__dict__.setdefault("_torch_tiles", {})
+    key = (c, device)
+    if key not in cache:
+        fc, fi = cp.full_count[c].long(), cp.full_index[c].long()
+        pc, pi = cp.partial_count[c].long(), cp.partial_index[c].long()
+        index = torch.cat([fi, pi], dim=1)
+        col = torch.arange(index.shape[1])
+        valid = torch.where(col < fi.shape[1], col[None] < fc[:, None], (col - fi.shape[1])[None] < pc[:, None])
+        # move each row's valid entries to the front, so M is the longest row rather than the
+        # sum of the full and partial widths
+        front = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)
+        index, valid = index.gather(1, front), valid.gather(1, front)
+        width = max(int(valid.sum(1).max()), 1)
+        index, valid = index[:, :width], valid[:, :width]
+        # invalid entries point at tile 0 (any real tile) and are masked out
+        index = torch.where(valid, index, torch.zeros_like(index))
+        cache[key] = (index.to(device), valid.to(device))
+    return cache[key]
