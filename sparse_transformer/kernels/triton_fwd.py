@@ -1,0 +1,166 @@
+"""Triton forward kernel of block-sparse attention over a plan's tile lists (paper 5.2-5.4).
+
+One program computes one query tile of QB rows for one (batch, head). It walks the tile row of
+its head's class twice: first the *full* key tiles (every element allowed, so no element rule
+is evaluated), then the *partial* ones (the rule is evaluated from the class's term parameters;
+no mask is ever stored). Key tiles are small (KB = 16 or 32 positions, so the fixed pattern's
+c = 32 summary columns are exact) and GATHER of them are loaded per iteration into one
+[GATHER * KB, D] tile, so every matrix product is at least QB x 64 x D wide and the tensor
+cores stay busy; a ragged last group is masked. Softmax is the online (FlashAttention-2) form
+in base 2 with float32 accumulation; the program writes the output tile and the natural-log
+log-sum-exp of its rows, which the backward and the dispatcher's component merge need.
+
+Term kinds (constexpr, ``KIND_*``) and parameters (int32 [C, T, 7], ``Term.as_tuple`` order:
+offset, window, group, period, lo, hi, stride) follow ``patterns/terms.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # pragma: no cover - depends on the machine
+    # Without CUDA, Triton can only run kernels through its interpreter, which it selects when
+    # kernels are defined; set it before any @triton.jit below so the CPU tests can run them.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+KIND_NONE, KIND_CAUSAL, KIND_WINDOW, KIND_GROUP, KIND_SUMMARY, KIND_STRIDE = range(6)
+KIND_CODES = {"causal": KIND_CAUSAL, "window": KIND_WINDOW, "group": KIND_GROUP,
+              "summary": KIND_SUMMARY, "stride": KIND_STRIDE}
+MAX_TERMS = 4
+LOG2E = 1.4426950408889634
+
+
+def _interpreter_numpy_shim() -> None:
+    """Let Triton 3.6's interpreter use run-time loop bounds under numpy >= 2.4.
+
+    The interpreter holds scalars as 1-element arrays and turns them into loop bounds with
+    ``int(array)``, which numpy 2.4 refuses for arrays of ndim > 0 ("only 0-dimensional arrays
+    can be converted"). This re-patches that one conversion; compiled (GPU) kernels are
+    untouched.
+    """
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "_numpy_shim", False):
+        return
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._numpy_shim = True
+    interpreter._patch_lang_tensor = patched
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+    _interpreter_numpy_shim()
+
+
+@triton.jit
+def _term_ok(i, j, prm, T: tl.constexpr, KIND: tl.constexpr):
+    """Element truth of term T of a class: i [R, 1] query positions, j [1, S] key positions."""
+    d = i - j
+    ok = d >= tl.load(prm + T * 7 + 0)
+    if KIND == 2:  # window: i - j < W
+        ok = ok & (d < tl.load(prm + T * 7 + 1))
+    if KIND == 3:  # group: same block of G positions
+        g = tl.load(prm + T * 7 + 2)
+        ok = ok & ((i // g) == (j // g))
+    if KIND == 4:  # summary: lo <= j mod P < hi
+        r = j % tl.load(prm + T * 7 + 3)
+        ok = ok & (r >= tl.load(prm + T * 7 + 4)) & (r < tl.load(prm + T * 7 + 5))
+    if KIND == 5:  # stride: (i - j) mod S == 0 (d >= 0 wherever it matters, so C-style % is fine)
+        ok = ok & ((d % tl.load(prm + T * 7 + 6)) == 0)
+    return ok
+
+
+@triton.jit
+def element_rule(i, j, prm, K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
+                 K3: tl.constexpr):
+    """OR of up to four terms (kinds K0..K3, KIND_NONE = absent)."""
+    ok = _term_ok(i, j, prm, 0, K0)
+    if K1 != 0:
+        ok = ok | _term_ok(i, j, prm, 1, K1)
+    if K2 != 0:
+        ok = ok | _term_ok(i, j, prm, 2, K2)
+    if K3 != 0:
+        ok = ok | _term_ok(i, j, prm, 3, K3)
+    return ok
+
+
+@triton.jit
+def gathered_columns(idx_ptr, start, count, KB: tl.constexpr, GATHER: tl.constexpr):
+    """Key positions of GATHER consecutive entries of a tile list, and which are real."""
+    lane = tl.arange(0, GATHER * KB)
+    slot = start + lane // KB
+    valid = slot < count
+    tile = tl.load(idx_ptr + slot, mask=valid, other=0)
+    return tile * KB + lane % KB, valid
+
+
+@triton.jit
+def _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, idx_ptr, count, rows, prm, scale_log2,
+               D, DV, dk, dv,
+               KB: tl.constexpr, GATHER: tl.constexpr, MASKED: tl.constexpr,
+               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+               PREC: tl.constexpr):
+    for start in range(0, count, GATHER):
+        cols, valid = gathered_columns(idx_ptr, start, count, KB, GATHER)
+        kt = tl.load(Kb + cols[None, :] * D + dk[:, None], mask=dk[:, None] < D, other=0.0)
+        s = tl.dot(q, kt, input_precision=PREC) * scale_log2
+        ok = valid[None, :]
+        if MASKED:
+            ok = ok & element_rule(rows[:, None], cols[None, :], prm, K0, K1, K2, K3)
+        s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # Rows with nothing allowed yet keep m = -inf; use 0 there so no inf - inf appears.
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_use)
+        p = tl.exp2(s - m_use[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(Vb + cols[:, None] * DV + dv[None, :], mask=dv[None, :] < DV, other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def fwd_kernel(Q, K, V, O, LSE, HCLS, FC, FI, PC, PI, PRM,
+               scale_log2, N, Hc, D, DV, n_qt, fi_w, pi_w, prm_stride,
+               QB: tl.constexpr, KB: tl.constexpr, GATHER: tl.constexpr,
+               DP: tl.constexpr, DVP: tl.constexpr,
+               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+               PREC: tl.constexpr):
+    # Heaviest (last) query tiles first: causal-like rows grow with the tile index.
+    qt = n_qt - 1 - tl.program_id(0)
+    bh = tl.program_id(1)
+    c = tl.load(HCLS + bh % Hc)
+    prm = PRM + c * prm_stride
+    rows = qt * QB + tl.arange(0, QB)
+    dk = tl.arange(0, DP)
+    dv = tl.arange(0, DVP)
+    base = bh.to(tl.int64) * N
+    q = tl.load(Q + (base + rows[:, None]) * D + dk[None, :], mask=dk[None, :] < D, other=0.0)
+    Kb = K + base * D
+    Vb = V + base * DV
+    m_i = tl.full([QB], float("-inf"), tl.float32)
+    l_i = tl.zeros([QB], tl.float32)
+    acc = tl.zeros([QB, DVP], tl.float32)
+    row = c * n_qt + qt
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, FI + row * fi_w, tl.load(FC + row),
+                               rows, prm, scale_log2, D, DV, dk, dv, KB, GATHER, False,
+                               K0, K1, K2, K3, PREC)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, PI + row * pi_w, tl.load(PC + row),
+                               rows, prm, scale_log2, D, DV, dk, dv, KB, GATHER, True,
+                               K0, K1, K2, K3, PREC)
+    empty = l_i == 0.0  # rows with no allowed key: output 0, lse -inf
+    out = acc / tl.where(empty, 1.0, l_i)[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
+    tl.store(O + (base + rows[:, None]) * DV + dv[None, :], out.to(O.dtype.element_ty),
+             mask=dv[None, :] < DV)
+    tl.store(LSE + base + rows, lse)
