@@ -1,0 +1,6 @@
+"""The Sparse Transformer model over bytes (paper sections 5-6): config, embeddings, network."""
+
+from sparse_transformer.model.config import PRESETS, ModelConfig
+from sparse_transformer.model.transformer import SparseTransformer, loss_nats
+
+__all__ = ["ModelConfig", "PRESETS", "SparseTransformer", "loss_nats"]

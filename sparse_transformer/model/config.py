@@ -1,0 +1,217 @@
+"""ModelConfig: every architectural choice of a Sparse Transformer, as one JSON-able dataclass.
+
+Presets follow the paper (sections 6-7; /work/shared/paper.md sections 2 and 4) plus small
+models that train in minutes on a laptop CPU. ``ModelConfig.from_preset("enwik8")`` gives the
+95M-parameter Enwik8 model, ``ModelConfig.from_preset("wiki-small")`` the CPU demo model.
+
+Choices the paper leaves open, and what we picked (each also noted beside its preset):
+- fixed pattern heads read *distinct* summary sub-blocks (paper 4.3 says this was preferable):
+  Enwik8 uses V = 4 sub-blocks of c = 32 in blocks of l = 128, as OpenAI's code does;
+- CIFAR-10's stride is 96 (= one 32-pixel row of 3 channels) and ImageNet 64's is 128; both
+  split the heads (Eq. 8): half the heads attend to the row (local window), half to the
+  column (every l-th earlier position). The paper does not say which integration it used.
+- initialisation: see ``init`` below and ``transformer.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from sparse_transformer.patterns import Pattern, parse_pattern
+from sparse_transformer.patterns.compose import PerHead, Schedule, Union
+
+EMBEDDINGS = ("text", "image")
+INITS = ("std", "openai")
+
+
+def pattern_stride(p: Pattern | Schedule) -> int | None:
+    """The stride l of a pattern: ``stride`` of a strided/fixed/column part, or a local window."""
+    if isinstance(p, (Union, PerHead, Schedule)):
+        found = [s for s in (pattern_stride(q) for q in p.parts) if s is not None]
+        return max(found) if found else None
+    for attr in ("stride", "window"):
+        if hasattr(p, attr):
+            return int(getattr(p, attr))
+    return None
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a Sparse Transformer over byte tokens (paper sections 5-6).
+
+    All sizes are totals over heads: the per-head q/k width is ``qk_ratio * d_model / n_head``.
+    """
+
+    n_layer: int = 4
+    """Number of residual blocks N (each has one attention and one feed-forward branch)."""
+    d_model: int = 128
+    """Width d of the residual stream and of every embedding (paper 6: 256, 512 or 1024)."""
+    n_head: int = 4
+    """Attention heads per layer (paper 5.1, Eq. 8)."""
+    n_ctx: int = 256
+    """Context length n in tokens (bytes)."""
+    attention: str = "fixed(stride=16, summary=4, distinct=2)"
+    """Pattern spec (``sparse_transformer.patterns.parse_pattern``); a ``schedule(...)``
+    assigns layer r the pattern ``r mod len`` (paper 5.1, Eq. 6)."""
+    vocab_size: int = 256
+    """Token values: 256 for bytes, sub-pixels and 8-bit mu-law audio (paper 3)."""
+    ff_mult: float = 4.0
+    """Feed-forward width as a multiple of d: 4.0, or 2.0 for the paper's "half-size" (5.2)."""
+    qk_ratio: float = 1.0
+    """Query/key width as a fraction of d: 1.0, or 0.5 for half-size q/k (paper 6)."""
+    dropout: float = 0.0
+    """Dropout at the end of each residual branch only; none inside attention (paper 5.4)."""
+    embedding: str = "text"
+    """Position embedding (paper 5.3): "text" = (row, column) of the position in a matrix of
+    width ``embed_stride``; "image" = (row, column, channel) of ``image_shape``."""
+    embed_stride: int | None = None
+    """Width of the text position matrix; default: the stride l of the attention pattern."""
+    image_shape: tuple[int, int, int] | None = None
+    """(H, W, C) for ``embedding="image"``; bytes in raster order, channels consecutive."""
+    recompute: bool = False
+    """Recompute each residual block in the backward pass (paper 5.4, torch.utils.checkpoint)."""
+    backend: str = "auto"
+    """Attention backend passed to ``sparse_transformer.attention``."""
+    init: str = "std"
+    """How to read the paper's N(0, 0.125/sqrt(d_in)) (section 6), which does not define its
+    notation: "std" (default) reads the second argument as the standard deviation,
+    std = 0.125/sqrt(d_in); "openai" follows OpenAI's later code (distribution_augmentation),
+    std = sqrt(0.125/d_in). Either way W_2 and W_p get a further 1/sqrt(2 n_layer) (5.2)."""
+    ln_eps: float = 1e-5
+    """LayerNorm epsilon (not given in the paper; OpenAI's code uses 1e-5)."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "d_model", "n_head", "n_ctx", "vocab_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive int, got {v!r}")
+        if self.d_model % self.n_head:
+            raise ValueError(
+                f"ModelConfig: d_model ({self.d_model}) must be divisible by n_head ({self.n_head})"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.ff_mult <= 0 or int(self.ff_mult * self.d_model) != self.ff_mult * self.d_model:
+            raise ValueError(f"ModelConfig.ff_mult must make ff_mult * d_model a positive int, "
+                             f"got {self.ff_mult}")
+        qk = self.qk_ratio * self.d_model
+        if self.qk_ratio <= 0 or qk != int(qk) or int(qk) % self.n_head:
+            raise ValueError(f"ModelConfig.qk_ratio ({self.qk_ratio}) * d_model must be a "
+                             f"positive multiple of n_head ({self.n_head})")
+        if self.init not in INITS:
+            raise ValueError(f"ModelConfig.init must be one of {INITS}, got {self.init!r}")
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(
+                f"ModelConfig.embedding must be one of {EMBEDDINGS}, got {self.embedding!r}"
+            )
+        pat = self.pattern  # parses and raises ValueError naming a bad spec
+        pat.check_heads(self.n_head)
+        if self.embedding == "image":
+            if self.image_shape is None or len(self.image_shape) != 3:
+                raise ValueError("ModelConfig: embedding='image' needs image_shape=(H, W, C)")
+            self.image_shape = tuple(int(s) for s in self.image_shape)
+            if math.prod(self.image_shape) != self.n_ctx:
+                raise ValueError(
+                    f"ModelConfig: n_ctx ({self.n_ctx}) must equal H*W*C of image_shape "
+                    f"{self.image_shape} = {math.prod(self.image_shape)}"
+                )
+        else:
+            stride = self.embed_stride or pattern_stride(pat)
+            if stride is None:
+                raise ValueError(
+                    f"ModelConfig: pattern {self.attention!r} has no stride; set embed_stride"
+                )
+            if self.n_ctx % stride:
+                raise ValueError(
+                    f"ModelConfig: n_ctx ({self.n_ctx}) must be divisible by the stride "
+                    f"({stride}) of the text position embedding"
+                )
+            self.embed_stride = int(stride)
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def pattern(self) -> Pattern | Schedule:
+        """The parsed attention pattern (or schedule)."""
+        return parse_pattern(self.attention)
+
+    def layer_pattern(self, layer: int) -> Pattern:
+        """The pattern residual block ``layer`` attends with (paper 5.1)."""
+        p = self.pattern
+        return p.for_layer(layer) if isinstance(p, Schedule) else p
+
+    @property
+    def d_ff(self) -> int:
+        return int(self.ff_mult * self.d_model)
+
+    @property
+    def d_qk(self) -> int:
+        return int(self.qk_ratio * self.d_model)
+
+    # -- serialisation -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["image_shape"] is not None:
+            d["image_shape"] = list(d["image_shape"])
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown field(s) {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+        """A named configuration from ``PRESETS``, with optional field overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# Paper models (sections 6-7). Parameter counts are checked against the paper in the tests.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Enwik8 (7.2): 30 layers, d 512, 8 heads, fixed l=128 c=32, merged heads, dropout 0.4; 95M.
+    # Distinct summary sub-blocks per head (V=4), OpenAI code's num_verts=4 with c=32.
+    "enwik8": dict(n_layer=30, d_model=512, n_head=8, n_ctx=12288, dropout=0.4,
+                   attention="fixed(stride=128, summary=32, distinct=4)", recompute=True),
+    # CIFAR-10 (7.1): 128 layers, d 256, 2 heads, half-size ff and q/k, dropout 0.25; 59M.
+    # Stride 96 = one image row of 32 px x 3 channels; one head per strided part (Eq. 8).
+    "cifar10": dict(n_layer=128, d_model=256, n_head=2, n_ctx=3072, ff_mult=2.0, qk_ratio=0.5,
+                    dropout=0.25, attention="strided(stride=96, mode='split')",
+                    embedding="image", image_shape=(32, 32, 3), recompute=True),
+    # ImageNet 64x64 (7.3): 48 layers, d 512, 16 heads, strided l=128, dropout 0.01; 152M.
+    "imagenet64": dict(n_layer=48, d_model=512, n_head=16, n_ctx=12288, dropout=0.01,
+                       attention="strided(stride=128, mode='split')", embedding="image",
+                       image_shape=(64, 64, 3), recompute=True),
+    # Classical music, Table 4 first row: 65,536 mu-law samples, 152M parameters (the
+    # ImageNet-sized network), strided with l = 256 = sqrt(n); text-style (row, column)
+    # position embedding, as the blog says the audio model only changes the embeddings.
+    "audio-65k": dict(n_layer=48, d_model=512, n_head=16, n_ctx=65536, dropout=0.01,
+                      attention="strided(stride=256, mode='split')", recompute=True),
+    # --- small models for CPUs (minutes on 2 cores) ---------------------------------------
+    # Unit-test size.
+    "wiki-tiny": dict(n_layer=2, d_model=32, n_head=2, n_ctx=64,
+                      attention="fixed(stride=8, summary=2, distinct=2)"),
+    # The README's demo model: Enwik8's fixed pattern scaled down to a 256-byte context.
+    "wiki-small": dict(n_layer=4, d_model=128, n_head=4, n_ctx=256, dropout=0.0,
+                       attention="fixed(stride=16, summary=4, distinct=2)"),
+    # Fashion-MNIST, whole 28x28 grayscale images; stride 28 = one image row.
+    "fashion-mnist-small": dict(n_layer=4, d_model=128, n_head=2, n_ctx=784,
+                                attention="strided(stride=28, mode='split')",
+                                embedding="image", image_shape=(28, 28, 1)),
+    # Short mu-law audio clips (1,024 samples), strided l = 32 = sqrt(n).
+    "audio-small": dict(n_layer=4, d_model=128, n_head=4, n_ctx=1024,
+                        attention="strided(stride=32, mode='split')"),
+}

@@ -1,0 +1,166 @@
+"""The Sparse Transformer (Child et al. 2019): a pre-norm decoder over byte tokens.
+
+    H_0 = embed(X)                                          (5.3, Eq. 15; embeddings.py)
+    H_k = H_{k-1} + drop(attn(LN H_{k-1}))                  (5.2, Eqs. 12-14)
+    H_k = H_k + drop(ff(LN H_k))
+    logits = LN(H_N) W_out,  W_out untied and zero at init  (5.2, 6)
+
+attn is multi-head attention restricted, per layer and head, to the configured pattern and
+computed by ``sparse_transformer.attention``; ff(x) = W_2 gelu(W_1 x + b_1) + b_2 with
+gelu(x) = x * sigmoid(1.702 x). Dropout only at the end of each residual branch (5.4).
+
+Initialisation (paper 6; the notation is ambiguous, see ``ModelConfig.init``): biases 0,
+weights N(0, s(d_in)) with s the chosen reading of 0.125/sqrt(d_in); W_2 and W_p (the attention
+output projection) scaled by a further 1/sqrt(2 N) on the standard deviation (5.2), N = n_layer.
+
+Shape legend: B batch, N positions, D d_model, H heads, Dqk per-head q/k width, Dv = D / H.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from sparse_transformer.model.config import ModelConfig
+from sparse_transformer.model.embeddings import Embedding, paper_std
+from sparse_transformer.patterns import Pattern
+
+_MASKS: dict[tuple[str, int, int, str], torch.Tensor] = {}
+
+
+def _dense_attention(q, k, v, pattern: Pattern, scale: float) -> torch.Tensor:
+    """Masked softmax attention, logits and softmax in fp32. Fallback while kernels load."""
+    b, h, n, _ = q.shape
+    key = (pattern.name, n, h, str(q.device))
+    if key not in _MASKS:
+        _MASKS[key] = pattern.mask(n, h, device=q.device)
+    with torch.autocast(q.device.type, enabled=False):
+        att = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale  # [B, H, N, N]
+        att = att.masked_fill(~_MASKS[key], float("-inf")).softmax(dim=-1)
+        return torch.matmul(att, v.float()).to(v.dtype)
+
+
+def attend(q, k, v, pattern: Pattern, scale: float, backend: str) -> torch.Tensor:
+    """``sparse_transformer.attention`` when available, else the dense masked fallback."""
+    try:
+        from sparse_transformer.kernels import attention
+    except ImportError:  # kernels not installed in this checkout yet
+        return _dense_attention(q, k, v, pattern, scale)
+    return attention(q, k, v, pattern, scale=scale, backend=backend)
+
+
+class Attention(nn.Module):
+    """Projections and reshapes around the pattern-restricted attention (paper 5.1, Eq. 8)."""
+
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.n_head, self.d_qk, self.backend = cfg.n_head, cfg.d_qk, cfg.backend
+        self.pattern = cfg.layer_pattern(layer)
+        # One fused matrix for q, k (each d_qk wide, half of d for "half-size" q/k) and v (d).
+        self.qkv = nn.Linear(cfg.d_model, 2 * cfg.d_qk + cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)  # W_p of Eq. 5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).split([self.d_qk, self.d_qk, d], dim=-1)
+        # [B, N, H*Dh] -> [B, H, N, Dh]
+        q = q.view(b, n, self.n_head, -1).transpose(1, 2)
+        k = k.view(b, n, self.n_head, -1).transpose(1, 2)
+        v = v.view(b, n, self.n_head, -1).transpose(1, 2)
+        scale = 1.0 / math.sqrt(self.d_qk // self.n_head)  # per-head q/k width (paper 4.2)
+        y = attend(q, k, v, self.pattern, scale, self.backend)  # [B, H, N, Dv]
+        return self.proj(y.transpose(1, 2).reshape(b, n, d))
+
+
+def gelu_approx(x: torch.Tensor) -> torch.Tensor:
+    """x * sigmoid(1.702 x): the GELU approximation the paper uses (5.2)."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+class FeedForward(nn.Module):
+    """W_2 f(W_1 x + b_1) + b_2 with width ``ff_mult * d`` (4d, or 2d "half-size")."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.d_model, cfg.d_ff)
+        self.w2 = nn.Linear(cfg.d_ff, cfg.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(gelu_approx(self.w1(x)))
+
+
+class Block(nn.Module):
+    """One pre-activation residual block: an attention branch then a feed-forward branch."""
+
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
+        self.attn = Attention(cfg, layer)
+        self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
+        self.ff = FeedForward(cfg)
+        self.drop = nn.Dropout(cfg.dropout)  # end of each branch only (paper 5.4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x)))
+        return x + self.drop(self.ff(self.ln2(x)))
+
+
+class SparseTransformer(nn.Module):
+    """Bytes [B, N] (N <= n_ctx) -> logits [B, N, vocab]; logits[:, i] predict x[:, i] from x[:, :i].
+
+    >>> model = SparseTransformer(ModelConfig.from_preset("wiki-tiny"))
+    >>> model(torch.zeros(2, 64, dtype=torch.long)).shape
+    torch.Size([2, 64, 256])
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embedding(cfg)
+        self.blocks = nn.ModuleList(Block(cfg, r) for r in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)  # W_out, untied
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        cfg = self.cfg
+        self.embed.reset_parameters(cfg.init)
+        depth = 1.0 / math.sqrt(2 * cfg.n_layer)  # paper 5.2: W_2 and W_p scaled by 1/sqrt(2N)
+        for block in self.blocks:
+            for lin, extra in ((block.attn.qkv, 1.0), (block.attn.proj, depth),
+                               (block.ff.w1, 1.0), (block.ff.w2, depth)):
+                nn.init.normal_(lin.weight, std=paper_std(lin.in_features, cfg.init) * extra)
+                nn.init.zeros_(lin.bias)
+            for ln in (block.ln1, block.ln2):
+                nn.init.ones_(ln.weight)
+                nn.init.zeros_(ln.bias)
+        nn.init.ones_(self.ln_f.weight)
+        nn.init.zeros_(self.ln_f.bias)
+        nn.init.zeros_(self.head.weight)  # the output logits matrix starts at 0 (paper 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2:
+            raise ValueError(f"expected tokens [B, N], got shape {tuple(x.shape)}")
+        h = self.embed(x)  # [B, N, D]
+        for block in self.blocks:
+            if self.cfg.recompute and self.training and torch.is_grad_enabled():
+                # Keep only the residual stream; re-run the block in the backward with the
+                # same RNG state so dropout masks replay (paper 5.4, Fig. 4).
+                h = checkpoint(block, h, use_reentrant=False, preserve_rng_state=True)
+            else:
+                h = block(h)
+        return self.head(self.ln_f(h))  # [B, N, vocab]
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def loss_nats(logits: torch.Tensor, x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy in nats of the bytes ``x`` [B, N] under ``logits`` [B, N, V], in fp32."""
+    out = F.cross_entropy(logits.float().flatten(0, 1), x.flatten(), reduction=reduction)
+    return out if reduction == "mean" else out.view_as(x)
