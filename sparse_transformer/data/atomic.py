@@ -48,7 +48,8 @@ class PreparedWriter:
 def prepared_writer(out_dir: str | Path) -> Iterator[PreparedWriter]:
     """Context manager: yields a PreparedWriter; on success writes meta.json and renames.
 
-    Set ``writer.meta`` inside the block; ``bytes`` (per split) is added. Every split must be
+    Set ``writer.meta`` inside the block; ``sizes`` (bytes per split, as in
+    `sparse_transformer.data.registry`) is added. Every split must be
     non-empty, since training and evaluation need all three. On any exception the temporary
     directory is removed and ``out_dir`` is left as it was.
     """
@@ -66,7 +67,7 @@ def prepared_writer(out_dir: str | Path) -> Iterator[PreparedWriter]:
             raise ValueError(f"{out_dir.name}: split(s) {', '.join(empty)} would be empty; "
                              "give more input data")
         meta = dict(writer.meta)
-        meta["bytes"] = dict(writer.nbytes)
+        meta["sizes"] = dict(writer.nbytes)
         with open(tmp / "meta.json", "w") as fh:
             json.dump(meta, fh, indent=2)
             fh.write("\n")

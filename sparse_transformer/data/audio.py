@@ -177,13 +177,47 @@ def prepare_audio_folder(out_dir: str | Path, *, path: str | Path | None = None,
 
 
 def prepare_wesnoth_music(out_dir: str | Path, *, path: str | Path | None = None,
-                          workers: int | None = None, progress: bool = True) -> dict:
+                          workers: int | None = None, cache_dir: str | Path | None = None,
+                          progress: bool = True) -> dict:
     """The Battle for Wesnoth soundtrack (Debian wesnoth-1.16-music: 41 OGG tracks, 2.1 h of
     orchestral music; ../shared/data.md A1) -> 12 kHz mu-law, 90/5/5 of the tracks."""
     if path is None:
         from sparse_transformer.data.debian import debian_files
 
-        path = debian_files("wesnoth-1.16-music", WESNOTH_DIR, verbose=progress)
+        path = debian_files("wesnoth-1.16-music", WESNOTH_DIR, cache_dir=cache_dir,
+                            verbose=progress)
     return prepare_audio_folder(out_dir, path=path, name="wesnoth-music", workers=workers,
                                 progress=progress, license="GPL-2+ (Debian wesnoth-1.16-music)",
                                 source=f"Wesnoth 1.16 soundtrack, OGG files in {path}")
+
+
+# ----------------------------------------------------------------------------- registry hooks
+
+
+def _wesnoth(out_dir: Path, *, source: str | None = None, cache_dir: Path | None = None) -> None:
+    prepare_wesnoth_music(out_dir, path=source, cache_dir=cache_dir)
+
+
+def _audio_folder(out_dir: Path, *, source: str | None = None,
+                  cache_dir: Path | None = None) -> None:
+    prepare_audio_folder(out_dir, path=source)
+
+
+def _write_audio(samples: np.ndarray, path: str | None, meta: dict) -> list[str]:
+    from sparse_transformer.sample.media import write_audio_samples
+
+    return write_audio_samples(samples, path, meta)
+
+
+def _register() -> None:
+    from sparse_transformer.data.registry import register_dataset, register_writer
+
+    register_dataset("wesnoth-music", _wesnoth,
+                     help="2.1 h of orchestral music (Debian wesnoth-1.16-music), 12 kHz 8-bit "
+                          "mu-law, split 90/5/5 by track")
+    register_dataset("audio-folder", _audio_folder,
+                     help="every WAV/FLAC/OGG under --path DIR -> 12 kHz mu-law, split by file")
+    register_writer("audio", _write_audio)
+
+
+_register()

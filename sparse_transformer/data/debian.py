@@ -4,8 +4,8 @@ The default real data sets (Fashion-MNIST, the Wesnoth soundtrack; ../shared/dat
 ship as Debian packages. Order of preference:
 
 1. the package is installed: use its files under ``/`` as they are;
-2. it was extracted before into the cache (``$SPARSE_TRANSFORMER_CACHE`` or
-   ``~/.cache/sparse-transformer``)/debian/<package>/;
+2. it was extracted before into the cache: <cache_dir>/debian/<package>/ (the CLI passes
+   ``data/.cache``; default ``$SPARSE_TRANSFORMER_CACHE`` or ``~/.cache/sparse-transformer``);
 3. ``apt-get download`` the .deb (no root needed, changes nothing system-wide) and
    ``dpkg-deb -x`` it into the cache. If apt cannot find the package and we are root, run
    ``apt-get update`` once and retry (a fresh container often has no package lists).
@@ -22,11 +22,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["cache_dir", "debian_files"]
+__all__ = ["debian_files", "default_cache_dir"]
 
 
-def cache_dir() -> Path:
-    """Root of the download cache (``$SPARSE_TRANSFORMER_CACHE`` or ~/.cache/sparse-transformer)."""
+def default_cache_dir() -> Path:
+    """Download cache when none is given: ``$SPARSE_TRANSFORMER_CACHE`` or ~/.cache/sparse-transformer."""
     env = os.environ.get("SPARSE_TRANSFORMER_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "sparse-transformer"
 
@@ -35,13 +35,14 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
 
 
-def debian_files(package: str, subdir: str, *, verbose: bool = True) -> Path:
+def debian_files(package: str, subdir: str, *, cache_dir: str | Path | None = None,
+                 verbose: bool = True) -> Path:
     """Directory holding ``subdir`` (an absolute path inside the package, e.g.
     ``/usr/share/datasets/fashion-mnist``) of Debian ``package``, fetching it if needed."""
     system = Path(subdir)
     if system.is_dir() and any(system.iterdir()):
         return system
-    root = cache_dir() / "debian" / package
+    root = Path(cache_dir or default_cache_dir()) / "debian" / package
     cached = root / subdir.lstrip("/")
     if cached.is_dir() and any(cached.iterdir()):
         return cached

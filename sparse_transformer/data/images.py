@@ -175,7 +175,8 @@ def prepare_imagenet64(out_dir: str | Path, *, path: str | Path | None = None,
 
 
 def prepare_fashion_mnist(out_dir: str | Path, *, path: str | Path | None = None,
-                          valid_size: int = 5000, progress: bool = True) -> dict:
+                          valid_size: int = 5000, cache_dir: str | Path | None = None,
+                          progress: bool = True) -> dict:
     """Fashion-MNIST (28x28x1) from the IDX files of Debian ``dataset-fashion-mnist`` -> out_dir.
 
     ``path`` defaults to the package's directory, fetched by `sparse_transformer.data.debian`
@@ -185,7 +186,8 @@ def prepare_fashion_mnist(out_dir: str | Path, *, path: str | Path | None = None
     if path is None:
         from sparse_transformer.data.debian import debian_files
 
-        path = debian_files("dataset-fashion-mnist", FASHION_MNIST_DIR, verbose=progress)
+        path = debian_files("dataset-fashion-mnist", FASHION_MNIST_DIR, cache_dir=cache_dir,
+                            verbose=progress)
     path = Path(path)
 
     def find(stem: str) -> Path:
@@ -285,3 +287,49 @@ def prepare_image_folder(out_dir: str | Path, *, path: str | Path | None = None,
                              f"image folder {path} ({len(files)} files, mode {mode})",
                              "as the source images", files={s: len(v) for s, v in splits.items()})
     return w.meta
+
+
+# ----------------------------------------------------------------------------- registry hooks
+# `sparse-transformer prepare NAME` calls prepare_fn(out_dir, source=--path, cache_dir=...).
+
+
+def _cifar10(out_dir: Path, *, source: str | None = None, cache_dir: Path | None = None) -> None:
+    prepare_cifar10(out_dir, path=source)
+
+
+def _imagenet64(out_dir: Path, *, source: str | None = None, cache_dir: Path | None = None) -> None:
+    prepare_imagenet64(out_dir, path=source)
+
+
+def _fashion_mnist(out_dir: Path, *, source: str | None = None,
+                   cache_dir: Path | None = None) -> None:
+    prepare_fashion_mnist(out_dir, path=source, cache_dir=cache_dir)
+
+
+def _image_folder(out_dir: Path, *, source: str | None = None, cache_dir: Path | None = None,
+                  size: int = 32, channels: int = 3, mode: str = "resize") -> None:
+    prepare_image_folder(out_dir, path=source, size=size, channels=channels, mode=mode)
+
+
+def _write_image(samples: np.ndarray, path: str | None, meta: dict) -> list[str]:
+    from sparse_transformer.sample.media import write_image_samples  # PIL loads only when used
+
+    return write_image_samples(samples, path, meta)
+
+
+def _register() -> None:
+    from sparse_transformer.data.registry import register_dataset, register_writer
+
+    register_dataset("fashion-mnist", _fashion_mnist,
+                     help="Fashion-MNIST 28x28x1 from Debian dataset-fashion-mnist "
+                          "(55,000/5,000/10,000 images; fetched with apt-get download)")
+    register_dataset("cifar10", _cifar10,
+                     help="CIFAR-10 from --path DIR of python batches (48,000/2,000/10,000)")
+    register_dataset("imagenet64", _imagenet64,
+                     help="downsampled ImageNet 64x64 from --path DIR of npz batches")
+    register_dataset("image-folder", _image_folder,
+                     help="every PNG/JPEG under --path DIR, resized to 32x32x3, split by file")
+    register_writer("image", _write_image)
+
+
+_register()
