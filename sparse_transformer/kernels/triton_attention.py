@@ -17,13 +17,17 @@ interpreter (slow; for tests).
 
 from __future__ import annotations
 
-import numpy as np
 import torch
+import triton.language as tl
 
 from sparse_transformer.kernels import triton_bwd, triton_fwd
 from sparse_transformer.kernels.triton_fwd import KIND_CODES, LOG2E, MAX_TERMS
 from sparse_transformer.patterns import ComponentPlan
 
+# Triton runs kernels on CPU tensors only through its interpreter, and only if it was imported
+# with TRITON_INTERPRET=1 (its own library functions, such as tl.zeros, are defined then too).
+INTERPRETED = all(type(f).__name__ == "InterpretedFunction"
+                  for f in (triton_fwd.fwd_kernel, tl.zeros))
 DETERMINISTIC = True  # no atomics anywhere: every gradient element is written by one program
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Launch settings, overridable for benchmarking: name -> dict(gather=, num_warps=, num_stages=).
@@ -136,25 +140,45 @@ def blocksparse_bwd(
     # Delta_i = rowsum(dO_i * O_i) - dLSE_i (the lse gradient enters here only).
     delta = ((dout.float() * out.float()).sum(-1) - dlse.float()).contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    launch_dq(q, k, v, dout, lse, delta, dq, head_class, fc, fi, pc, pi, params, kinds,
+              q_block, k_block, scale)
+    launch_dkdv(q, k, v, dout, lse, delta, dk, dv, head_class, kfc, kfi, kpc, kpi, params, kinds,
+                q_block, k_block, scale)
+    return dq, dk, dv
+
+
+def launch_dq(q, k, v, dout, lse, delta, dq, head_class, fc, fi, pc, pi, params, kinds,
+              q_block, k_block, scale) -> None:
+    """dQ over the query-side lists (one program per query tile and batch*head)."""
+    B, Hc, N, D = q.shape
+    DV = v.shape[-1]
     dp, dvp = _pow2(D), _pow2(DV)
-    common = dict(K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3], PREC=_prec(q.dtype))
     cfg = _launch("dq", max(dp, dvp), q.dtype, q_block)
     n_qt = N // q_block
     triton_bwd.dq_kernel[(n_qt, B * Hc)](
         q, k, v, dout, lse, delta, dq, head_class, fc, fi, pc, pi, params,
         scale * LOG2E, scale, N, Hc, D, DV, n_qt, fi.shape[-1], pi.shape[-1], params[0].numel(),
-        QB=q_block, KB=k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp, **common,
+        QB=q_block, KB=k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
+        K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3], PREC=_prec(q.dtype),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
+
+
+def launch_dkdv(q, k, v, dout, lse, delta, dk, dv, head_class, kfc, kfi, kpc, kpi, params,
+                kinds, q_block, k_block, scale) -> None:
+    """dK, dV over the key-side lists (one program per key tile and batch*head)."""
+    B, Hc, N, D = q.shape
+    DV = v.shape[-1]
+    dp, dvp = _pow2(D), _pow2(DV)
     cfg = _launch("dkdv", max(dp, dvp), q.dtype, q_block)
     n_kt = N // k_block
     triton_bwd.dkdv_kernel[(n_kt, B * Hc)](
         q, k, v, dout, lse, delta, dk, dv, head_class, kfc, kfi, kpc, kpi, params,
         scale * LOG2E, scale, N, Hc, D, DV, n_kt, kfi.shape[-1], kpi.shape[-1],
-        params[0].numel(), QB=q_block, KB=k_block, DP=dp, DVP=dvp, **common,
+        params[0].numel(), QB=q_block, KB=k_block, DP=dp, DVP=dvp,
+        K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3], PREC=_prec(q.dtype),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
-    return dq, dk, dv
 
 
 @blocksparse_bwd.register_fake
@@ -200,34 +224,14 @@ def run_component(
     if q.shape[2] != cp.n_ctx or q.shape[1] != len(cp.heads):
         raise ValueError(f"triton backend: got [B, Hc, N] = {tuple(q.shape[:3])}, the component "
                          f"expects Hc = {len(cp.heads)}, N = {cp.n_ctx}")
+    if q.device.type != "cuda" and not INTERPRETED:
+        raise ValueError("triton backend: CPU tensors need Triton's interpreter; set "
+                         "TRITON_INTERPRET=1 before triton is first imported (or use CUDA)")
     dev = _device_plan(cp, q.device)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     return blocksparse_fwd(q, k, v, *dev.tensors, dev.kinds, cp.q_block, cp.k_block,
                            float(scale))
 
 
-def useful_flops(cp: ComponentPlan, batch: int, head_dim: int, v_dim: int) -> int:
-    """Forward FLOPs of the allowed entries only (2 D + 2 Dv per allowed (i, j) pair)."""
-    total = sum(_allowed_count(cp, c) for c in cp.head_class.tolist())
-    return batch * total * 2 * (head_dim + v_dim)
-
-
-def _allowed_count(cp: ComponentPlan, c: int) -> int:
-    cache = cp.__dict__.setdefault("_allowed", {})
-    if c not in cache:
-        a, b, _ = cp.pairs[c]
-        qb, kb = cp.q_block, cp.k_block
-        count = 0
-        for s in range(0, a.size, 4096):
-            i = (a[s:s + 4096] * qb)[:, None, None] + np.arange(qb)[:, None]
-            j = (b[s:s + 4096] * kb)[:, None, None] + np.arange(kb)[None, :]
-            ok = np.zeros(i.shape[:1] + (qb, kb), dtype=bool)
-            for t in cp.terms[c]:
-                ok |= t.allowed_np(i, j)
-            count += int(ok.sum())
-        cache[c] = count
-    return cache[c]
-
-
 __all__ = ["block_sizes", "run_component", "blocksparse_fwd", "blocksparse_bwd",
-           "DETERMINISTIC", "CONFIG", "useful_flops"]
+           "DETERMINISTIC", "CONFIG"]

@@ -1,0 +1,75 @@
+"""``backend="flex"``: the same plan run through PyTorch's FlexAttention (the peer we compare to).
+
+Each component becomes a ``BlockMask`` built from our closed-form tile lists
+(``patterns.export.component_block_mask``: partial tiles evaluate the pattern's terms in a
+``mask_mod``, full tiles skip it) in the component's own positions, so strided column heads run
+in the paper's reordered positions (5.5) where Flex can skip tiles. On CUDA the call goes
+through ``torch.compile(flex_attention)`` (Flex's fused Triton kernels); on the CPU torch runs
+Flex forward only, so this backend refuses inputs that require grad there.
+
+Flex's kernels want 128 x 128 tiles (its default; smaller tiles failed to compile on an H200
+with torch 2.11, see docs/kernels.md), so the fixed pattern's c = 32 summary columns cost whole
+128-wide tiles here, which is the gap our Triton kernel closes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from sparse_transformer.patterns import ComponentPlan
+from sparse_transformer.patterns.export import component_block_mask
+
+try:
+    from torch.nn.attention import flex_attention as _flex_module
+except ImportError as err:  # pragma: no cover - torch >= 2.5 has FlexAttention
+    raise ImportError("backend 'flex' needs torch >= 2.5 (torch.nn.attention.flex_attention)") from err
+
+_HAS_AUX = hasattr(_flex_module, "AuxRequest")  # torch >= 2.9: return_aux replaces return_lse
+BLOCK = 128  # Flex's native tile; overridable for experiments (block_sizes reads it)
+
+
+def block_sizes(head_dim: int, dtype: torch.dtype, device: torch.device) -> tuple[int, int]:
+    """(q_block, k_block): Flex's 128 x 128 tiles on CUDA; 32 x 32 on the CPU (small tests)."""
+    return (BLOCK, BLOCK) if device.type == "cuda" else (32, 32)
+
+
+@functools.cache
+def _compiled():
+    return torch.compile(_flex_module.flex_attention, dynamic=False)
+
+
+def _block_mask(cp: ComponentPlan, device: torch.device):
+    cache = cp.__dict__.setdefault("_flex_block_mask", {})
+    if device not in cache:
+        cache[device] = component_block_mask(cp, device)
+    return cache[device]
+
+
+def run_component(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ComponentPlan, scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FlexAttention over one component (heads gathered, positions in ``cp``'s order).
+
+    q, k: [B, Hc, N, D]; v: [B, Hc, N, Dv], N = cp.n_ctx. Returns out [B, Hc, N, Dv] in q's
+    dtype and the natural-log lse [B, Hc, N] in float32 (-inf where no key is allowed).
+    """
+    if q.shape[2] != cp.n_ctx or q.shape[1] != len(cp.heads):
+        raise ValueError(f"flex backend: got [B, Hc, N] = {tuple(q.shape[:3])}, the component "
+                         f"expects Hc = {len(cp.heads)}, N = {cp.n_ctx}")
+    if q.device.type == "cpu" and torch.is_grad_enabled() and any(
+            x.requires_grad for x in (q, k, v)):
+        raise NotImplementedError("flex backend: FlexAttention has no backward on the CPU in "
+                                  "torch; use backend='torch' or 'triton' to train on the CPU")
+    if q.dtype == torch.float64 and q.device.type == "cuda":
+        raise TypeError("flex backend: float64 is not supported on CUDA; use float32/16 or bf16")
+    bm = _block_mask(cp, q.device)
+    fn = _compiled() if q.device.type == "cuda" else _flex_module.flex_attention
+    if _HAS_AUX:
+        out, aux = fn(q, k, v, block_mask=bm, scale=scale,
+                      return_aux=_flex_module.AuxRequest(lse=True))
+        lse = aux.lse
+    else:  # pragma: no cover - torch < 2.9
+        out, lse = fn(q, k, v, block_mask=bm, scale=scale, return_lse=True)
+    return out, lse.float()
