@@ -65,6 +65,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("builtins", "bytearray"),
+        ("_codecs", "encode"),  # how Python 3 pickles bytes at protocol 2
     }
 
     def find_class(self, module: str, name: str):
