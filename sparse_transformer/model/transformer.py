@@ -25,32 +25,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from sparse_transformer.kernels import attention
 from sparse_transformer.model.config import ModelConfig
 from sparse_transformer.model.embeddings import Embedding, paper_std
 from sparse_transformer.patterns import Pattern
 
-_MASKS: dict[tuple[str, int, int, str], torch.Tensor] = {}
-
-
-def _dense_attention(q, k, v, pattern: Pattern, scale: float) -> torch.Tensor:
-    """Masked softmax attention, logits and softmax in fp32. Fallback while kernels load."""
-    b, h, n, _ = q.shape
-    key = (pattern.name, n, h, str(q.device))
-    if key not in _MASKS:
-        _MASKS[key] = pattern.mask(n, h, device=q.device)
-    with torch.autocast(q.device.type, enabled=False):
-        att = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale  # [B, H, N, N]
-        att = att.masked_fill(~_MASKS[key], float("-inf")).softmax(dim=-1)
-        return torch.matmul(att, v.float()).to(v.dtype)
-
-
 def attend(q, k, v, pattern: Pattern, scale: float, backend: str) -> torch.Tensor:
-    """``sparse_transformer.attention`` when available, else the dense masked fallback."""
-    try:
-        from sparse_transformer.kernels import attention
-    except ImportError:  # kernels not installed in this checkout yet
-        return _dense_attention(q, k, v, pattern, scale)
-    return attention(q, k, v, pattern, scale=scale, backend=backend)
+    """``sparse_transformer.attention`` with autocast off, so logits and softmax stay fp32.
+
+    Under autocast a matmul of fp32 tensors is silently downcast to bf16/fp16; the backends
+    upcast q, k, v themselves (the paper keeps q.k in fp32 because it can overflow fp16, 5.6),
+    so autocast is switched off around the call and the result keeps the inputs' dtype.
+    """
+    with torch.autocast(q.device.type, enabled=False):
+        return attention(q, k, v, pattern, scale=scale, backend=backend, check_finite=False)
 
 
 class Attention(nn.Module):

@@ -1,0 +1,6 @@
+"""Sampling (paper 6): ``generate`` and logit filters."""
+
+from sparse_transformer.sample.filters import FILTERS, apply_filters
+from sparse_transformer.sample.generate import generate, next_token_logits
+
+__all__ = ["generate", "next_token_logits", "apply_filters", "FILTERS"]

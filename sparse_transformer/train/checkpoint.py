@@ -1,0 +1,185 @@
+"""Checkpoints: safetensors weights + JSON configs + a weights_only-loadable training state.
+
+A run directory holds ``checkpoints/step-XXXXXXXX/`` folders, each with
+
+    model.safetensors   the model's weights (safe to load from anyone)
+    config.json         the ModelConfig
+    train.json          the training options and data description
+    state.pt            optimizer, loss scaler, step and RNG states: only tensors, numbers,
+                        strings, lists and dicts, so ``torch.load(weights_only=True)`` reads it
+
+and ``checkpoints/latest`` naming the newest folder. A folder is written under a temporary
+name and renamed into place, and ``latest`` is replaced with ``os.replace``, so an interrupted
+save never leaves a half-written checkpoint where a reader looks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from sparse_transformer.model.config import ModelConfig
+
+LATEST = "latest"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model_config: ModelConfig
+    weights: dict[str, torch.Tensor]
+    train: dict[str, Any]
+    state: dict[str, Any] | None
+
+    @property
+    def step(self) -> int:
+        return int(self.train.get("step", 0))
+
+
+# -- RNG state as weights_only-safe values ---------------------------------------------------
+def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA) RNG states as tensors and plain values."""
+    np_state = np.random.get_state()
+    py_version, py_ints, py_gauss = random.getstate()
+    out: dict[str, Any] = {
+        "python": {"version": py_version, "state": torch.tensor(py_ints, dtype=torch.int64),
+                   "gauss": py_gauss},
+        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        out["data"] = generator.get_state()
+    return out
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None and "data" in state:
+        generator.set_state(state["data"])
+
+
+# -- writing -----------------------------------------------------------------------------------
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=str))
+
+
+def save_checkpoint(run_dir: str | Path, *, model: torch.nn.Module, model_config: ModelConfig,
+                    train: dict[str, Any], state: dict[str, Any], keep_last: int = 2) -> Path:
+    """Write ``run_dir/checkpoints/step-XXXXXXXX`` atomically and point ``latest`` at it."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{int(train['step']):08d}"
+    final = root / name
+    tmp = root / f".{name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    _write_json(tmp / "config.json", model_config.to_dict())
+    _write_json(tmp / "train.json", train)
+    torch.save(state, tmp / "state.pt")
+    if final.exists():  # re-saving the same step of this run (after a resume)
+        old = root / f".{name}.old-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    latest_tmp = root / f".{LATEST}.tmp-{os.getpid()}"
+    latest_tmp.write_text(name + "\n")
+    os.replace(latest_tmp, root / LATEST)
+    _prune(root, keep_last, keep=name)
+    return final
+
+
+def _prune(root: Path, keep_last: int, keep: str) -> None:
+    if keep_last <= 0:
+        return
+    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for p in steps[:-keep_last]:
+        if p.name != keep:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# -- reading -----------------------------------------------------------------------------------
+def find_checkpoint(path: str | Path) -> Path:
+    """A run directory, its ``checkpoints`` folder, or a ``step-*`` folder -> the step folder."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    if (p / "model.safetensors").exists() or (p / "config.json").exists():
+        return p
+    for root in (p / "checkpoints", p):
+        latest = root / LATEST
+        if latest.is_file():
+            target = root / latest.read_text().strip()
+            if not target.is_dir():
+                raise ValueError(f"checkpoint {p}: 'latest' points at missing {target.name}")
+            return target
+    raise FileNotFoundError(f"{p} holds no checkpoint (no model.safetensors or checkpoints/latest)")
+
+
+def load_checkpoint(path: str | Path, with_state: bool = True) -> Checkpoint:
+    """Read a checkpoint; any damage gives a ValueError naming the bad file."""
+    d = find_checkpoint(path)
+    try:
+        cfg = ModelConfig.from_dict(json.loads((d / "config.json").read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as err:
+        raise ValueError(f"checkpoint {d}: config.json is missing or corrupt ({err})") from None
+    try:
+        train = json.loads((d / "train.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"checkpoint {d}: train.json is missing or corrupt ({err})") from None
+    try:
+        weights = load_file(str(d / "model.safetensors"))
+    except (OSError, SafetensorError, RuntimeError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"checkpoint {d}: model.safetensors is missing or corrupt ({msg})"
+                         ) from None
+    state = None
+    if with_state:
+        try:
+            state = torch.load(d / "state.pt", map_location="cpu", weights_only=True)
+        except Exception as err:  # unpickling errors come in many types
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"checkpoint {d}: state.pt is missing or corrupt ({msg})") from None
+    return Checkpoint(d, cfg, weights, train, state)
+
+
+def load_weights(model: torch.nn.Module, ckpt: Checkpoint) -> None:
+    try:
+        model.load_state_dict(ckpt.weights, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {ckpt.path}: weights do not fit the model "
+                         f"({str(err).splitlines()[0]})") from None
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu"):
+    """(SparseTransformer in eval mode on ``device``, Checkpoint) from a run or step folder."""
+    from sparse_transformer.model.transformer import SparseTransformer
+
+    ckpt = load_checkpoint(path, with_state=False)
+    model = SparseTransformer(ckpt.model_config)
+    load_weights(model, ckpt)
+    return model.to(device).eval(), ckpt

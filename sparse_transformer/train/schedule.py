@@ -1,0 +1,42 @@
+"""Learning-rate schedule and optimizer set-up (paper 6; /work/shared/paper.md section 4).
+
+The paper: Adam, linear warm-up (5,000 iterations), cosine decay "as in Radford et al. 2018",
+weight decay 0.01, gradient clipping at 1.0. It leaves open Adam's betas (we use 0.9/0.999,
+the defaults of OpenAI's blocksparse optimizer), the decay's end point (we decay to
+``min_lr_ratio * lr``, default 0 as OpenAI's later code does) and how weight decay is applied
+(we use decoupled AdamW decay on matrices only, i.e. parameters with ndim >= 2: linear weights
+and embedding tables; biases, LayerNorm gains and the start vector are not decayed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def lr_at(step: int, *, lr: float, warmup: int, total: int, min_lr_ratio: float = 0.0) -> float:
+    """Learning rate for update ``step`` (0-based): linear warm-up, then cosine to min_lr."""
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    floor = lr * min_lr_ratio
+    return floor + (lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: matrices (decayed) and vectors (not decayed)."""
+    decay, no_decay = [], []
+    for _, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, *, lr: float, weight_decay: float,
+                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+                   ) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
