@@ -42,7 +42,7 @@ def debian_files(package: str, subdir: str, *, cache_dir: str | Path | None = No
     system = Path(subdir)
     if system.is_dir() and any(system.iterdir()):
         return system
-    root = Path(cache_dir or default_cache_dir()) / "debian" / package
+    root = (Path(cache_dir or default_cache_dir()) / "debian" / package).resolve()
     cached = root / subdir.lstrip("/")
     if cached.is_dir() and any(cached.iterdir()):
         return cached
