@@ -27,17 +27,16 @@ _EMPTY = np.array([1.0, 1.0, 1.0])
 _PADDING = np.array([0.88, 0.88, 0.88])  # positions added to reach a multiple of the stride
 
 
-def _pyplot():
+def _figure_cls():
+    # The object-oriented Figure renders to files without pyplot, so we never switch the
+    # user's global backend (a notebook keeps its inline display of the returned Figure).
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only; no display needed
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError as err:
         raise ImportError(
             "drawing patterns needs matplotlib: pip install 'sparse-transformer[pictures]'"
         ) from err
-    return plt
+    return Figure
 
 
 def _tiles_image(shape: tuple[int, int], pairs, qb: int, kb: int) -> np.ndarray:
@@ -119,10 +118,11 @@ def draw_pattern(pattern: Pattern, n_ctx: int, n_heads: int | None = None,
                            f"head {h}: column part, reordered\ni -> (i mod {cp.order}) n/{cp.order}"
                            f" + i // {cp.order}"))
 
-    plt = _pyplot()
+    Figure = _figure_cls()
     cols = min(len(panels), 4)
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols, 3.1 * rows), squeeze=False)
+    fig = Figure(figsize=(2.9 * cols, 3.1 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (mask, computed, pad, title) in zip(axes.flat, panels):
         _panel(ax, mask, computed, pad, block, title)
     for ax in axes.flat[len(panels):]:
@@ -135,5 +135,4 @@ def draw_pattern(pattern: Pattern, n_ctx: int, n_heads: int | None = None,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

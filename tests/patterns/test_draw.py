@@ -45,6 +45,7 @@ def test_errors(monkeypatch, tmp_path):
         D.draw_pattern(P.causal(), 5000)
     with pytest.raises(ValueError, match="multiple of 2"):
         D.draw_pattern(P.strided(4, "split"), 32, 3)
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    for mod in ("matplotlib", "matplotlib.figure"):  # as if matplotlib were not installed
+        monkeypatch.setitem(sys.modules, mod, None)
     with pytest.raises(ImportError, match=r"sparse-transformer\[pictures\]"):
         D.draw_pattern(P.causal(), 32, path=tmp_path / "x.png")
