@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from sparse_transformer import patterns as P
 from sparse_transformer.patterns.cost import PatternCost, pattern_cost

@@ -20,7 +20,7 @@ from sparse_transformer import patterns as P
     (lambda: P.strided(8.0), TypeError, "stride must be an int, got float"),
     (lambda: P.local("4"), TypeError, "window must be an int, got str"),
     (lambda: P.fixed(8, True), TypeError, "summary must be an int, got bool"),
-    (lambda: P.strided(8, "diagonal"), ValueError, "mode must be one of merge, split, local, column"),
+    (lambda: P.strided(8, "diagonal"), ValueError, "mode must be one of merge, split, local"),
     (lambda: P.union(), ValueError, "union needs at least one pattern"),
     (lambda: P.per_head(P.causal(), "local"), TypeError, "per_head takes Pattern objects"),
     (lambda: P.schedule(), ValueError, "schedule needs at least one pattern"),
