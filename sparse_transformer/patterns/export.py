@@ -66,7 +66,7 @@ def _head_switch(per_head: Sequence[tuple[Term, ...]], name: str) -> MaskMod:
 
 
 def _mod_name(text: str) -> str:
-    """Readable identifier from a pattern name: "fixed(stride=128, ...)" -> "mask_fixed_stride128..."."""
+    """Identifier from a pattern name: "fixed(stride=128, ...)" -> "mask_fixed_stride128..."."""
     keep = "".join(c if c.isalnum() else "_" for c in text.replace("=", ""))
     return "mask_" + "_".join(part for part in keep.split("_") if part)
 
