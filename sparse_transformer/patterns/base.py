@@ -96,7 +96,8 @@ class Pattern:
         """Static cost report: tiles computed, useful-entry density, FLOPs, speed-up vs causal."""
         from sparse_transformer.patterns.cost import pattern_cost
 
-        return pattern_cost(self, n_ctx, block, n_heads or self.head_multiple, head_dim, reorder)
+        heads = self.head_multiple if n_heads is None else n_heads
+        return pattern_cost(self, n_ctx, block, heads, head_dim, reorder)
 
     def mask_mod(self, n_heads: int) -> Callable:
         """FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` with this pattern's semantics."""
@@ -120,7 +121,7 @@ class Pattern:
         """Picture of each head's mask with its block grid (paper Figure 3)."""
         from sparse_transformer.patterns.draw import draw_pattern
 
-        return draw_pattern(self, n_ctx, n_heads or self.head_multiple, block, path)
+        return draw_pattern(self, n_ctx, self.head_multiple if n_heads is None else n_heads, block, path)
 
     # -- value semantics ---------------------------------------------------------------------
     def __repr__(self) -> str:
