@@ -72,3 +72,12 @@ def all_agree(info: DistInfo, flag: bool) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=info.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def broadcast_float(info: DistInfo, value: float) -> float:
+    """Rank 0's ``value`` on every rank (so time-driven schedules agree)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.broadcast(t, 0)
+    return float(t.item())

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
 
 from sparse_transformer.data.bytes import ByteData, check_fits, random_batch, resolve_data
 from sparse_transformer.evaluate import LN2, evaluate_bpb
@@ -42,7 +41,7 @@ from sparse_transformer.train.checkpoint import (
 )
 from sparse_transformer.train.metrics import MetricsLogger, plot_loss_curve
 from sparse_transformer.train.precision import autocast, check_precision, grad_scaler
-from sparse_transformer.train.schedule import lr_at, make_optimizer
+from sparse_transformer.train.schedule import lr_at, lr_at_time, make_optimizer
 
 RUN_FILES = ("checkpoints", "metrics.csv", "loss.png", "run.json", "summary.json", "tensorboard")
 
@@ -57,7 +56,8 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)  # ... with these field overrides
     out: str = "runs/wiki-small"       # run directory
     steps: int | None = None           # optimizer updates; default 1000 unless max_minutes
-    max_minutes: float | None = None   # wall-clock budget; sets steps from measured speed
+    max_minutes: float | None = None   # wall-clock budget (evaluation included); without
+                                       # steps the cosine decay follows the clock
     batch_size: int = 16               # windows per micro-batch per process
     grad_accum: int = 1                # micro-batches per update
     lr: float = 1e-3
@@ -140,7 +140,7 @@ class _StopFlag:
 
 
 def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Train (or resume) a run; returns a summary with per-step losses and final bits/byte.
+    """Train (or resume) a run; returns a summary: per-step losses, final bits/byte, the model.
 
     ``callback(row)`` is called after every update with that step's metrics; setting
     ``row["stop"] = True`` stops the run as Ctrl-C would (used by tests).
@@ -189,7 +189,9 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
         set_rng_state(state["rng"], gen)
         step, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
         total = cfg.steps or int(state["total"])
-    if total is None and cfg.max_minutes is None:
+    if cfg.max_minutes is not None and not cfg.steps:
+        total = None  # the run ends when the budget does
+    elif total is None:
         total = 1000
     ddp = model
     if info.enabled:
@@ -225,14 +227,21 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
     losses: list[float] = []
     valid_bpb = None
     t_start = time.time()
-    t_calib = None
     elapsed = elapsed0
+    # time budget (seconds from this start) and the time kept back for the final evaluation
+    budget = 60 * cfg.max_minutes if cfg.max_minutes else float("inf")
+    eval_reserve = 0.0
     window_t, window_tokens, window_loss, window_n = time.time(), 0, 0.0, 0
     model.train()
     with _StopFlag() as stop:
         while total is None or step < total:
-            lr = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=total or 10**9,
-                       min_lr_ratio=cfg.min_lr_ratio)
+            if total is None:  # time budget: the cosine follows (rank 0's) wall clock
+                frac = (elapsed - elapsed0) / max(1e-9, budget - eval_reserve)
+                frac = D.broadcast_float(info, frac)
+                lr = lr_at_time(step, frac, lr=cfg.lr, warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio)
+            else:
+                lr = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=total,
+                           min_lr_ratio=cfg.min_lr_ratio)
             for group in opt.param_groups:
                 group["lr"] = lr
             step_loss = torch.zeros((), device=dev)
@@ -264,29 +273,28 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
             window_loss += loss_value
             window_n += 1
 
-            # -- time budget: measure speed over a few updates, then fix the step count -------
-            if total is None:
-                if t_calib is None:
-                    t_calib = (now, step)  # the first update pays one-off costs; skip it
-                elif step - t_calib[1] >= 5:
-                    total = _steps_for_budget(cfg, info, step, now - t_calib[0],
-                                              step - t_calib[1], elapsed, tokens_per_update)
-                    if pbar is not None:
-                        pbar.total = total
-                        pbar.refresh()
-            out_of_time = cfg.max_minutes is not None and elapsed >= 60 * cfg.max_minutes
+            # -- time budget: stop early enough for the final evaluation ----------------------
+            out_of_time = elapsed - elapsed0 >= budget - eval_reserve
             final = (total is not None and step >= total) or out_of_time
+            if total is None and pbar is not None and step % cfg.log_every == 0:
+                pbar.total = max(step + 1, int(step * (budget - eval_reserve)
+                                               / max(1e-9, elapsed - elapsed0)))
 
             row = {"step": step, "lr": lr, "loss": loss_value, "train_bpb": loss_value / LN2,
                    "grad_norm": float(grad_norm), "loss_scale": float(scaler.get_scale())
                    if scaler.is_enabled() else None, "elapsed_s": elapsed,
                    "tokens": step * tokens_per_update}
             if info.is_main and ((cfg.eval_every and step % cfg.eval_every == 0) or final):
+                t_eval = time.time()
                 valid_bpb = evaluate()
+                eval_reserve = max(eval_reserve, time.time() - t_eval)
                 row["valid_bpb"] = valid_bpb
                 window_t = time.time()  # keep evaluation out of the tokens/s figure
                 window_tokens = 0
-            if step % cfg.log_every == 0 or "valid_bpb" in row or final:
+            if callback is not None:
+                callback(row)
+            stop_now = D.all_agree(info, stop.requested or bool(row.get("stop")) or out_of_time)
+            if step % cfg.log_every == 0 or "valid_bpb" in row or final or stop_now:
                 dt = max(1e-9, time.time() - window_t)
                 if window_tokens:
                     row["tokens_per_s"] = window_tokens / dt
@@ -299,11 +307,8 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
                 window_t, window_tokens, window_loss, window_n = time.time(), 0, 0.0, 0
             if pbar is not None:
                 pbar.update(1)
-            if callback is not None:
-                callback(row)
-            stop_now = D.all_agree(info, stop.requested or bool(row.get("stop")) or out_of_time)
             if final or stop_now:
-                if not final and not out_of_time:
+                if info.is_main and not final and not out_of_time:
                     print(f"stopping at step {step}: saved; continue with --resume", flush=True)
                 break
             if info.is_main and cfg.save_every and step % cfg.save_every == 0:
@@ -314,11 +319,12 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
     summary = {"run_dir": str(run), "step": step, "total": total, "valid_bpb": valid_bpb,
                "elapsed_s": elapsed, "params": model.num_params(),
                "tokens_per_s": step * tokens_per_update / max(1e-9, elapsed - elapsed0)
-               if step else None, "losses": losses}
+               if step else None, "losses": losses, "model": model}
     if info.is_main:
         logger.close()
         plot_loss_curve(run / "metrics.csv", run / "loss.png")
-        _write_json(run / "summary.json", {k: v for k, v in summary.items() if k != "losses"})
+        _write_json(run / "summary.json",
+                    {k: v for k, v in summary.items() if k not in ("losses", "model")})
     return summary
 
 
@@ -333,22 +339,6 @@ def _check_data(data: ByteData, mcfg: ModelConfig) -> None:
         if shape and tuple(shape) != tuple(mcfg.image_shape):
             raise ValueError(f"data {data.name} has images of shape {tuple(shape)}, the model "
                              f"expects {tuple(mcfg.image_shape)}")
-
-
-def _steps_for_budget(cfg: TrainConfig, info: D.DistInfo, step: int, dt: float, n: int,
-                      elapsed: float, tokens_per_update: int) -> int:
-    """Updates that fit the time budget at the measured speed, evaluation included."""
-    per_step = dt / n
-    # an evaluation is forward-only (~1/3 of a training step per token) over eval_bytes
-    per_eval = per_step / 3 * (cfg.eval_bytes or 131_072) / (tokens_per_update / info.world_size)
-    per_step_all = per_step + (per_eval / cfg.eval_every if cfg.eval_every else 0.0)
-    remaining = 60 * cfg.max_minutes - elapsed - per_eval  # the final evaluation
-    total = step + max(1, int(0.97 * remaining / per_step_all))
-    if info.enabled:  # every rank must agree on the schedule
-        t = torch.tensor([total], dtype=torch.int64, device=info.device)
-        dist.broadcast(t, 0)
-        total = int(t.item())
-    return total
 
 
 def _progress(cfg: TrainConfig, info: D.DistInfo, step: int, total: int | None):

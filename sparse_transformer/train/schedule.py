@@ -26,6 +26,15 @@ def lr_at(step: int, *, lr: float, warmup: int, total: int, min_lr_ratio: float 
     return floor + (lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def lr_at_time(step: int, fraction: float, *, lr: float, warmup: int,
+               min_lr_ratio: float = 0.0) -> float:
+    """Time-budget schedule: linear warm-up in steps, cosine over the elapsed budget fraction."""
+    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    floor = lr * min_lr_ratio
+    f = min(1.0, max(0.0, fraction))
+    return warm * (floor + (lr - floor) * 0.5 * (1.0 + math.cos(math.pi * f)))
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups: matrices (decayed) and vectors (not decayed)."""
     decay, no_decay = [], []

@@ -1,0 +1,94 @@
+"""Checkpoints: round trip of weights, config and weights_only state; RNG replay; damage."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from sparse_transformer.model import ModelConfig, SparseTransformer
+from sparse_transformer.train.checkpoint import (
+    load_checkpoint,
+    load_model,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from sparse_transformer.train.schedule import make_optimizer
+
+
+def _save(tmp_path, step=3):
+    cfg = ModelConfig.from_preset("wiki-tiny")
+    model = SparseTransformer(cfg)
+    with torch.no_grad():
+        model.head.weight.normal_()
+    opt = make_optimizer(model, lr=1e-3, weight_decay=0.01)
+    x = torch.randint(0, 256, (2, 64))
+    model(x).sum().backward()
+    opt.step()
+    gen = torch.Generator().manual_seed(9)
+    state = {"optimizer": opt.state_dict(), "step": step, "rng": rng_state(gen)}
+    path = save_checkpoint(tmp_path / "run", model=model, model_config=cfg,
+                           train={"step": step, "options": {"data": "x"}}, state=state)
+    return path, model, opt, gen
+
+
+def test_round_trip(tmp_path):
+    path, model, opt, _ = _save(tmp_path)
+    assert path.name == "step-00000003"
+    ckpt = load_checkpoint(tmp_path / "run")  # the run directory resolves to the latest
+    assert ckpt.path == path and ckpt.step == 3
+    assert ckpt.model_config == model.cfg
+    for k, v in model.state_dict().items():
+        assert torch.equal(ckpt.weights[k], v)
+    # state.pt loads with weights_only=True: only tensors and plain values inside
+    state = torch.load(path / "state.pt", weights_only=True)
+    opt2 = make_optimizer(model, lr=1e-3, weight_decay=0.01)
+    opt2.load_state_dict(state["optimizer"])
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"],
+                       opt.state_dict()["state"][0]["exp_avg"])
+    loaded, _ = load_model(path)
+    x = torch.randint(0, 256, (1, 64))
+    assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_rng_state_replays_every_generator(tmp_path):
+    gen = torch.Generator().manual_seed(4)
+    saved = rng_state(gen)
+    first = (random.random(), np.random.rand(), torch.rand(1).item(),
+             torch.rand(1, generator=gen).item())
+    random.seed(0), np.random.seed(0), torch.manual_seed(0), gen.manual_seed(0)
+    set_rng_state(saved, gen)
+    again = (random.random(), np.random.rand(), torch.rand(1).item(),
+             torch.rand(1, generator=gen).item())
+    assert first == again
+
+
+def test_keep_last_and_latest(tmp_path):
+    cfg = ModelConfig.from_preset("wiki-tiny")
+    model = SparseTransformer(cfg)
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, model=model, model_config=cfg, train={"step": step},
+                        state={"step": step}, keep_last=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["latest", "step-00000002", "step-00000003"]  # no temporary leftovers
+    assert load_checkpoint(tmp_path).step == 3
+
+
+@pytest.mark.parametrize("victim,needle", [("model.safetensors", "model.safetensors"),
+                                           ("state.pt", "state.pt"),
+                                           ("config.json", "config.json")])
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, victim, needle):
+    path, _, _, _ = _save(tmp_path)
+    data = (path / victim).read_bytes()
+    (path / victim).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"{needle} is missing or corrupt"):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        load_checkpoint(tmp_path / "empty")

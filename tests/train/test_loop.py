@@ -1,0 +1,96 @@
+"""The training loop: learning, exact resume, schedules, and refusing to clobber a run."""
+
+import math
+
+import pytest
+import torch
+
+from sparse_transformer.train.checkpoint import load_checkpoint
+from sparse_transformer.train.loop import TrainConfig, train
+from sparse_transformer.train.schedule import lr_at, lr_at_time, param_groups
+from sparse_transformer.model import ModelConfig, SparseTransformer
+
+
+def cfg_for(byte_file, out, **kw) -> TrainConfig:
+    base = dict(data=str(byte_file), preset="wiki-tiny", out=str(out), steps=6, batch_size=4,
+                lr=3e-3, warmup=2, eval_every=0, eval_bytes=1024, eval_batch=4, log_every=2,
+                save_every=0, progress=False, tensorboard=False, model={"dropout": 0.1})
+    return TrainConfig(**{**base, **kw})
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(byte_file, tmp_path):
+    """Same losses step for step and the same final weights (CPU, fixed seed, dropout on)."""
+    full = train(cfg_for(byte_file, tmp_path / "full"))
+
+    def stop_at_3(row):
+        if row["step"] == 3:
+            row["stop"] = True
+
+    first = train(cfg_for(byte_file, tmp_path / "cut"), callback=stop_at_3)
+    assert first["step"] == 3 and load_checkpoint(tmp_path / "cut").step == 3
+    second = train(cfg_for(byte_file, tmp_path / "cut", resume=True))
+    assert second["step"] == 6
+    assert first["losses"] + second["losses"] == full["losses"]
+    a = load_checkpoint(tmp_path / "full").weights
+    b = load_checkpoint(tmp_path / "cut").weights
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = (tmp_path / "cut" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["2", "3", "4", "6"]  # appended, not lost
+
+
+def test_training_lowers_the_loss_and_writes_the_run(byte_file, tmp_path):
+    out = tmp_path / "run"
+    s = train(cfg_for(byte_file, out, steps=40, eval_every=20, model={}))
+    assert s["losses"][-1] < s["losses"][0] - 1.0  # from log(256) = 5.5 nats
+    assert s["valid_bpb"] < 7.0
+    for name in ("metrics.csv", "loss.png", "run.json", "summary.json", "checkpoints/latest"):
+        assert (out / name).exists(), name
+
+
+def test_grad_accumulation_matches_a_bigger_batch(byte_file, tmp_path):
+    """Two micro-batches of 2 give the update of one batch of 4 holding the same windows."""
+    a = train(cfg_for(byte_file, tmp_path / "a", steps=2, batch_size=4, model={}))
+    b = train(cfg_for(byte_file, tmp_path / "b", steps=2, batch_size=2, grad_accum=2, model={}))
+    for (k, p), q in zip(a["model"].state_dict().items(), b["model"].state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-5), k
+
+
+def test_existing_run_is_not_overwritten(byte_file, tmp_path):
+    out = tmp_path / "run"
+    train(cfg_for(byte_file, out, steps=1))
+    before = (out / "metrics.csv").read_bytes()
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(cfg_for(byte_file, out, steps=1))
+    assert (out / "metrics.csv").read_bytes() == before
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        train(cfg_for(byte_file, tmp_path / "new", resume=True))
+
+
+def test_bf16_and_fp16_precisions_train(byte_file, tmp_path):
+    for prec in ("bf16", "fp16"):
+        s = train(cfg_for(byte_file, tmp_path / prec, steps=3, precision=prec, model={}))
+        assert all(math.isfinite(x) for x in s["losses"])
+
+
+def test_time_budget_stops_the_run(byte_file, tmp_path):
+    s = train(cfg_for(byte_file, tmp_path / "t", steps=None, max_minutes=0.05, model={}))
+    assert s["step"] >= 1 and s["total"] is None and s["valid_bpb"] is not None
+
+
+def test_schedules():
+    assert lr_at(0, lr=1.0, warmup=10, total=100) == pytest.approx(0.1)
+    assert lr_at(9, lr=1.0, warmup=10, total=100) == pytest.approx(1.0)
+    assert lr_at(55, lr=1.0, warmup=10, total=100) == pytest.approx(0.5)
+    assert lr_at(100, lr=1.0, warmup=10, total=100) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(100, lr=1.0, warmup=10, total=100, min_lr_ratio=0.1) == pytest.approx(0.1)
+    assert lr_at_time(0, 0.0, lr=1.0, warmup=4) == pytest.approx(0.25)
+    assert lr_at_time(50, 0.5, lr=1.0, warmup=4) == pytest.approx(0.5)
+
+
+def test_weight_decay_only_on_matrices():
+    model = SparseTransformer(ModelConfig.from_preset("wiki-tiny"))
+    decay, no_decay = param_groups(model, 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"])
+    assert all(p.dim() == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
