@@ -97,21 +97,25 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _prepare_run_dir(cfg: TrainConfig, info: D.DistInfo) -> Path:
-    """Refuse to clobber an existing run unless asked; never touch files we did not write."""
+def _check_run_dir(cfg: TrainConfig) -> list[Path]:
+    """Refuse to clobber an existing run unless asked; returns our files to replace."""
     run = Path(cfg.out)
     if run.exists() and not run.is_dir():
         raise ValueError(f"--out {run} is a file, not a run directory")
     ours = [run / f for f in RUN_FILES if (run / f).exists()]
-    if not cfg.resume and ours:
-        if not cfg.overwrite:
-            raise ValueError(f"{run} already holds a run; pass --resume to continue it or "
-                             f"--overwrite to start it again")
-        if info.is_main:
-            for p in ours:
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if not cfg.resume and ours and not cfg.overwrite:
+        raise ValueError(f"{run} already holds a run; pass --resume to continue it or "
+                         f"--overwrite to start it again")
+    return [] if cfg.resume else ours
+
+
+def _make_run_dir(cfg: TrainConfig, info: D.DistInfo, replace: list[Path]) -> Path:
+    """Create the run directory (removing only files an earlier run of ours wrote)."""
+    run = Path(cfg.out)
     D.barrier(info)
     if info.is_main:
+        for p in replace:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
         run.mkdir(parents=True, exist_ok=True)
     D.barrier(info)
     return run
@@ -155,12 +159,12 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> d
 
 def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
     dev = info.device
-    run = _prepare_run_dir(cfg, info)
+    replace = _check_run_dir(cfg)
     ckpt = None
     if cfg.resume:
-        if not (run / "checkpoints").exists():
-            raise FileNotFoundError(f"--resume: {run} holds no checkpoint to resume")
-        ckpt = load_checkpoint(run)
+        if not (Path(cfg.out) / "checkpoints").exists():
+            raise FileNotFoundError(f"--resume: {cfg.out} holds no checkpoint to resume")
+        ckpt = load_checkpoint(cfg.out)
 
     # -- data: rank 0 prepares a missing named data set, the others wait --------------------
     if info.is_main:
@@ -172,6 +176,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
     # -- model ----------------------------------------------------------------------------------
     mcfg = ckpt.model_config if ckpt else ModelConfig.from_preset(cfg.preset, **cfg.model)
     _check_data(data, mcfg)
+    run = _make_run_dir(cfg, info, replace)  # only now that the inputs are known to be good
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = SparseTransformer(mcfg).to(dev)
     if ckpt:
