@@ -14,7 +14,9 @@ with torch 2.11, see docs/kernels.md), so the fixed pattern's c = 32 summary col
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import warnings
 
 import torch
 
@@ -66,6 +68,14 @@ def run_component(
         raise TypeError("flex backend: float64 is not supported on CUDA; use float32/16 or bf16")
     bm = _block_mask(cp, q.device)
     fn = _compiled() if q.device.type == "cuda" else _flex_module.flex_attention
+    quiet = contextlib.nullcontext() if q.device.type == "cuda" else warnings.catch_warnings()
+    with quiet:
+        if q.device.type != "cuda":  # eager CPU Flex is the documented dense fallback: no nag
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        return _call(fn, q, k, v, bm, scale)
+
+
+def _call(fn, q, k, v, bm, scale):
     if _HAS_AUX:
         out, aux = fn(q, k, v, block_mask=bm, scale=scale,
                       return_aux=_flex_module.AuxRequest(lse=True))

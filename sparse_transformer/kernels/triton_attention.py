@@ -228,6 +228,11 @@ def run_component(
         raise ValueError("triton backend: CPU tensors need Triton's interpreter; set "
                          "TRITON_INTERPRET=1 before triton is first imported (or use CUDA)")
     dev = _device_plan(cp, q.device)
+    if INTERPRETED and q.dtype == torch.bfloat16:
+        # Triton 3.6's interpreter computes tl.dot wrongly on bfloat16 operands (numpy has no
+        # bfloat16); run the same kernels on float32 copies and round the results back.
+        out, lse = run_component(q.float(), k.float(), v.float(), cp, scale)
+        return out.to(torch.bfloat16), lse
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     return blocksparse_fwd(q, k, v, *dev.tensors, dev.kinds, cp.q_block, cp.k_block,
                            float(scale))
