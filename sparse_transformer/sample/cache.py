@@ -169,7 +169,52 @@ def plan_layer(pattern: Pattern, n_heads: int, n_ctx: int, dense: bool = False
 
 
 # -- per-step index arithmetic (pure functions of the query position tensor) ------------------
-def write_slots(g: GroupPlan, pos: torch.Tensor, last: torch.Tensor | int) -> torch.Tensor:
+class _HeadTerm:
+    """One term position of a group, all heads at once: per-head offset/lo/hi as [Hg, 1] tensors.
+
+    ``Term.allowed`` only reads these attributes, so it evaluates all heads in one go.
+    """
+
+    def __init__(self, terms: list[Term], device):
+        proto = terms[0]
+        self.window, self.group = proto.window, proto.group
+        self.period, self.stride = proto.period, proto.stride
+        col = lambda name: torch.tensor([getattr(t, name) for t in terms], device=device)[:, None]
+        self.offset, self.lo, self.hi = col("offset"), col("lo"), col("hi")
+
+    def allowed(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        return Term.allowed(self, i, j)  # type: ignore[arg-type]
+
+
+class GroupConsts:
+    """Device constants of a group plan, built once outside the step (a CUDA graph cannot copy
+    host data while capturing): summary ``lo`` per head, vectorised terms, read-slot runs."""
+
+    def __init__(self, g: GroupPlan, device):
+        n_h = len(g.heads)
+        self.lo = {k: torch.tensor([g.summary_lo[a][k] for a in range(n_h)], device=device)[:, None]
+                   for k, r in enumerate(g.term_regions) if r.kind == "summary"}
+        # All heads of a (non-dense) group have one term per region with the same shape, so a
+        # region's accept/exclude terms vectorise over heads; the dense baseline loops instead.
+        self.vector = all(len(acc) == 1 and _shape(acc[0]) == _shape(g.accept[0][k][0])
+                          for row in g.accept for k, acc in enumerate(row))
+        self.terms = ([_HeadTerm([g.accept[a][k][0] for a in range(n_h)], device)
+                       for k in range(len(g.term_regions))] if self.vector else None)
+        direct, strided = [], []
+        for k, r in enumerate(g.regions):
+            who = -1 if r.kind == "trash" else k
+            (strided if r.kind == "stride" else direct).extend([who] * r.read_size)
+        owner = direct + strided
+        self.runs: list[tuple[int, int, int]] = []  # (region, first slot, end slot) in read order
+        for s, k in enumerate(owner):
+            if self.runs and self.runs[-1][0] == k:
+                self.runs[-1] = (k, self.runs[-1][1], s + 1)
+            else:
+                self.runs.append((k, s, s + 1))
+
+
+def write_slots(g: GroupPlan, c: GroupConsts, pos: torch.Tensor, last: torch.Tensor | int
+                ) -> torch.Tensor:
     """Slots that positions ``pos`` [P] go to, per head and term region: long [Hg, R, P].
 
     ``last`` is the newest position being written (the query of this step, or the last prompt
@@ -188,18 +233,16 @@ def write_slots(g: GroupPlan, pos: torch.Tensor, last: torch.Tensor | int) -> to
         elif r.kind == "stride":
             s = r.start + (pos % r.span) * r.rows + pos // r.span
         else:  # summary: per head, only lo <= j mod L < lo + c is kept
-            lo = torch.tensor([g.summary_lo[a][k] for a in range(len(g.heads))],
-                              device=pos.device)[:, None]
-            off = pos % r.span - lo  # [Hg, P]
+            off = pos % r.span - c.lo[k]  # [Hg, P]
             keep = (off >= 0) & (off < r.width)
-            s = torch.where(keep, r.start + (pos // r.span) * r.width + off, trash)
-            rows.append(s)
+            rows.append(torch.where(keep, r.start + (pos // r.span) * r.width + off, trash))
             continue
         rows.append(s[None].expand(len(g.heads), -1))
     return torch.stack(rows, dim=1)
 
 
-def read_layout(g: GroupPlan, i: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+def read_layout(g: GroupPlan, c: GroupConsts, i: torch.Tensor
+                ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """For query position ``i`` [1]: (gather index [S] or None, key positions [Hg, S]).
 
     None means "read the whole buffer in slot order". Positions of slots holding nothing
@@ -217,8 +260,7 @@ def read_layout(g: GroupPlan, i: torch.Tensor) -> tuple[torch.Tensor | None, tor
         elif r.kind == "group":
             j = ((i // r.span) * r.span + s)[None].expand(n_h, -1)
         elif r.kind == "summary":
-            lo = torch.tensor([g.summary_lo[a][k] for a in range(n_h)], device=dev)[:, None]
-            j = (s // r.width) * r.span + lo + s % r.width
+            j = (s // r.width) * r.span + c.lo[k] + s % r.width
         elif r.kind == "trash":
             j = (i + 1)[None].expand(n_h, -1)  # j > i: never a valid key
         else:  # stride: residue row i mod l
@@ -235,43 +277,43 @@ def read_layout(g: GroupPlan, i: torch.Tensor) -> tuple[torch.Tensor | None, tor
     return index, pos
 
 
-def _region_of_read_slots(g: GroupPlan) -> list[int]:
-    """Term-region index of every read slot, in read order (-1 for the trash slot)."""
-    direct, strided = [], []
-    for k, r in enumerate(g.regions):
-        owner = -1 if r.kind == "trash" else k
-        (strided if r.kind == "stride" else direct).extend([owner] * r.read_size)
-    return direct + strided
+def read_bias(g: GroupPlan, c: GroupConsts, i: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Additive mask float32 [Hg, S]: 0 where the slot is a key of query i, else -inf.
 
-
-def read_bias(g: GroupPlan, i: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """Additive mask float32 [Hg, S]: 0 where the slot is a key of query i, else -inf."""
-    owner = _region_of_read_slots(g)
-    bounds, prev = [], None
-    for s, k in enumerate(owner):  # contiguous runs of one region
-        if k != prev:
-            bounds.append([k, s, s + 1])
-            prev = k
-        else:
-            bounds[-1][2] = s + 1
-    rows = []
-    for a in range(len(g.heads)):
+    A slot of region k is a key iff j >= 0, k's term allows (i, j), and no earlier term of
+    the same head does (so a key two terms share enters the softmax once).
+    """
+    if c.vector:
         parts = []
-        for k, s0, s1 in bounds:
-            j = pos[a, s0:s1]
+        for k, s0, s1 in c.runs:
+            j = pos[:, s0:s1]
             if k < 0:
                 parts.append(torch.zeros_like(j, dtype=torch.bool))
                 continue
-            ok = j >= 0
-            acc = None
-            for t in g.accept[a][k]:
-                acc = t.allowed(i, j) if acc is None else acc | t.allowed(i, j)
-            ok = ok & acc
-            for t in g.exclude[a][k]:
-                ok = ok & ~t.allowed(i, j)
+            ok = (j >= 0) & c.terms[k].allowed(i, j)
+            for t in range(k):
+                ok = ok & ~c.terms[t].allowed(i, j)
             parts.append(ok)
-        rows.append(torch.cat(parts))
-    ok = torch.stack(rows)
+        ok = torch.cat(parts, dim=1)
+    else:
+        rows = []
+        for a in range(len(g.heads)):
+            parts = []
+            for k, s0, s1 in c.runs:
+                j = pos[a, s0:s1]
+                if k < 0:
+                    parts.append(torch.zeros_like(j, dtype=torch.bool))
+                    continue
+                acc = j >= 0
+                hit = None
+                for t in g.accept[a][k]:
+                    hit = t.allowed(i, j) if hit is None else hit | t.allowed(i, j)
+                ok = acc & hit
+                for t in g.exclude[a][k]:
+                    ok = ok & ~t.allowed(i, j)
+                parts.append(ok)
+            rows.append(torch.cat(parts))
+        ok = torch.stack(rows)
     zero = torch.zeros((), dtype=torch.float32, device=i.device)
     return torch.where(ok, zero, torch.full_like(zero, float("-inf")))
 
@@ -287,13 +329,14 @@ class StepIndex:
         self.i, self.batch = i, batch
         self._memo: dict[int, tuple] = {}  # by id: plans are interned by plan_layer
 
-    def get(self, g: GroupPlan) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def get(self, g: GroupPlan, c: GroupConsts
+            ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """(write slots [Hg, R, 1], gather index or None, bias [B * Hg, 1, S])."""
         key = id(g)
         if key not in self._memo:
-            slots = write_slots(g, self.i, self.i)
-            index, pos = read_layout(g, self.i)
-            bias = read_bias(g, self.i, pos)
+            slots = write_slots(g, c, self.i, self.i)
+            index, pos = read_layout(g, c, self.i)
+            bias = read_bias(g, c, self.i, pos)
             n_h, s = bias.shape
             bias = bias[None].expand(self.batch, n_h, s).reshape(self.batch * n_h, 1, s)
             self._memo[key] = (slots, index, bias)
@@ -324,6 +367,7 @@ class LayerCache:
         order = [h for g in self.groups for h in g.heads]
         self._natural = order == list(range(n_heads))
         self._sel = [self._selector(g.heads, device) for g in self.groups]
+        self._consts = [GroupConsts(g, device) for g in self.groups]
         self._unperm = (None if self._natural else
                         torch.tensor(order, device=device).argsort())
 
@@ -356,8 +400,8 @@ class LayerCache:
         """Store a prompt's keys [B, H, P, Dk] and values [B, H, P, Dv] for positions 0..P-1."""
         p = k.shape[2]
         pos = torch.arange(p, device=k.device)
-        for g, sel, kb, vb in zip(self.groups, self._sel, self.k, self.v):
-            slots = write_slots(g, pos, p - 1)  # [Hg, R, P]
+        for g, c, sel, kb, vb in zip(self.groups, self._consts, self._sel, self.k, self.v):
+            slots = write_slots(g, c, pos, p - 1)  # [Hg, R, P]
             kg, vg = self._take(k, sel).to(kb.dtype), self._take(v, sel).to(vb.dtype)
             for r in range(slots.shape[1]):  # one scatter per term region keeps memory at P
                 idx = slots[None, :, r, :, None]
@@ -375,8 +419,8 @@ class LayerCache:
         b = q.shape[0]
         work = torch.float64 if q.dtype == torch.float64 else torch.float32
         outs = []
-        for g, sel, kb, vb in zip(self.groups, self._sel, self.k, self.v):
-            slots, index, bias = idx.get(g)
+        for g, c, sel, kb, vb in zip(self.groups, self._consts, self._sel, self.k, self.v):
+            slots, index, bias = idx.get(g, c)
             n_h, n_r = slots.shape[0], slots.shape[1]
             kg, vg = self._take(k, sel), self._take(v, sel)
             where = slots.reshape(1, n_h, n_r, 1)
@@ -414,5 +458,6 @@ def dense_slots(n_heads: int, n_ctx: int) -> int:
     return n_heads * n_ctx
 
 
-__all__ = ["LayerCache", "StepIndex", "GroupPlan", "Region", "plan_layer", "head_rule",
+__all__ = ["LayerCache", "StepIndex", "GroupPlan", "GroupConsts", "Region", "plan_layer",
+           "head_rule",
            "write_slots", "read_layout", "read_bias", "describe", "dense_slots"]
