@@ -38,7 +38,7 @@ DTYPE = torch.bfloat16
 DEV = "cuda"
 SIZES = [(4096, 16), (16384, 4), (65536, 1)]
 LONG = [(65536, 256), (262144, 512), (1048576, 1024)]  # (N, stride) for the growth check
-TUNE_N, CHECK_N = 16384, 1000
+TUNE_N, TUNE_B, CHECK_N = 16384, 4, 1000
 START = time.time()
 LOG: list[str] = []
 
@@ -189,8 +189,11 @@ def tune(results: dict) -> None:
     fwd_cfgs = [dict(gather=4, num_warps=8, num_stages=3), dict(gather=4, num_warps=4, num_stages=3),
                 dict(gather=2, num_warps=4, num_stages=3), dict(gather=8, num_warps=8, num_stages=2),
                 dict(gather=4, num_warps=8, num_stages=4)]
-    dkdv_cfgs = [dict(num_warps=4, num_stages=3), dict(num_warps=4, num_stages=2),
-                 dict(num_warps=8, num_stages=3), dict(num_warps=2, num_stages=3)]
+    dkdv_cfgs = [dict(num_warps=4, num_stages=3, trans_acc=1),
+                 dict(num_warps=4, num_stages=3, trans_acc=0),
+                 dict(num_warps=4, num_stages=2, trans_acc=1),
+                 dict(num_warps=8, num_stages=3, trans_acc=1),
+                 dict(num_warps=8, num_stages=3, trans_acc=0)]
     best = {}
     for name, p in patterns().items():
         if name not in ("fixed(128,32,4)", "causal"):
@@ -203,7 +206,7 @@ def tune(results: dict) -> None:
                 T.CONFIG.update(best[name])
                 T.CONFIG[kernel] = cfg
                 try:
-                    ms = stage_times(p, TUNE_N, 4, only=kernel)[kernel]
+                    ms = stage_times(p, TUNE_N, TUNE_B, only=kernel)[kernel]
                 except Exception as err:  # a config that does not compile (shared memory)
                     log(f"tune {name} {kernel} {cfg}: failed {type(err).__name__}: {str(err)[:120]}")
                     continue
@@ -293,6 +296,9 @@ def main_table(results, tuned) -> None:
 
 
 def flex_rows(results) -> None:
+    for n, stride in LONG[:2]:  # reordered strided at long N (natural order cannot skip tiles)
+        p = P.strided(stride, "split")
+        run_rows(results, f"strided({stride},split)", p, n, 1, [("flex_reordered", ours(p, "flex"))])
     for n, b in SIZES:
         for name, p in patterns().items():
             impls = [("flex_natural", flex_natural(p, n))]
@@ -309,10 +315,7 @@ def long_rows(results, tuned) -> None:
         name = f"strided({stride},split)"
         T.CONFIG.clear()
         T.CONFIG.update(tuned.get("strided(128,split)", {}))
-        impls = [("triton", ours(p))]
-        if n <= 262144:
-            impls.append(("flex_reordered", ours(p, "flex")))
-        run_rows(results, name, p, n, 1, impls)
+        run_rows(results, name, p, n, 1, [("triton", ours(p))])
         if n == 262144:
             ce = useful_entries(P.causal(), n)
             t_f, t_fb = time_impl(sdpa("cudnn"), 1, n)
@@ -328,8 +331,8 @@ def profile(results, tuned) -> None:
     for name, p in patterns().items():
         T.CONFIG.clear()
         T.CONFIG.update(tuned.get(name, {}))
-        st = stage_times(p, TUNE_N, 4)
-        causal_rule = stage_times(p, TUNE_N, 4, kinds_override=[1, 0, 0, 0])
+        st = stage_times(p, TUNE_N, TUNE_B)
+        causal_rule = stage_times(p, TUNE_N, TUNE_B, kinds_override=[1, 0, 0, 0])
         st["fwd_with_causal_rule_only"] = causal_rule["fwd"]
         st["dq_with_causal_rule_only"] = causal_rule["dq"]
         st["dkdv_with_causal_rule_only"] = causal_rule["dkdv"]
@@ -458,8 +461,9 @@ def main(argv=None) -> None:
         plot(args.plot)
         return
     if args.smoke:
-        global DEV, SIZES, LONG, TUNE_N, CHECK_N, DTYPE
-        DEV, SIZES, LONG, TUNE_N, CHECK_N = "cpu", [(256, 1)], [(256, 16)], 256, 130
+        global DEV, SIZES, LONG, TUNE_N, TUNE_B, CHECK_N, DTYPE, D
+        DEV, SIZES, LONG, TUNE_N, TUNE_B, CHECK_N = "cpu", [(256, 1)], [(256, 16)], 256, 1, 130
+        D = 16
         DTYPE = torch.float32
     elif not torch.cuda.is_available():
         sys.exit("benchmarks/attention.py needs a CUDA GPU")

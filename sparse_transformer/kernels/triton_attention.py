@@ -58,7 +58,7 @@ def _launch(name: str, dp: int, dtype: torch.dtype, qb: int) -> dict[str, int]:
     if dp > 64 or dtype == torch.float32:
         cfg.update(gather=2, num_stages=2)
     if name == "dkdv":
-        cfg.update(num_warps=4, num_stages=2 if dp > 64 else 3)
+        cfg.update(num_warps=4, num_stages=2 if dp > 64 else 3, trans_acc=1)
     cfg.update(CONFIG.get(name, {}))
     return cfg
 
@@ -76,11 +76,35 @@ class _Device:
         self.kinds = [KIND_CODES[k] for k in kinds] + [0] * (MAX_TERMS - len(kinds))
         params = torch.tensor([[t.as_tuple() for t in terms] for terms in cp.terms],
                               dtype=torch.int32)
-        kfc, kfi, kpc, kpi = cp.key_side()
+        kfc, kfi, kpc, kpi = _group_key_tiles(*cp.key_side())
         i32 = dict(device=device, dtype=torch.int32)
         self.tensors = [x.to(**i32).contiguous() for x in (
             cp.head_class, cp.full_count, cp.full_index, cp.partial_count, cp.partial_index,
             kfc, kfi, kpc, kpi, params)]
+
+
+def _group_key_tiles(fc, fi, pc, pi, max_group: int = 4):
+    """Merge runs of consecutive key tiles whose key-side lists are identical (dK/dV only).
+
+    Small key tiles make the dK/dV products skinny (M = k_block). Where every key tile of a
+    group of g consecutive tiles is read by exactly the same query tiles with the same
+    full/partial flags (causal, local and reordered-column plans with q_block = g * k_block),
+    one program can take the g tiles at once with no extra work. The kernel infers the key
+    block from the number of rows (N // rows). Groups are tried from ``max_group`` down.
+    """
+    C, n = fc.shape
+    g = max_group
+    while g > 1:
+        if n % g == 0:
+            same = True
+            for x in (fc, fi, pc, pi):
+                y = x.reshape(C, n // g, g, *x.shape[2:])
+                same = same and bool((y == y[:, :, :1]).all())
+            if same:
+                return tuple(x.reshape(C, n // g, g, *x.shape[2:])[:, :, 0].contiguous()
+                             for x in (fc, fi, pc, pi))
+        g //= 2
+    return fc, fi, pc, pi
 
 
 def _device_plan(cp: ComponentPlan, device: torch.device) -> _Device:
@@ -171,12 +195,15 @@ def launch_dkdv(q, k, v, dout, lse, delta, dk, dv, head_class, kfc, kfi, kpc, kp
     DV = v.shape[-1]
     dp, dvp = _pow2(D), _pow2(DV)
     cfg = _launch("dkdv", max(dp, dvp), q.dtype, q_block)
-    n_kt = N // k_block
+    if "trans_acc" not in CONFIG.get("dkdv", {}):
+        cfg["trans_acc"] = int(N // kfc.shape[1] < 64)
+    n_kt = kfc.shape[1]  # key tiles may be grouped (_group_key_tiles): block = N // rows
     triton_bwd.dkdv_kernel[(n_kt, B * Hc)](
         q, k, v, dout, lse, delta, dk, dv, head_class, kfc, kfi, kpc, kpi, params,
         scale * LOG2E, scale, N, Hc, D, DV, n_kt, kfi.shape[-1], kpi.shape[-1],
-        params[0].numel(), QB=q_block, KB=k_block, DP=dp, DVP=dvp,
+        params[0].numel(), QB=q_block, KB=N // n_kt, DP=dp, DVP=dvp,
         K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3], PREC=_prec(q.dtype),
+        TRANS_ACC=bool(cfg["trans_acc"]),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
 

@@ -83,7 +83,7 @@ def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSEb, DELTAb, idx_ptr, count, col
                 scale_log2, D, DV, dk, dv,
                 QB: tl.constexpr, MASKED: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-                PREC: tl.constexpr):
+                PREC: tl.constexpr, TRANS_ACC: tl.constexpr):
     for t in range(0, count):
         rows = tl.load(idx_ptr + t) * QB + tl.arange(0, QB)
         q = tl.load(Qb + rows[:, None] * D + dk[None, :], mask=dk[None, :] < D, other=0.0)
@@ -95,10 +95,14 @@ def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSEb, DELTAb, idx_ptr, count, col
         p = tl.exp2(s - lse2[:, None])
         if MASKED:
             p = tl.where(element_rule(rows[:, None], cols[None, :], prm, K0, K1, K2, K3), p, 0.0)
-        dv_acc += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
         dp = tl.dot(do, tl.trans(v), input_precision=PREC)
         ds = p * (dp - delta[:, None])
-        dk_acc += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC)
+        if TRANS_ACC:  # dV^T += dO^T P, dK^T += Q^T dS: M = head dim (>= 64 fills wgmma)
+            dv_acc += tl.dot(tl.trans(do), p.to(do.dtype), input_precision=PREC)
+            dk_acc += tl.dot(tl.trans(q), ds.to(q.dtype), input_precision=PREC)
+        else:  # dV += P^T dO, dK += dS^T Q: M = KB (small key tiles)
+            dv_acc += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
+            dk_acc += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC)
     return dk_acc, dv_acc
 
 
@@ -107,7 +111,7 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, HCLS, FC, FI, PC, PI, PRM,
                 scale_log2, scale, N, Hc, D, DV, n_kt, fi_w, pi_w, prm_stride,
                 QB: tl.constexpr, KB: tl.constexpr, DP: tl.constexpr, DVP: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-                PREC: tl.constexpr):
+                PREC: tl.constexpr, TRANS_ACC: tl.constexpr):
     kt = tl.program_id(0)  # early key tiles are read by the most query tiles: first
     bh = tl.program_id(1)
     c = tl.load(HCLS + bh % Hc)
@@ -118,17 +122,27 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, HCLS, FC, FI, PC, PI, PRM,
     base = bh.to(tl.int64) * N
     k = tl.load(K + (base + cols[:, None]) * D + dk[None, :], mask=dk[None, :] < D, other=0.0)
     v = tl.load(V + (base + cols[:, None]) * DV + dv[None, :], mask=dv[None, :] < DV, other=0.0)
-    dk_acc = tl.zeros([KB, DP], tl.float32)
-    dv_acc = tl.zeros([KB, DVP], tl.float32)
+    if TRANS_ACC:
+        dk_acc = tl.zeros([DP, KB], tl.float32)
+        dv_acc = tl.zeros([DVP, KB], tl.float32)
+    else:
+        dk_acc = tl.zeros([KB, DP], tl.float32)
+        dv_acc = tl.zeros([KB, DVP], tl.float32)
     row = c * n_kt + kt
     Qb, DOb, LSEb, DELTAb = Q + base * D, DO + base * DV, LSE + base, DELTA + base
     dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSEb, DELTAb, FI + row * fi_w,
                                  tl.load(FC + row), cols, prm, scale_log2, D, DV, dk, dv, QB,
-                                 False, K0, K1, K2, K3, PREC)
+                                 False, K0, K1, K2, K3, PREC, TRANS_ACC)
     dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSEb, DELTAb, PI + row * pi_w,
                                  tl.load(PC + row), cols, prm, scale_log2, D, DV, dk, dv, QB,
-                                 True, K0, K1, K2, K3, PREC)
-    tl.store(DK + (base + cols[:, None]) * D + dk[None, :],
-             (dk_acc * scale).to(DK.dtype.element_ty), mask=dk[None, :] < D)
-    tl.store(DVo + (base + cols[:, None]) * DV + dv[None, :], dv_acc.to(DVo.dtype.element_ty),
-             mask=dv[None, :] < DV)
+                                 True, K0, K1, K2, K3, PREC, TRANS_ACC)
+    if TRANS_ACC:
+        tl.store(DK + (base + cols[None, :]) * D + dk[:, None],
+                 (dk_acc * scale).to(DK.dtype.element_ty), mask=dk[:, None] < D)
+        tl.store(DVo + (base + cols[None, :]) * DV + dv[:, None],
+                 dv_acc.to(DVo.dtype.element_ty), mask=dv[:, None] < DV)
+    else:
+        tl.store(DK + (base + cols[:, None]) * D + dk[None, :],
+                 (dk_acc * scale).to(DK.dtype.element_ty), mask=dk[None, :] < D)
+        tl.store(DVo + (base + cols[:, None]) * DV + dv[None, :],
+                 dv_acc.to(DVo.dtype.element_ty), mask=dv[None, :] < DV)
