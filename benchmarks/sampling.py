@@ -1,0 +1,301 @@
+"""Sampling benchmark: pattern-aware cache vs a dense key/value cache (issue 6).
+
+What it measures (one process, in this order):
+1. exactness on the device: incremental logits (CUDA-graph step) vs a full forward pass of the
+   same tokens, fp32, small model, for strided split and fixed, both caches;
+2. per-token latency and tokens/s at contexts 4,096 / 16,384 / 65,536 for our cache and the
+   dense baseline, strided (stride ~ sqrt(n), split heads) and fixed (stride ~ sqrt(n),
+   c = 16, 4 distinct sub-blocks), batch 1 and batch 64 (the dense cache's batch is halved
+   until its buffers fit ``--mem-budget-gb``; the JSON records the batch used). The caches
+   are positioned ``--steps`` + 8 tokens before the end of the context (their contents do
+   not change the work), and each timed step is one CUDA-graph replay plus a sync;
+3. a full 12,288-byte sample from the "enwik8" preset (random weights, bf16, batch 1) through
+   ``generate`` with the cache, wall time including prefill and graph capture.
+Model for 2: 12 layers, d 512, 8 heads, bf16 weights and caches, q.k/softmax/p.v in fp32
+(paper 5.6). Writes ``sampling.json`` (+ ``sampling.png``) under ``--out``.
+
+    python benchmarks/sampling.py --out benchmarks/results            # on the H200
+    python benchmarks/sampling.py --quick --out /tmp/bench             # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sparse_transformer.model import ModelConfig, SparseTransformer  # noqa: E402
+from sparse_transformer.sample.incremental import CachedNextLogits, IncrementalDecoder  # noqa: E402
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _randomise(model: SparseTransformer, scale: float = 0.2) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+
+
+def patterns_for(n: int) -> dict[str, str]:
+    l = 1 << round(math.log2(math.sqrt(n)))
+    c = min(16, l // 4)  # 16 from n = 4,096 on; smaller only for the tiny exactness model
+    return {"strided": f"strided(stride={l}, mode='split')",
+            "fixed": f"fixed(stride={l}, summary={c}, distinct=4)"}
+
+
+def exactness(dev: torch.device) -> list[dict]:
+    """Max |incremental - full| logits, fp32, 64 decoded tokens after a 40-token prompt."""
+    out = []
+    for name, att in patterns_for(256).items():
+        cfg = ModelConfig(n_layer=3, d_model=64, n_head=8, n_ctx=256, attention=att,
+                          backend="reference")
+        with torch.device(dev):
+            model = SparseTransformer(cfg).eval()
+        _randomise(model)
+        x = torch.randint(0, 256, (4, 105), device=dev)
+        with torch.no_grad():
+            full = model(x)[:, 40:]
+        for dense in (False, True):
+            dec = IncrementalDecoder(model, 4, dense=dense)
+            got = [dec.prefill(x[:, :40]).clone()]
+            for t in range(40, 104):
+                got.append(dec.step(x[:, t]).clone())
+            err = (torch.stack(got, 1) - full).abs().max().item()
+            out.append(dict(pattern=att, cache="dense" if dense else "pattern", max_abs_err=err,
+                            cuda_graph=dec._graph is not None))
+            print(f"exact  {att:45s} {'dense' if dense else 'pattern':8s} err {err:.2e} "
+                  f"graph={dec._graph is not None}", flush=True)
+    return out
+
+
+def time_decoder(model, batch: int, dense: bool, steps: int, dev: torch.device) -> dict:
+    n = model.cfg.n_ctx
+    dec = IncrementalDecoder(model, batch, dense=dense)
+    start = n - steps - 8
+    dec.length = start  # positions < start count as cached (zeros: same work as real keys)
+    dec.pos.fill_(start)
+    tok = torch.zeros(batch, dtype=torch.long, device=dev)
+    for _ in range(3):  # capture + warm-up
+        dec.step(tok)
+    _sync(dev)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        dec.step(tok)
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    lat = statistics.median(times)
+    res = dict(batch=batch, cache_bytes=dec.nbytes, cache_bytes_per_sample=dec.nbytes // batch,
+               slots_read_per_token=dec.slots_read_per_token(), latency_ms=lat * 1e3,
+               latency_ms_mean=statistics.fmean(times) * 1e3, tokens_per_s=batch / lat,
+               cuda_graph=dec._graph is not None, position=start + 3)
+    del dec
+    return res
+
+
+def bytes_per_sample(model, dense: bool) -> int:
+    dec = IncrementalDecoder(model, 1, dense=dense, cuda_graph=False)
+    b = dec.nbytes
+    del dec
+    return b
+
+
+def timings(dev, contexts, batches, steps, layers, budget, on_row=None) -> list[dict]:
+    rows = []
+    for n in contexts:
+        for pname, att in patterns_for(n).items():
+            l = int(att.split("stride=")[1].split(",")[0])
+            cfg = ModelConfig(n_layer=layers, d_model=512, n_head=8, n_ctx=n, attention=att,
+                              embed_stride=l)
+            with torch.device(dev):
+                model = SparseTransformer(cfg).eval()
+            _randomise(model)
+            if dev.type == "cuda":
+                model = model.to(torch.bfloat16)
+            for cache in ("pattern", "dense"):
+                per = bytes_per_sample(model, cache == "dense")
+                for want in batches:
+                    b = want
+                    while b > 1 and per * b > budget:
+                        b //= 2
+                    try:
+                        r = time_decoder(model, b, cache == "dense", steps, dev)
+                    except Exception as err:  # e.g. out of memory: record it, keep going
+                        print(f"FAILED n={n} {pname} {cache} B={b}: {err}", flush=True)
+                        rows.append(dict(context=n, pattern=pname, spec=att, cache=cache,
+                                         batch=b, batch_asked=want, error=str(err)[:300]))
+                        continue
+                    r.update(context=n, pattern=pname, spec=att, cache=cache, batch_asked=want)
+                    rows.append(r)
+                    if on_row is not None:
+                        on_row(rows)
+                    print(f"time   n={n:6d} {pname:8s} {cache:8s} B={b:3d} "
+                          f"{r['latency_ms']:8.3f} ms/token {r['tokens_per_s']:10.0f} tok/s "
+                          f"cache {r['cache_bytes'] / 2**30:7.3f} GiB "
+                          f"read {r['slots_read_per_token']}", flush=True)
+                    gc.collect()
+                    if dev.type == "cuda":
+                        torch.cuda.empty_cache()
+            del model
+            gc.collect()
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+class _Guarded(CachedNextLogits):
+    """The cached seam, stopping the sample once ``limit`` seconds have passed (a slow device
+    must not eat the benchmark's time budget); the bytes done so far are reported."""
+
+    def __init__(self, limit: float):
+        super().__init__()
+        self.limit, self.t0, self.calls = limit, time.perf_counter(), 0
+
+    def __call__(self, model, tokens):
+        self.calls += 1
+        if self.calls % 256 == 0 and time.perf_counter() - self.t0 > self.limit:
+            raise TimeoutError(tokens.shape[1])
+        return super().__call__(model, tokens)
+
+
+def enwik8_sample(dev, n_bytes: int, preset: str, time_limit: float = 120.0) -> dict:
+    from sparse_transformer.sample.generate import generate
+
+    # The prefill of an empty prompt is a 1-token forward; "reference" keeps it independent
+    # of the Triton kernel's state. Random weights: timing only.
+    cfg = ModelConfig.from_preset(preset, backend="reference", dropout=0.0)
+    with torch.device(dev):
+        model = SparseTransformer(cfg).eval()
+    _randomise(model, 0.02)
+    if dev.type == "cuda":
+        model = model.to(torch.bfloat16)
+    n_bytes = min(n_bytes, cfg.n_ctx)
+    seam = _Guarded(time_limit)
+    gen = torch.Generator().manual_seed(0)
+    _sync(dev)
+    t0 = seam.t0 = time.perf_counter()
+    try:
+        done = int(generate(model, torch.zeros(1, 0, dtype=torch.long), n_bytes, generator=gen,
+                            next_logits=seam).shape[1])
+        stopped = False
+    except TimeoutError as err:
+        done, stopped = int(err.args[0]), True
+    _sync(dev)
+    wall = time.perf_counter() - t0
+    dec = seam.decoder
+    res = dict(preset=preset, n_bytes=done, n_bytes_asked=n_bytes, stopped_at_limit=stopped,
+               batch=1, wall_s=wall, bytes_per_s=done / wall, cache_bytes=dec.nbytes,
+               dense_cache_bytes=bytes_per_sample(model, True), cuda_graph=dec._graph is not None,
+               params=model.num_params())
+    print(f"sample {preset}: {res['n_bytes']} bytes in {wall:.1f} s "
+          f"({res['bytes_per_s']:.0f} bytes/s), cache {dec.nbytes / 2**20:.1f} MiB "
+          f"vs dense {res['dense_cache_bytes'] / 2**20:.1f} MiB, graph={res['cuda_graph']}",
+          flush=True)
+    return res
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for pname, marker in (("strided", "o"), ("fixed", "s")):
+        for cache, style in (("pattern", "-"), ("dense", "--")):
+            for want in sorted({r["batch_asked"] for r in rows}):
+                sel = [r for r in rows if r["pattern"] == pname and r["cache"] == cache
+                       and r["batch_asked"] == want]
+                if not sel:
+                    continue
+                xs = [r["context"] for r in sel]
+                lab = f"{pname} {cache} B={want}"
+                axes[0 if want == 1 else 1].plot(xs, [r["latency_ms"] for r in sel], style,
+                                                 marker=marker, label=lab)
+                if want == 1:
+                    axes[2].plot(xs, [r["cache_bytes_per_sample"] / 2**20 for r in sel], style,
+                                 marker=marker, label=f"{pname} {cache}")
+    for ax, title in zip(axes, ("per-token latency, batch 1 (ms)",
+                                "per-step latency, batch 64 (dense: reduced batch, see JSON)",
+                                "cache memory per sample (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("context (tokens)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", action="store_true", help="tiny CPU smoke run")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--mem-budget-gb", type=float, default=80.0)
+    ap.add_argument("--sample-bytes", type=int, default=12288)
+    ap.add_argument("--sample-limit-s", type=float, default=120.0)
+    args = ap.parse_args(argv)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    contexts, batches = [4096, 16384, 65536], [1, 64]
+    preset, sample_bytes, layers = "enwik8", args.sample_bytes, args.layers
+    if args.quick:
+        contexts, batches, layers, sample_bytes, preset = [256, 1024], [1, 4], 2, 64, "wiki-small"
+    t_all = time.perf_counter()
+    result = dict(device=torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor(),
+                  torch=torch.__version__, model=dict(n_layer=layers, d_model=512, n_head=8,
+                                                       dtype="bf16" if dev.type == "cuda" else "fp32"),
+                  steps=args.steps, mem_budget_gb=args.mem_budget_gb)
+    result["exactness"] = exactness(dev)
+    save = lambda: (out / "sampling.json").write_text(json.dumps(result, indent=1))
+    save()
+
+    def on_row(rows):
+        result["timings"] = rows
+        save()
+
+    result["timings"] = timings(dev, contexts, batches, args.steps, layers,
+                                args.mem_budget_gb * 2**30, on_row)
+    save()
+    result["sample"] = enwik8_sample(dev, sample_bytes, preset, args.sample_limit_s)
+    result["total_wall_s"] = time.perf_counter() - t_all
+    (out / "sampling.json").write_text(json.dumps(result, indent=1))
+    try:
+        plot(result["timings"], out / "sampling.png")
+    except Exception as err:  # the numbers matter more than the picture
+        print(f"plot failed: {err}")
+    print("\ncontext pattern  cache    B   ms/token   tok/s     cache MiB/sample")
+    for r in result["timings"]:
+        if "error" in r:
+            print(f"{r['context']:7d} {r['pattern']:8s} {r['cache']:8s} {r['batch']:3d} FAILED")
+            continue
+        print(f"{r['context']:7d} {r['pattern']:8s} {r['cache']:8s} {r['batch']:3d} "
+              f"{r['latency_ms']:9.3f} {r['tokens_per_s']:9.0f} "
+              f"{r['cache_bytes_per_sample'] / 2**20:10.1f}")
+    smp = result["sample"]
+    print(f"sample {smp['preset']}: {smp['n_bytes']} bytes in {smp['wall_s']:.1f} s")
+    print(f"total {result['total_wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
