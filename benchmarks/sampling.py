@@ -78,6 +78,27 @@ def exactness(dev: torch.device) -> list[dict]:
                             cuda_graph=dec._graph is not None))
             print(f"exact  {att:45s} {'dense' if dense else 'pattern':8s} err {err:.2e} "
                   f"graph={dec._graph is not None}", flush=True)
+        if dev.type == "cuda":
+            # bf16 weights and caches: how far incremental decoding is from the fp32 logits,
+            # next to how far the bf16 full forward pass itself is (precision, not a bug).
+            low = SparseTransformer(cfg).to(dev).eval()
+            low.load_state_dict(model.state_dict())
+            low = low.to(torch.bfloat16)
+            with torch.no_grad():
+                fwd = low(x)[:, 40:].float()
+            dec = IncrementalDecoder(low, 4)
+            got = [dec.prefill(x[:, :40]).clone()]
+            for t in range(40, 104):
+                got.append(dec.step(x[:, t]).clone())
+            inc = torch.stack(got, 1)
+            row = dict(pattern=att, cache="pattern", dtype="bf16",
+                       inc_vs_fp32=(inc - full).abs().max().item(),
+                       fwd_vs_fp32=(fwd - full).abs().max().item(),
+                       logit_scale=full.abs().max().item(), lowp_gemm=dec.caches[0]._lowp)
+            out.append(row)
+            print(f"bf16   {att:45s} incremental {row['inc_vs_fp32']:.2e}, full forward "
+                  f"{row['fwd_vs_fp32']:.2e} (|logits| <= {row['logit_scale']:.1f}), "
+                  f"gemm={row['lowp_gemm']}", flush=True)
     return out
 
 

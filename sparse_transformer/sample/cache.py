@@ -290,7 +290,9 @@ def read_bias(g: GroupPlan, c: GroupConsts, i: torch.Tensor, pos: torch.Tensor) 
             if k < 0:
                 parts.append(torch.zeros_like(j, dtype=torch.bool))
                 continue
-            ok = (j >= 0) & c.terms[k].allowed(i, j)
+            ok = c.terms[k].allowed(i, j)
+            if g.regions[k].kind == "window":  # the only region whose slots map to j < 0
+                ok = ok & (j >= 0)
             for t in range(k):
                 ok = ok & ~c.terms[t].allowed(i, j)
             parts.append(ok)
@@ -343,6 +345,40 @@ class StepIndex:
         return self._memo[key]
 
 
+_LOWP: dict[tuple[str, torch.dtype], str | None] = {}
+
+
+def _lowp_gemm(device: torch.device, dtype: torch.dtype) -> str | None:
+    """How to get fp32 q.k from bf16/fp16 q and k on this device without upcasting them.
+
+    "baddbmm" / "bmm" when ``out_dtype=torch.float32`` GEMMs exist and agree with the
+    upcast product (probed once, outside any CUDA-graph capture); None means upcast.
+    """
+    if device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16):
+        return None
+    key = (str(device), dtype)
+    if key not in _LOWP:
+        _LOWP[key] = None
+        a = torch.randn(3, 1, 16, device=device).to(dtype)
+        b = torch.randn(3, 16, 7, device=device).to(dtype)
+        bias = torch.zeros(3, 1, 7, device=device)
+        bias[0, 0, 0] = float("-inf")
+        ref = torch.baddbmm(bias, a.float(), b.float(), alpha=0.25)
+        tries = (("baddbmm", lambda: torch.baddbmm(bias, a, b, alpha=0.25,
+                                                   out_dtype=torch.float32)),
+                 ("bmm", lambda: torch.add(bias, torch.bmm(a, b, out_dtype=torch.float32),
+                                           alpha=0.25)))
+        for name, fn in tries:
+            try:
+                got = fn()
+            except (RuntimeError, TypeError):
+                continue
+            if got.dtype == torch.float32 and torch.allclose(got, ref, rtol=1e-5, atol=1e-5):
+                _LOWP[key] = name
+                break
+    return _LOWP[key]
+
+
 class LayerCache:
     """The keys and values one layer keeps, per head group, and the attention of one query.
 
@@ -368,6 +404,7 @@ class LayerCache:
         self._natural = order == list(range(n_heads))
         self._sel = [self._selector(g.heads, device) for g in self.groups]
         self._consts = [GroupConsts(g, device) for g in self.groups]
+        self._lowp = _lowp_gemm(torch.device(device), dtype)
         self._unperm = (None if self._natural else
                         torch.tensor(order, device=device).argsort())
 
@@ -413,8 +450,8 @@ class LayerCache:
              scale: float) -> torch.Tensor:
         """Store the new key/value and attend: q, k [B, H, 1, Dk], v [B, H, 1, Dv] -> [B, H, 1, Dv].
 
-        Scores, softmax and p.v run in fp32 (paper 5.6; fp64 for an fp64 model), the result
-        comes back in q's dtype.
+        Scores and softmax run in fp32 (paper 5.6; fp64 for an fp64 model); p.v in fp32 too,
+        except for bf16/fp16 caches on CUDA (see ``_lowp``). The result comes back in q's dtype.
         """
         b = q.shape[0]
         work = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -431,11 +468,26 @@ class LayerCache:
             keys = kb if index is None else kb.index_select(2, index)  # [B, Hg, S, Dk]
             vals = vb if index is None else vb.index_select(2, index)
             s = keys.shape[2]
-            qg = self._take(q, sel).to(work).reshape(b * n_h, 1, -1)
-            kt = keys.to(work).reshape(b * n_h, s, -1).transpose(1, 2)
-            scores = torch.baddbmm(bias.to(work), qg, kt, alpha=scale)  # [B*Hg, 1, S]
-            p = torch.softmax(scores, dim=-1)
-            out = torch.bmm(p, vals.to(work).reshape(b * n_h, s, -1))
+            if self._lowp is not None:
+                # bf16/fp16 on CUDA: q.k products of low-precision inputs are exact in fp32,
+                # so a GEMM that accumulates and writes fp32 is the paper's fp32 q.k (5.6)
+                # without upcasting the keys; p.v as the Triton kernel does it (p rounded to
+                # the value dtype, fp32 accumulation). Three fewer kernels per layer.
+                qg = self._take(q, sel).reshape(b * n_h, 1, -1)
+                kt = keys.reshape(b * n_h, s, -1).transpose(1, 2)
+                if self._lowp == "baddbmm":
+                    scores = torch.baddbmm(bias, qg, kt, alpha=scale, out_dtype=torch.float32)
+                else:
+                    scores = torch.add(bias, torch.bmm(qg, kt, out_dtype=torch.float32),
+                                       alpha=scale)
+                p = torch.softmax(scores, dim=-1)
+                out = torch.bmm(p.to(vals.dtype), vals.reshape(b * n_h, s, -1))
+            else:
+                qg = self._take(q, sel).to(work).reshape(b * n_h, 1, -1)
+                kt = keys.to(work).reshape(b * n_h, s, -1).transpose(1, 2)
+                scores = torch.baddbmm(bias.to(work), qg, kt, alpha=scale)  # [B*Hg, 1, S]
+                p = torch.softmax(scores, dim=-1)
+                out = torch.bmm(p, vals.to(work).reshape(b * n_h, s, -1))
             outs.append(out.view(b, n_h, 1, -1))
         y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
         if self._unperm is not None:
