@@ -102,9 +102,10 @@ def exactness(dev: torch.device) -> list[dict]:
     return out
 
 
-def time_decoder(model, batch: int, dense: bool, steps: int, dev: torch.device) -> dict:
+def time_decoder(model, batch: int, dense: bool, steps: int, dev: torch.device,
+                 graph: bool | str = "auto") -> dict:
     n = model.cfg.n_ctx
-    dec = IncrementalDecoder(model, batch, dense=dense)
+    dec = IncrementalDecoder(model, batch, dense=dense, cuda_graph=graph)
     start = n - steps - 8
     dec.length = start  # positions < start count as cached (zeros: same work as real keys)
     dec.pos.fill_(start)
@@ -146,6 +147,14 @@ def timings(dev, contexts, batches, steps, layers, budget, on_row=None) -> list[
             _randomise(model)
             if dev.type == "cuda":
                 model = model.to(torch.bfloat16)
+            if dev.type == "cuda" and n == contexts[len(contexts) // 2]:
+                # what the CUDA graph buys: the same step without it
+                r = time_decoder(model, 1, False, steps, dev, graph=False)
+                r.update(context=n, pattern=pname, spec=att, cache="pattern-eager",
+                         batch_asked=1)
+                rows.append(r)
+                print(f"time   n={n:6d} {pname:8s} eager    B=  1 {r['latency_ms']:8.3f} "
+                      f"ms/token (no CUDA graph)", flush=True)
             for cache in ("pattern", "dense"):
                 per = bytes_per_sample(model, cache == "dense")
                 for want in batches:
@@ -217,10 +226,13 @@ def enwik8_sample(dev, n_bytes: int, preset: str, time_limit: float = 120.0) -> 
     _sync(dev)
     wall = time.perf_counter() - t0
     dec = seam.decoder
-    res = dict(preset=preset, n_bytes=done, n_bytes_asked=n_bytes, stopped_at_limit=stopped,
+    step = time_decoder(model, 1, False, 20, dev)  # the decode step alone, near the end
+    res = dict(preset=preset, n_bytes=done, decode_step_ms=step["latency_ms"], n_bytes_asked=n_bytes, stopped_at_limit=stopped,
                batch=1, wall_s=wall, bytes_per_s=done / wall, cache_bytes=dec.nbytes,
                dense_cache_bytes=bytes_per_sample(model, True), cuda_graph=dec._graph is not None,
                params=model.num_params())
+    print(f"sample {preset}: decode step alone {step['latency_ms']:.3f} ms at position "
+          f"{step['position']}", flush=True)
     print(f"sample {preset}: {res['n_bytes']} bytes in {wall:.1f} s "
           f"({res['bytes_per_s']:.0f} bytes/s), cache {dec.nbytes / 2**20:.1f} MiB "
           f"vs dense {res['dense_cache_bytes'] / 2**20:.1f} MiB, graph={res['cuda_graph']}",
