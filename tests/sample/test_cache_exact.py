@@ -62,6 +62,7 @@ PATTERNS = [
     "union(local(window=3), fixed(stride=8, summary=3, distinct=2))",
     "union(column(stride=4), column(stride=6), local(window=2))",
     "per_head(local(window=4), column(stride=4))",
+    "per_head(local(window=3), column(stride=4), local(window=3), column(stride=4))",
     "per_head(fixed(stride=8, summary=1, distinct=2), strided(stride=4, mode='merge'))",
     "union(causal(), local(window=3))",
 ]
