@@ -114,11 +114,20 @@ def blocksparse_attention(
     pad = plan.n_pad - N
     if pad:
         q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+    only = plan.components[0] if len(plan.components) == 1 else None
+    if only is not None and only.order == 0 and only.heads == tuple(range(H)):
+        # One natural-order component with every head: no gather, permutation or restack.
+        out, _ = backend.run_component(q.contiguous(), k.contiguous(), v.contiguous(),
+                                       only.to(q.device), scale, **backend_kwargs)
+        return out[:, :, :N] if pad else out
     parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(H)]
     for cp in plan.components:
         cp = cp.to(q.device)
-        heads = torch.tensor(cp.heads, device=q.device)
-        qc, kc, vc = (x.index_select(1, heads) for x in (q, k, v))
+        if cp.heads == tuple(range(H)):  # one component holds every head: no gather copy
+            qc, kc, vc = q, k, v
+        else:  # cached on the device: a fresh host->device copy would sync every call
+            heads = _heads_index(cp.heads, q.device)
+            qc, kc, vc = (x.index_select(1, heads) for x in (q, k, v))
         if cp.order:
             perm = _permutation(plan.n_pad, cp.order, q.device)
             qc, kc, vc = (x[:, :, perm] for x in (qc, kc, vc))
@@ -146,6 +155,11 @@ def _merge(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         w = torch.exp(lse - total).unsqueeze(-1)
         out = out + w * o.to(w.dtype)
     return out.to(parts[0][0].dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _heads_index(heads: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(heads, device=device)
 
 
 @functools.lru_cache(maxsize=32)

@@ -191,3 +191,23 @@ def test_fake_registration_and_compile():
     torch.testing.assert_close(out, expect)
     for a, b in zip(grads, (x.grad for x in xs)):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("config", [
+    {"dkdv": {"trans_acc": 0, "num_warps": 4, "num_stages": 2}, "fwd": {"gather": 4}},
+    {"dkdv": {"trans_acc": 1, "num_warps": 4, "num_stages": 2}, "dq": {"gather": 1}},
+])
+def test_launch_variants(config, monkeypatch):
+    """Both dK/dV accumulator layouts and other gather widths compute the same function."""
+    monkeypatch.setattr(T, "CONFIG", config)
+    _run_components(P.fixed(16, 4, 2), 64, 2, 32, 16, torch.float32)  # 16-wide key tiles
+    _run_components(P.causal(), 64, 1, 32, 16, torch.float32)  # key tiles grouped by 2
+
+
+def test_key_tile_grouping():
+    """Causal key-side lists coincide within a query tile (grouped); fixed's do not."""
+    causal = P.causal().plan(256, 1, 128, 32).components[0]
+    fc, fi, pc, pi = T._group_key_tiles(*causal.key_side())
+    assert fc.shape[1] == 2  # 8 key tiles of 32 -> 2 blocks of 128
+    fixed = P.fixed(128, 32).plan(256, 1, 128, 32).components[0]
+    assert T._group_key_tiles(*fixed.key_side())[0].shape[1] == 8
