@@ -227,7 +227,8 @@ def enwik8_sample(dev, n_bytes: int, preset: str, time_limit: float = 120.0) -> 
     wall = time.perf_counter() - t0
     dec = seam.decoder
     step = time_decoder(model, 1, False, 20, dev)  # the decode step alone, near the end
-    res = dict(preset=preset, n_bytes=done, decode_step_ms=step["latency_ms"], n_bytes_asked=n_bytes, stopped_at_limit=stopped,
+    res = dict(preset=preset, n_bytes=done, decode_step_ms=step["latency_ms"],
+               n_bytes_asked=n_bytes, stopped_at_limit=stopped,
                batch=1, wall_s=wall, bytes_per_s=done / wall, cache_bytes=dec.nbytes,
                dense_cache_bytes=bytes_per_sample(model, True), cuda_graph=dec._graph is not None,
                params=model.num_params())
@@ -294,9 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         contexts, batches, layers, sample_bytes, preset = [256, 1024], [1, 4], 2, 64, "wiki-small"
     t_all = time.perf_counter()
-    result = dict(device=torch.cuda.get_device_name() if dev.type == "cuda" else platform.processor(),
-                  torch=torch.__version__, model=dict(n_layer=layers, d_model=512, n_head=8,
-                                                       dtype="bf16" if dev.type == "cuda" else "fp32"),
+    cuda = dev.type == "cuda"
+    result = dict(device=torch.cuda.get_device_name() if cuda else platform.processor(),
+                  torch=torch.__version__,
+                  model=dict(n_layer=layers, d_model=512, n_head=8,
+                             dtype="bf16" if cuda else "fp32"),
                   steps=args.steps, mem_budget_gb=args.mem_budget_gb)
     result["exactness"] = exactness(dev)
     save = lambda: (out / "sampling.json").write_text(json.dumps(result, indent=1))

@@ -119,10 +119,6 @@ class GroupPlan:
         """Slots read per head per step."""
         return sum(r.read_size for r in self.regions)
 
-    @property
-    def has_stride(self) -> bool:
-        return any(r.kind == "stride" for r in self.regions)
-
 
 @functools.lru_cache(maxsize=256)
 def plan_layer(pattern: Pattern, n_heads: int, n_ctx: int, dense: bool = False
@@ -495,21 +491,5 @@ class LayerCache:
         return y.to(q.dtype)
 
 
-def describe(pattern: Pattern, n_heads: int, n_ctx: int) -> list[dict]:
-    """Per head group: heads, regions (kind and slots), slots stored and read per head."""
-    out = []
-    for g in plan_layer(pattern, n_heads, n_ctx):
-        out.append(dict(heads=list(g.heads),
-                        regions=[(r.kind, r.size, r.read_size) for r in g.regions],
-                        stored=g.size, read=g.read_size))
-    return out
-
-
-def dense_slots(n_heads: int, n_ctx: int) -> int:
-    """Slots a dense cache stores per layer (the baseline's memory, per sample)."""
-    return n_heads * n_ctx
-
-
 __all__ = ["LayerCache", "StepIndex", "GroupPlan", "GroupConsts", "Region", "plan_layer",
-           "head_rule",
-           "write_slots", "read_layout", "read_bias", "describe", "dense_slots"]
+           "head_rule", "write_slots", "read_layout", "read_bias"]
