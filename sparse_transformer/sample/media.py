@@ -10,12 +10,17 @@ blog, ImageNet completions from half images. Here:
     write_wav(path, x, rate)                 float [T] or [T, C] -> 16-bit PCM WAV
     write_mu_law_wav(path, q, rate)          8-bit mu-law bytes -> WAV
     write_image_samples / write_audio_samples  the registry's sample writers for "image"/"audio"
+    media_report(checkpoint, data, out)      bits/dim (or /byte) on valid+test, samples, curve
+
+``python -m sparse_transformer.sample.media --checkpoint RUN --data NAME --out DIR`` runs
+``media_report``.
 
 Files are written to a temporary name and renamed, so an interrupted run leaves no half file.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -174,3 +179,143 @@ def write_audio_samples(samples: np.ndarray, path: str | None, meta: dict) -> li
     rate = int(meta.get("sample_rate", 12000))
     outs = _paths(path, "samples.wav", len(samples), ".wav")
     return [str(write_mu_law_wav(p, s, rate)) for p, s in zip(outs, samples)]
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def unit_for(meta: dict) -> str:
+    """"bits/dim" for image data (one byte = one sub-pixel dimension), else "bits/byte"."""
+    return "bits/dim" if meta.get("kind") == "image" else "bits/byte"
+
+
+def plot_bits_curve(csv_path: str | Path, png_path: str | Path, unit: str) -> Path | None:
+    """Train/valid curve from a run's metrics.csv, labelled in ``unit`` (bits/dim for images)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from sparse_transformer.train.metrics import read_metrics
+
+    rows = read_metrics(csv_path)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for col, label, style in (("train_bpb", "train", "-"), ("valid_bpb", "valid", "o-")):
+        pts = [(int(r["step"]), float(r[col])) for r in rows if r.get(col)]
+        if pts:
+            ax.plot(*zip(*pts), style, label=label, lw=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel(unit)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    png = Path(png_path)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(png)
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, png)
+    return png
+
+
+def media_report(checkpoint: str | Path, data: str, out_dir: str | Path, *, data_root: str = "data",
+                 n_unconditional: int = 16, n_complete: int = 6, samples_per_image: int = 3,
+                 audio_seconds: float = 1.0, eval_bytes: int | None = None, seed: int = 0,
+                 temperature: float = 1.0, device: str = "cpu", progress: bool = True) -> dict:
+    """Evaluate a trained image or audio model and write what a person can look at or hear.
+
+    Writes into ``out_dir``: metrics.json ({unit, valid, test}), curve.png (from the run's
+    metrics.csv) and, for images, samples.png (unconditional, temperature 1.0) and
+    completions.png (original | samples given its top half, from the test split); for audio,
+    unconditional.wav and continuation.wav (a real test clip of n_ctx/2 samples, then sampled).
+    """
+    import torch
+
+    from sparse_transformer.data.bytes import resolve_data
+    from sparse_transformer.data.images import unflatten_images
+    from sparse_transformer.evaluate import evaluate_bpb
+    from sparse_transformer.sample.generate import generate
+    from sparse_transformer.train.checkpoint import find_checkpoint, load_model
+
+    ds = resolve_data(data, data_root, prepare_missing=False)
+    kind, unit = ds.kind, unit_for(ds.meta)
+    if kind not in ("image", "audio"):
+        raise ValueError(f"{data}: media reports are for image or audio data, not {kind!r}")
+    model, _ = load_model(checkpoint, device)
+    n_ctx = model.cfg.n_ctx
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = ds.record_size if kind == "image" else None
+    res = {"unit": unit, "data": ds.name}
+    for split in ("valid", "test"):
+        r = evaluate_bpb(model, ds.split(split), max_bytes=eval_bytes, record_size=record,
+                         batch_size=64 if device != "cpu" else 8, device=device,
+                         progress=progress)
+        res[split] = round(r.bits_per_byte, 4)
+        res[f"{split}_scored"] = r.n_scored
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "image":
+        shape = tuple(ds.meta["shape"])
+        empty = torch.zeros(n_unconditional, 0, dtype=torch.long)
+        imgs = generate(model, empty, n_ctx, temperature=temperature, generator=gen,
+                        progress=progress)
+        write_png_grid(unflatten_images(imgs.cpu().numpy().astype(np.uint8), shape),
+                       out / "samples.png")
+        test = unflatten_images(np.asarray(ds.split("test")[: n_complete * n_ctx]), shape)
+        comp = complete_images(model, test, n_samples=samples_per_image, temperature=temperature,
+                               generator=gen, progress=progress)
+        write_completion_grid(test, comp, out / "completions.png")
+    else:
+        rate = int(ds.meta.get("sample_rate", 12000))
+        n_new = int(audio_seconds * rate)
+        empty = torch.zeros(1, 0, dtype=torch.long)
+        q = generate(model, empty, n_new, temperature=temperature, generator=gen, progress=progress)
+        write_mu_law_wav(out / "unconditional.wav", q[0].cpu().numpy().astype(np.uint8), rate)
+        prompt = torch.from_numpy(np.asarray(ds.split("test")[: n_ctx // 2]).astype(np.int64))
+        q = generate(model, prompt, n_new, temperature=temperature, generator=gen,
+                     progress=progress)
+        write_mu_law_wav(out / "continuation.wav", q.cpu().numpy().astype(np.uint8), rate)
+    step_dir = find_checkpoint(checkpoint)  # RUN/checkpoints/step-N
+    for cand in (step_dir.parent.parent / "metrics.csv", Path(checkpoint) / "metrics.csv"):
+        if cand.is_file():
+            plot_bits_curve(cand, out / "curve.png", unit)
+            break
+    with open(out / "metrics.json", "w") as fh:
+        json.dump(res, fh, indent=2)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sparse_transformer.sample.media --checkpoint RUN --data NAME --out DIR``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m sparse_transformer.sample.media",
+                                description=media_report.__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", "-c", required=True, help="run directory or step folder")
+    p.add_argument("--data", required=True, help="data set name or prepared directory")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--out", required=True, help="directory for PNG/WAV/JSON outputs")
+    p.add_argument("--num", type=int, default=16, help="unconditional images")
+    p.add_argument("--complete", type=int, default=6, help="test images to complete")
+    p.add_argument("--per-image", type=int, default=3, help="completions per image")
+    p.add_argument("--seconds", type=float, default=1.0, help="audio to sample, seconds")
+    p.add_argument("--eval-bytes", type=int, default=None, help="bytes per split scored (all)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    a = p.parse_args(argv)
+    res = media_report(a.checkpoint, a.data, a.out, data_root=a.data_root, n_unconditional=a.num,
+                       n_complete=a.complete, samples_per_image=a.per_image,
+                       audio_seconds=a.seconds, eval_bytes=a.eval_bytes, seed=a.seed,
+                       temperature=a.temperature, device=a.device)
+    print(f"{res['data']}: valid {res['valid']:.4f} {res['unit']}, test {res['test']:.4f} "
+          f"{res['unit']}; outputs in {a.out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    sys.exit(main())
