@@ -223,3 +223,14 @@ def test_split_indices():
     np.testing.assert_array_equal(im.split_indices(41)["test"], s["test"])  # deterministic
     with pytest.raises(ValueError, match="at least 3"):
         im.split_indices(2)
+
+
+@pytest.mark.parametrize("preset,shape", [("cifar10", (32, 32, 3)), ("imagenet64", (64, 64, 3)),
+                                          ("fashion-mnist-small", (28, 28, 1))])
+def test_image_presets_fit_the_prepared_records(preset, shape):
+    from sparse_transformer.model.config import ModelConfig
+
+    cfg = ModelConfig.from_preset(preset)
+    meta = im._image_meta(preset, shape, {}, "", "")
+    assert cfg.embedding == "image" and tuple(cfg.image_shape) == tuple(meta["shape"])
+    assert cfg.n_ctx == meta["record_size"]  # one whole image per training window
