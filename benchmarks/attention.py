@@ -310,16 +310,42 @@ def main_table(results, tuned) -> None:
     T.CONFIG.clear()
 
 
-def flex_rows(results) -> None:
-    for n, stride in LONG[:2]:  # reordered strided at long N (natural order cannot skip tiles)
+def flex_rows(results, sizes=None, long=True) -> None:
+    for n, stride in LONG[:2] if long else []:  # reordered strided at long N
         p = P.strided(stride, "split")
         run_rows(results, f"strided({stride},split)", p, n, 1, [("flex_reordered", ours(p, "flex"))])
-    for n, b in SIZES:
+    for n, b in sizes or SIZES:
         for name, p in patterns().items():
             impls = [("flex_natural", flex_natural(p, n))]
             if any(cp.order for cp in p.plan(n, H, 128, 128).components):
                 impls.append(("flex_reordered", ours(p, "flex")))
             run_rows(results, name, p, n, b, impls)
+
+
+def tune_sparse(results) -> None:
+    """Short loops (local, strided): fewer pipeline stages / more programs per SM?"""
+    from sparse_transformer.kernels import triton_attention as T
+
+    cfgs = {"fwd": [dict(gather=2, num_warps=4, num_stages=1), dict(gather=2, num_warps=4, num_stages=2),
+                    dict(gather=4, num_warps=4, num_stages=2), dict(gather=2, num_warps=8, num_stages=2)],
+            "dq": [dict(gather=2, num_warps=4, num_stages=1), dict(gather=4, num_warps=4, num_stages=2)],
+            "dkdv": [dict(num_warps=8, num_stages=1, trans_acc=1), dict(num_warps=8, num_stages=2, trans_acc=1),
+                     dict(num_warps=4, num_stages=2, trans_acc=0)]}
+    out = []
+    p = P.local(128)
+    for kernel, cs in cfgs.items():
+        for cfg in cs:
+            T.CONFIG.clear()
+            T.CONFIG[kernel] = cfg
+            try:
+                ms = stage_times(p, TUNE_N, TUNE_B, only=kernel)[kernel]
+            except Exception as err:
+                log(f"tune local {kernel} {cfg}: failed {type(err).__name__}")
+                continue
+            out.append({"pattern": "local(128)", "kernel": kernel, "config": cfg, "ms": ms})
+            log(f"tune local(128) {kernel:5s} {cfg} {ms:.3f} ms")
+    T.CONFIG.clear()
+    results["tune_sparse"] = out
 
 
 def long_rows(results, tuned) -> None:
@@ -411,6 +437,10 @@ def run(args) -> None:
                 profile(results, results.get("tuned", {}))
             elif sec == "flex":
                 flex_rows(results)
+            elif sec == "flex16k":
+                flex_rows(results, [(16384, 4)], long=False)
+            elif sec == "tune_sparse":
+                tune_sparse(results)
             elif sec == "long":
                 long_rows(results, results.get("tuned", {}))
             else:
