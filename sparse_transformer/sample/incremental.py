@@ -44,7 +44,7 @@ class IncrementalDecoder:
     """Decode ``batch`` sequences of ``model`` one token per step with pattern-aware caches.
 
     Args:
-        model: a ``SparseTransformer`` (put in eval mode by the caller; dropout is not applied).
+        model: a ``SparseTransformer`` in eval mode (``generate`` sees to that).
         batch: number of sequences decoded together.
         dense: use the dense baseline cache (every position stored and read).
         cuda_graph: "auto" (capture on CUDA), True (require capture), False (eager).
@@ -92,6 +92,8 @@ class IncrementalDecoder:
         """Run the prompt ``tokens`` [B, T] (T may be 0); return logits [B, V] for position T."""
         if tokens.dim() != 2 or tokens.shape[0] != self.batch:
             raise ValueError(f"prefill expects tokens [{self.batch}, T], got {tuple(tokens.shape)}")
+        if self.model.training:  # the step has no dropout; the prefill pass must not either
+            raise ValueError("incremental decoding needs the model in eval mode (model.eval())")
         t = tokens.shape[1]
         if t + 1 > self.cfg.n_ctx:
             raise ValueError(f"prompt of {t} tokens leaves no room in n_ctx {self.cfg.n_ctx}")

@@ -155,3 +155,6 @@ def test_errors():
     dec.prefill(torch.zeros(2, N_CTX - 1, dtype=torch.long))
     with pytest.raises(ValueError, match="full"):
         dec.step(torch.zeros(2, dtype=torch.long))
+    model.train()
+    with pytest.raises(ValueError, match="eval mode"):
+        dec.prefill(torch.zeros(2, 3, dtype=torch.long))
