@@ -48,20 +48,26 @@ class IncrementalDecoder:
         batch: number of sequences decoded together.
         dense: use the dense baseline cache (every position stored and read).
         cuda_graph: "auto" (capture on CUDA), True (require capture), False (eager).
+        capacity: positions the caches hold (default and maximum n_ctx); a short sample from a
+            long-context model needs only prompt + new bytes, and the causal, summary and
+            column stores (and their reads) shrink with it.
     """
 
     def __init__(self, model: SparseTransformer, batch: int, *, dense: bool = False,
-                 cuda_graph: bool | str = "auto"):
+                 cuda_graph: bool | str = "auto", capacity: int | None = None):
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         cfg = model.cfg
+        self.capacity = cfg.n_ctx if capacity is None else min(int(capacity), cfg.n_ctx)
+        if self.capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
         p = next(model.parameters())
         self.model, self.cfg, self.batch, self.dense = model, cfg, batch, dense
         self.device, self.dtype = p.device, p.dtype
         d_v = cfg.d_model // cfg.n_head
         d_k = cfg.d_qk // cfg.n_head
         self.scale = 1.0 / math.sqrt(d_k)  # as Attention.forward (paper 4.2)
-        self.caches = [LayerCache(blk.attn.pattern, cfg.n_head, cfg.n_ctx, batch, d_k, d_v,
+        self.caches = [LayerCache(blk.attn.pattern, cfg.n_head, self.capacity, batch, d_k, d_v,
                                   dtype=self.dtype, device=self.device, dense=dense)
                        for blk in model.blocks]
         self._coords = position_coordinates(cfg, cfg.n_ctx, self.device)
@@ -95,8 +101,9 @@ class IncrementalDecoder:
         if self.model.training:  # the step has no dropout; the prefill pass must not either
             raise ValueError("incremental decoding needs the model in eval mode (model.eval())")
         t = tokens.shape[1]
-        if t + 1 > self.cfg.n_ctx:
-            raise ValueError(f"prompt of {t} tokens leaves no room in n_ctx {self.cfg.n_ctx}")
+        if t + 1 > self.capacity:
+            raise ValueError(f"prompt of {t} tokens leaves no room in the cache's "
+                             f"{self.capacity} positions (n_ctx {self.cfg.n_ctx})")
         x = torch.cat([tokens, tokens.new_zeros(self.batch, 1)], dim=1).to(self.device)
         hooks = []
         for blk, cache in zip(self.model.blocks, self.caches):
@@ -165,8 +172,8 @@ class IncrementalDecoder:
         """Append ``token`` [B] (the byte at position length-1); return logits [B, V] after it."""
         if self.length == 0:
             raise RuntimeError("call prefill (possibly with an empty prompt) before step")
-        if self.length >= self.cfg.n_ctx:
-            raise ValueError(f"the cache is full: n_ctx {self.cfg.n_ctx} positions decoded")
+        if self.length >= self.capacity:
+            raise ValueError(f"the cache is full: {self.capacity} positions decoded")
         self.prev.copy_(token.reshape(self.batch))
         if self._want_graph and self._graph is None:
             try:
@@ -189,11 +196,13 @@ class CachedNextLogits:
     Each call normally passes the previous call's tokens with one more column; then only that
     column is decoded. Any other call (new prompt, other batch size) prefills afresh. Past
     n_ctx positions the pattern's position embedding has no rows left, so those calls fall back
-    to the straightforward window (``generate.next_token_logits``).
+    to the straightforward window (``generate.next_token_logits``). ``capacity`` sizes the
+    caches (``generate`` passes prompt + new bytes); a longer sequence gets n_ctx-sized ones.
     """
 
-    def __init__(self, dense: bool = False, cuda_graph: bool | str = "auto"):
-        self.dense, self.cuda_graph = dense, cuda_graph
+    def __init__(self, dense: bool = False, cuda_graph: bool | str = "auto",
+                 capacity: int | None = None):
+        self.dense, self.cuda_graph, self.capacity = dense, cuda_graph, capacity
         self.decoder: IncrementalDecoder | None = None
         self._seen: torch.Tensor | None = None
 
@@ -207,13 +216,17 @@ class CachedNextLogits:
         dec = self.decoder
         appended = (dec is not None and dec.model is model and dec.batch == b
                     and self._seen is not None and t == self._seen.shape[1] + 1
-                    and dec.length == t and torch.equal(tokens[:, :-1], self._seen))
+                    and dec.length == t and dec.length < dec.capacity
+                    and torch.equal(tokens[:, :-1], self._seen))
         if appended:
             logits = dec.step(tokens[:, -1])
         else:
-            if dec is None or dec.model is not model or dec.batch != b:
+            if (dec is None or dec.model is not model or dec.batch != b
+                    or t + 1 > dec.capacity):
+                fits = self.capacity is not None and t + 1 <= self.capacity
+                cap = self.capacity if fits else None  # else n_ctx-sized caches
                 dec = self.decoder = IncrementalDecoder(model, b, dense=self.dense,
-                                                        cuda_graph=self.cuda_graph)
+                                                        cuda_graph=self.cuda_graph, capacity=cap)
             logits = dec.prefill(tokens)
         self._seen = tokens
         return logits.clone()

@@ -158,3 +158,26 @@ def test_errors():
     model.train()
     with pytest.raises(ValueError, match="eval mode"):
         dec.prefill(torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_capacity_smaller_than_n_ctx():
+    # Caches sized for prompt + new bytes give the same logits and hold fewer slots; the seam
+    # moves to n_ctx-sized caches when a sequence outgrows them.
+    from sparse_transformer.sample.generate import next_token_logits
+
+    model = _model("fixed(stride=8, summary=2, distinct=2)", n_layer=1)
+    x = torch.randint(0, 256, (2, N_CTX))
+    small = IncrementalDecoder(model, 2, capacity=20, cuda_graph=False)
+    full = IncrementalDecoder(model, 2, cuda_graph=False)
+    assert small.nbytes < full.nbytes
+    torch.testing.assert_close(small.prefill(x[:, :4]), model(x)[:, 4], atol=1e-5, rtol=1e-5)
+    for t in range(4, 19):
+        torch.testing.assert_close(small.step(x[:, t]), model(x[:, :t + 2])[:, -1],
+                                   atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="full"):
+        small.step(x[:, 19])
+    seam = CachedNextLogits(cuda_graph=False, capacity=10)
+    for t in range(5, 30):
+        torch.testing.assert_close(seam(model, x[:, :t]), next_token_logits(model, x[:, :t]),
+                                   atol=1e-5, rtol=1e-5)
+    assert seam.decoder.capacity == N_CTX
