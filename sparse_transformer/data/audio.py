@@ -1,4 +1,4 @@
-"""Raw audio as bytes: decode, mix to mono, resample to 12 kHz, 8-bit mu-law (paper.md section 5, Table 4).
+"""Raw audio as bytes: decode, mono, 12 kHz, 8-bit mu-law (paper.md section 5, Table 4).
 
 The paper models "classical music ... 12 kHz ... 8-bit mu-law" as a byte stream with the same
 architecture as text, only the position embeddings differ (row/column of a matrix of width l,
@@ -82,7 +82,8 @@ def list_audio_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a directory")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
 
 
 def decode_file(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -112,7 +113,8 @@ def _encode_worker(args: tuple[str, int]) -> tuple[str, np.ndarray]:
     return path, mu_law_encode(decode_file(path, rate))
 
 
-def _encode_all(files: list[Path], rate: int, workers: int, progress: bool) -> dict[str, np.ndarray]:
+def _encode_all(files: list[Path], rate: int, workers: int,
+                progress: bool) -> dict[str, np.ndarray]:
     jobs = [(str(f), rate) for f in files]
     bar = None
     if progress:

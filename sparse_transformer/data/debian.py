@@ -26,7 +26,7 @@ __all__ = ["debian_files", "default_cache_dir"]
 
 
 def default_cache_dir() -> Path:
-    """Download cache when none is given: ``$SPARSE_TRANSFORMER_CACHE`` or ~/.cache/sparse-transformer."""
+    """Cache when none is given: ``$SPARSE_TRANSFORMER_CACHE`` or ~/.cache/sparse-transformer."""
     env = os.environ.get("SPARSE_TRANSFORMER_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "sparse-transformer"
 

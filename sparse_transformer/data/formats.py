@@ -120,7 +120,8 @@ def read_imagenet64_batch(path: str | Path, size: int = 64) -> np.ndarray:
     except ValueError:
         raise
     except Exception as err:  # zipfile.BadZipFile, OSError, EOFError from a truncated file
-        raise ValueError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err})") from None
+        raise ValueError(f"{path}: not a readable .npz archive "
+                         f"({type(err).__name__}: {err})") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * size * size:
         raise ValueError(
             f"{path}: 'data' must be uint8 [n, {3 * size * size}] for {size}x{size} RGB, "
@@ -160,7 +161,8 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise ValueError(
             f"{path}: IDX dims {dims} need {expected} bytes of data, file has {len(raw) - header}"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="))  # native byte order, writable copy
 
 
 def list_image_files(folder: str | Path) -> list[Path]:
@@ -168,7 +170,8 @@ def list_image_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder}: not a directory")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def read_image_file(path: str | Path, channels: int = 3) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Images as byte sequences, and the image data sets (CIFAR-10, ImageNet 64x64, Fashion-MNIST, folders).
+"""Images as byte sequences; image data sets (CIFAR-10, ImageNet 64x64, Fashion-MNIST, folders).
 
 An image of shape (H, W, C) is modelled as H*W*C bytes (values 0-255, vocabulary 256) in raster
 order with the channels of a pixel consecutive: byte i has row i // (W*C), column (i // C) % W
@@ -58,7 +58,7 @@ def flatten_images(images: np.ndarray) -> np.ndarray:
 
 
 def unflatten_images(flat: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """uint8 [N, H*W*C] (or [H*W*C], or any array of whole records) -> [N, H, W, C]; exact inverse."""
+    """uint8 [N, H*W*C] (or any array of whole records) -> [N, H, W, C]; the exact inverse."""
     h, w, c = (int(s) for s in shape)
     flat = np.asarray(flat)
     if flat.size % (h * w * c) != 0:
@@ -115,7 +115,8 @@ def prepare_cifar10(out_dir: str | Path, *, path: str | Path | None = None, vali
         raise ValueError(f"{path}: missing CIFAR-10 batch file(s) {', '.join(missing)}")
     # Read everything before writing anything: 150 MB fits in memory and a corrupt last batch
     # must not leave a half-prepared set.
-    train = [formats.read_cifar_batch(path / n)[0] for n in _progress(names[:5], "cifar10", progress)]
+    train = [formats.read_cifar_batch(path / n)[0]
+             for n in _progress(names[:5], "cifar10", progress)]
     test = formats.read_cifar_batch(path / "test_batch")[0]
     train = np.concatenate(train)
     if not 0 < valid_size < len(train):

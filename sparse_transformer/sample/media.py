@@ -45,7 +45,7 @@ def _tmp_name(path: Path) -> Path:
 
 def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2,
                pad_value: int = 255) -> np.ndarray:
-    """uint8 [N, H, W, C] -> uint8 [rows*(H+pad)+pad, ncols*(W+pad)+pad, C] mosaic in reading order."""
+    """uint8 [N, H, W, C] -> [rows*(H+pad)+pad, ncols*(W+pad)+pad, C] mosaic, reading order."""
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(f"expected uint8 images [N, H, W, C], got {images.dtype} {images.shape}")
@@ -116,7 +116,8 @@ def write_completion_grid(originals: np.ndarray, completions: np.ndarray, path: 
     completions = np.asarray(completions)
     if completions.ndim != 5 or completions.shape[0] != originals.shape[0] or \
             completions.shape[2:] != originals.shape[1:]:
-        raise ValueError(f"completions {completions.shape} do not match originals {originals.shape}")
+        raise ValueError(f"completions {completions.shape} do not match "
+                         f"originals {originals.shape}")
     n, s = completions.shape[:2]
     rows = np.concatenate([originals[:, None], completions], axis=1)  # [N, 1+S, H, W, C]
     return write_png_grid(rows.reshape(n * (1 + s), *originals.shape[1:]), path, ncols=1 + s,

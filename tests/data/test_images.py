@@ -145,7 +145,8 @@ def _installed_fashion_mnist():
     from sparse_transformer.data.debian import default_cache_dir
 
     rel = im.FASHION_MNIST_DIR.lstrip("/")
-    for d in (Path(im.FASHION_MNIST_DIR), default_cache_dir() / "debian/dataset-fashion-mnist" / rel,
+    for d in (Path(im.FASHION_MNIST_DIR),
+              default_cache_dir() / "debian/dataset-fashion-mnist" / rel,
               Path("data/.cache/debian/dataset-fashion-mnist") / rel):
         if (d / "train-images-idx3-ubyte.gz").is_file():
             return d
