@@ -474,12 +474,19 @@ def plot(path: str) -> None:
             and r["n_ctx"] in (4096, 16384, 65536)]
     pats = ["causal", "local(128)", "strided(128,split)", "fixed(128,32,4)"]
     fig, axes = plt.subplots(1, len(pats), figsize=(16, 4), sharey=False)
+    colors = {"triton": "C3", "triton_kernels": "C1", "flex_natural": "C0",
+              "flex_reordered": "C9", "sdpa_cudnn": "C7", "sdpa_flash": "C2"}
     for ax, pat in zip(axes, pats):
         impls = sorted({r["impl"] for r in rows if r["pattern"] == pat})
+        if pat != "causal":  # dense causal cuDNN as the bar to beat
+            impls.append("sdpa_cudnn")
         for impl in impls:
+            src = "causal" if impl.startswith("sdpa") else pat
             pts = sorted((r["n_ctx"], r["fwd_bwd_ms"]) for r in rows
-                         if r["pattern"] == pat and r["impl"] == impl)
-            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=impl)
+                         if r["pattern"] == src and r["impl"] == impl)
+            style = "--" if src != pat else "-"
+            ax.plot([x for x, _ in pts], [y for _, y in pts], style, marker="o",
+                    color=colors.get(impl), label=impl + (" (dense causal)" if src != pat else ""))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(pat)
