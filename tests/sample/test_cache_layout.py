@@ -105,3 +105,82 @@ def test_per_head_non_contiguous_groups_are_put_back_in_head_order():
     assert cache._unperm.tolist() == [0, 2, 1, 3]  # outputs [g0 heads, g1 heads] -> 0, 1, 2, 3
     with pytest.raises(ValueError):
         plan_layer(strided(4, "split"), 3, 32)  # split needs an even number of heads
+
+
+def _random_pattern(draw, depth=0):
+    from hypothesis import strategies as st
+
+    kind = draw(st.sampled_from(["local", "column", "fixed", "causal", "union", "per_head"]
+                                if depth == 0 else ["local", "column", "fixed"]))
+    if kind == "local":
+        return local(draw(st.integers(1, 9)))
+    if kind == "column":
+        return column(draw(st.integers(1, 9)))
+    if kind == "causal":
+        return causal()
+    if kind == "fixed":
+        l = draw(st.integers(2, 10))
+        v = draw(st.sampled_from([1, 2]))
+        return fixed(l, draw(st.integers(1, l // v)), v)
+    parts = [_random_pattern(draw, 1) for _ in range(draw(st.integers(2, 3)))]
+    if kind == "per_head":
+        return per_head(*parts[:2])
+    return union(*parts)
+
+
+def test_masks_select_exactly_the_pattern_keys_random():
+    # Property: for random compositions and context lengths, every query's unmasked slots hold
+    # exactly the pattern's keys, each once.
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.data(), st.integers(1, 37))
+    def check(data, n):
+        p = _random_pattern(data.draw)
+        n_heads = 4 * p.head_multiple
+        truth = p.mask(n, n_heads)
+        for g in plan_layer(p, n_heads, n):
+            consts = GroupConsts(g, "cpu")
+            for i in range(n):
+                it = torch.tensor([i])
+                _, pos = read_layout(g, consts, it)
+                ok = read_bias(g, consts, it, pos) == 0
+                for a, h in enumerate(g.heads):
+                    keys = sorted(pos[a][ok[a]].tolist())
+                    assert keys == torch.nonzero(truth[h, i]).flatten().tolist(), (p, h, i)
+
+    check()
+
+
+def test_valid_slots_hold_their_positions_after_prefill_and_steps_random():
+    # Property: store each position's own index as its key and value; after a prompt of random
+    # length and steps up to the end, every unmasked slot read for query i holds the position
+    # the mask assigns it (ring buffers, trash slot and residue rows all line up).
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from sparse_transformer.sample.cache import StepIndex
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.data(), st.integers(2, 33))
+    def check(data, n):
+        p = _random_pattern(data.draw)
+        n_heads = 2 * p.head_multiple
+        t0 = data.draw(st.integers(1, n))
+        cache = LayerCache(p, n_heads, n, 1, 1, 1, dtype=torch.float64)
+        ids = torch.arange(t0, dtype=torch.float64).view(1, 1, t0, 1).expand(1, n_heads, t0, 1)
+        cache.prefill(ids, ids)
+        for i in range(t0, n):
+            idx = StepIndex(torch.tensor([i]), 1)
+            new = torch.full((1, n_heads, 1, 1), float(i), dtype=torch.float64)
+            cache.step(torch.zeros_like(new), new, new, idx, 1.0)
+            it = torch.tensor([i])
+            for g, c, kb in zip(cache.groups, cache._consts, cache.k):
+                index, pos = read_layout(g, c, it)
+                ok = read_bias(g, c, it, pos) == 0
+                keys = kb if index is None else kb.index_select(2, index)
+                for a in range(len(g.heads)):
+                    assert torch.equal(keys[0, a, :, 0][ok[a]], pos[a][ok[a]].double()), (p, i)
+
+    check()
