@@ -56,8 +56,8 @@ def _pow2(n: int) -> int:
 def _launch(name: str, dp: int, dtype: torch.dtype, qb: int, kb: int = 32) -> dict[str, int]:
     """Launch settings; defaults from the H200 tuning runs (benchmarks/NOTES.md, run 1).
 
-    Forward / dQ: 2 gathered key tiles, 4 warps, 3 stages was best or within 9% on the fixed
-    and causal patterns. dK/dV: 32-wide key tiles want 4 warps and transposed accumulators;
+    Forward / dQ: 2 gathered key tiles, 4 warps, 3 stages was best on the fixed pattern and
+    within 9% of the best on causal (which prefers 4 tiles in the forward). dK/dV: 32-wide key tiles want 4 warps and transposed accumulators;
     grouped 128-wide key blocks want 8 warps.
     """
     cfg = {"gather": 2, "num_warps": 4, "num_stages": 3}
@@ -167,8 +167,6 @@ def blocksparse_bwd(
     params: torch.Tensor, kinds: list[int], q_block: int, k_block: int, scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) in the inputs' dtype, given d out and d lse."""
-    B, Hc, N, D = q.shape
-    DV = v.shape[-1]
     dout = dout.contiguous()
     # Delta_i = rowsum(dO_i * O_i) - dLSE_i (the lse gradient enters here only).
     delta = ((dout.float() * out.float()).sum(-1) - dlse.float()).contiguous()
