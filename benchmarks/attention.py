@@ -109,7 +109,8 @@ def time_impl(fwd, b: int, n: int, with_bwd: bool = True) -> tuple[float, float 
 def sdpa(backend_name: str):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    backend = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION}[backend_name]
+    backend = {"cudnn": SDPBackend.CUDNN_ATTENTION,
+               "flash": SDPBackend.FLASH_ATTENTION}[backend_name]
 
     def fn(q, k, v):
         with sdpa_kernel(backend):
@@ -186,13 +187,15 @@ def check(results: dict) -> None:
     results["checks"] = out
 
 
+def _cfg(gather: int, num_warps: int, num_stages: int) -> dict[str, int]:
+    return dict(gather=gather, num_warps=num_warps, num_stages=num_stages)
+
+
 def tune(results: dict) -> None:
     """Try launch configs per kernel at N = 16,384, B = 4; keep the best per pattern."""
     from sparse_transformer.kernels import triton_attention as T
 
-    fwd_cfgs = [dict(gather=4, num_warps=8, num_stages=3), dict(gather=4, num_warps=4, num_stages=3),
-                dict(gather=2, num_warps=4, num_stages=3), dict(gather=8, num_warps=8, num_stages=2),
-                dict(gather=4, num_warps=8, num_stages=4)]
+    fwd_cfgs = [_cfg(4, 8, 3), _cfg(4, 4, 3), _cfg(2, 4, 3), _cfg(8, 8, 2), _cfg(4, 8, 4)]
     dkdv_cfgs = [dict(num_warps=4, num_stages=3, trans_acc=1),
                  dict(num_warps=4, num_stages=3, trans_acc=0),
                  dict(num_warps=4, num_stages=2, trans_acc=1),
@@ -212,7 +215,8 @@ def tune(results: dict) -> None:
                 try:
                     ms = stage_times(p, TUNE_N, TUNE_B, only=kernel)[kernel]
                 except Exception as err:  # a config that does not compile (shared memory)
-                    log(f"tune {name} {kernel} {cfg}: failed {type(err).__name__}: {str(err)[:120]}")
+                    log(f"tune {name} {kernel} {cfg}: failed {type(err).__name__}: "
+                        f"{str(err)[:120]}")
                     continue
                 times.append((ms, cfg))
                 log(f"tune {name:20s} {kernel:5s} {cfg} {ms:.3f} ms")
@@ -313,7 +317,8 @@ def main_table(results, tuned) -> None:
 def flex_rows(results, sizes=None, long=True) -> None:
     for n, stride in LONG[:2] if long else []:  # reordered strided at long N
         p = P.strided(stride, "split")
-        run_rows(results, f"strided({stride},split)", p, n, 1, [("flex_reordered", ours(p, "flex"))])
+        run_rows(results, f"strided({stride},split)", p, n, 1,
+                 [("flex_reordered", ours(p, "flex"))])
     for n, b in sizes or SIZES:
         for name, p in patterns().items():
             impls = [("flex_natural", flex_natural(p, n))]
@@ -326,10 +331,10 @@ def tune_sparse(results) -> None:
     """Short loops (local, strided): fewer pipeline stages / more programs per SM?"""
     from sparse_transformer.kernels import triton_attention as T
 
-    cfgs = {"fwd": [dict(gather=2, num_warps=4, num_stages=1), dict(gather=2, num_warps=4, num_stages=2),
-                    dict(gather=4, num_warps=4, num_stages=2), dict(gather=2, num_warps=8, num_stages=2)],
-            "dq": [dict(gather=2, num_warps=4, num_stages=1), dict(gather=4, num_warps=4, num_stages=2)],
-            "dkdv": [dict(num_warps=8, num_stages=1, trans_acc=1), dict(num_warps=8, num_stages=2, trans_acc=1),
+    cfgs = {"fwd": [_cfg(2, 4, 1), _cfg(2, 4, 2), _cfg(4, 4, 2), _cfg(2, 8, 2)],
+            "dq": [_cfg(2, 4, 1), _cfg(4, 4, 2)],
+            "dkdv": [dict(num_warps=8, num_stages=1, trans_acc=1),
+                     dict(num_warps=8, num_stages=2, trans_acc=1),
                      dict(num_warps=4, num_stages=2, trans_acc=0)]}
     out = []
     p = P.local(128)
@@ -379,8 +384,9 @@ def profile(results, tuned) -> None:
         st["dkdv_with_causal_rule_only"] = causal_rule["dkdv"]
         plan = p.plan(TUNE_N, H, *T.block_sizes(D, DTYPE, torch.device(DEV)))
         st["tiles"] = plan.tiles_computed()
-        st["tiles_partial"] = int(sum(int(cp.partial_count.sum(-1).long()[cp.head_class.long()].sum())
-                                      for cp in plan.components))
+        st["tiles_partial"] = sum(
+            int(cp.partial_count.sum(-1).long()[cp.head_class.long()].sum())
+            for cp in plan.components)
         out[name] = st
         log(f"profile {name:20s} " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else
                                              f"{k}={v}" for k, v in st.items()))
@@ -462,45 +468,6 @@ def summary(results) -> None:
               f"{r['tflops'] or float('nan'):8.1f}")
 
 
-def plot(path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(path) as f:
-        results = json.load(f)
-    rows = [r for r in results["rows"] if r["fwd_bwd_ms"] and r["batch"] * r["n_ctx"] == 65536
-            and r["n_ctx"] in (4096, 16384, 65536)]
-    pats = ["causal", "local(128)", "strided(128,split)", "fixed(128,32,4)"]
-    fig, axes = plt.subplots(1, len(pats), figsize=(16, 4), sharey=False)
-    colors = {"triton": "C3", "triton_kernels": "C1", "flex_natural": "C0",
-              "flex_reordered": "C9", "sdpa_cudnn": "C7", "sdpa_flash": "C2"}
-    for ax, pat in zip(axes, pats):
-        impls = sorted({r["impl"] for r in rows if r["pattern"] == pat})
-        if pat != "causal":  # dense causal cuDNN as the bar to beat
-            impls.append("sdpa_cudnn")
-        for impl in impls:
-            src = "causal" if impl.startswith("sdpa") else pat
-            pts = sorted((r["n_ctx"], r["fwd_bwd_ms"]) for r in rows
-                         if r["pattern"] == src and r["impl"] == impl)
-            style = "--" if src != pat else "-"
-            ax.plot([x for x, _ in pts], [y for _, y in pts], style, marker="o",
-                    color=colors.get(impl), label=impl + (" (dense causal)" if src != pat else ""))
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_title(pat)
-        ax.set_xlabel("N (B = 65536 / N)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("forward+backward ms (bf16, H=8, D=64)")
-    fig.suptitle(f"{results['meta'].get('device', '')}: block-sparse attention, lower is better")
-    fig.tight_layout()
-    out = os.path.splitext(path)[0] + ".png"
-    fig.savefig(out, dpi=110)
-    print(out)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="benchmarks/results")
@@ -512,6 +479,8 @@ def main(argv=None) -> None:
                     help="tiny shapes on the CPU through Triton's interpreter (checks the script)")
     args = ap.parse_args(argv)
     if args.plot:
+        from attention_plot import plot  # benchmarks/attention_plot.py, next to this script
+
         plot(args.plot)
         return
     if args.smoke:

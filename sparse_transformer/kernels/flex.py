@@ -26,7 +26,7 @@ from sparse_transformer.patterns.export import component_block_mask
 try:
     from torch.nn.attention import flex_attention as _flex_module
 except ImportError as err:  # pragma: no cover - torch >= 2.5 has FlexAttention
-    raise ImportError("backend 'flex' needs torch >= 2.5 (torch.nn.attention.flex_attention)") from err
+    raise ImportError("backend 'flex' needs torch >= 2.5 (flex_attention)") from err
 
 _HAS_AUX = hasattr(_flex_module, "AuxRequest")  # torch >= 2.9: return_aux replaces return_lse
 BLOCK = 128  # Flex's native tile; overridable for experiments (block_sizes reads it)

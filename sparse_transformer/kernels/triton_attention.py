@@ -57,8 +57,8 @@ def _launch(name: str, dp: int, dtype: torch.dtype, qb: int, kb: int = 32) -> di
     """Launch settings; defaults from the H200 tuning runs (benchmarks/NOTES.md, run 1).
 
     Forward / dQ: 2 gathered key tiles, 4 warps, 3 stages was best on the fixed pattern and
-    within 9% of the best on causal (which prefers 4 tiles in the forward). dK/dV: 32-wide key tiles want 4 warps and transposed accumulators;
-    grouped 128-wide key blocks want 8 warps.
+    within 9% of the best on causal (which prefers 4 tiles in the forward). dK/dV: 32-wide key
+    tiles want 4 warps and transposed accumulators; grouped 128-wide key blocks want 8 warps.
     """
     cfg = {"gather": 2, "num_warps": 4, "num_stages": 3}
     if dp > 64 or dtype == torch.float32:

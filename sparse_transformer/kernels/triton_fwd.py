@@ -160,7 +160,8 @@ def fwd_kernel(Q, K, V, O, LSE, HCLS, FC, FI, PC, PI, PRM,
                                K0, K1, K2, K3, PREC)
     empty = l_i == 0.0  # rows with no allowed key: output 0, lse -inf
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
-    lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
+    lse2 = m_i + tl.log2(tl.where(empty, 1.0, l_i))  # base-2 lse; natural = lse2 / log2(e)
+    lse = tl.where(empty, float("-inf"), lse2 / 1.4426950408889634)
     tl.store(O + (base + rows[:, None]) * DV + dv[None, :], out.to(O.dtype.element_ty),
              mask=dv[None, :] < DV)
     tl.store(LSE + base + rows, lse)

@@ -96,6 +96,7 @@ def _run_components(pattern, n, H, q_block, k_block, dtype, B=1, D=16, Dv=None, 
     (P.fixed(32, 16, 2), 130, 2, (32, 16), 16),
     (P.union(P.local(10), P.fixed(16, 4)), 77, 1, (16, 16), 16),
     (P.fixed(128, 32, 4), 130, 4, (128, 32), 16),  # the GPU tile sizes, 4 key tiles gathered
+    (P.local(16), 40, 1, (32, 16), 100),  # head dim 100, padded to 128 inside the kernel
 ])
 def test_components_fp32(pattern, n, H, blocks, D):
     _run_components(pattern, n, H, *blocks, torch.float32, D=D)
