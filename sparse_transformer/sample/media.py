@@ -82,6 +82,16 @@ def write_png_grid(images: np.ndarray, path: str | Path, ncols: int | None = Non
     return path
 
 
+def _cached_decoding() -> dict:
+    """``generate`` keyword for the pattern-aware incremental decoder when it is available: a
+    step then costs one token through each layer instead of a forward pass over the window."""
+    try:
+        from sparse_transformer.sample.incremental import CachedNextLogits
+    except ImportError:  # older checkouts: straightforward decoding
+        return {}
+    return {"next_logits": CachedNextLogits()}
+
+
 def complete_images(model, images: np.ndarray, *, n_samples: int = 1, given_rows: int | None = None,
                     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                     generator=None, progress: bool = False) -> np.ndarray:
@@ -104,7 +114,7 @@ def complete_images(model, images: np.ndarray, *, n_samples: int = 1, given_rows
     prompt = torch.from_numpy(flatten_images(images)[:, :keep].astype(np.int64))
     prompt = prompt.repeat_interleave(n_samples, dim=0)  # [N*S, keep]
     out = generate(model, prompt, h * w * c - keep, temperature=temperature, top_k=top_k,
-                   top_p=top_p, generator=generator, progress=progress)
+                   top_p=top_p, generator=generator, progress=progress, **_cached_decoding())
     out = np.asarray(out.cpu(), dtype=np.uint8)
     return unflatten_images(out, (h, w, c)).reshape(n, n_samples, h, w, c)
 
@@ -261,7 +271,7 @@ def media_report(checkpoint: str | Path, data: str, out_dir: str | Path, *, data
         shape = tuple(ds.meta["shape"])
         empty = torch.zeros(n_unconditional, 0, dtype=torch.long)
         imgs = generate(model, empty, n_ctx, temperature=temperature, generator=gen,
-                        progress=progress)
+                        progress=progress, **_cached_decoding())
         write_png_grid(unflatten_images(imgs.cpu().numpy().astype(np.uint8), shape),
                        out / "samples.png")
         test = unflatten_images(np.asarray(ds.split("test")[: n_complete * n_ctx]), shape)
@@ -272,11 +282,12 @@ def media_report(checkpoint: str | Path, data: str, out_dir: str | Path, *, data
         rate = int(ds.meta.get("sample_rate", 12000))
         n_new = int(audio_seconds * rate)
         empty = torch.zeros(1, 0, dtype=torch.long)
-        q = generate(model, empty, n_new, temperature=temperature, generator=gen, progress=progress)
+        q = generate(model, empty, n_new, temperature=temperature, generator=gen, progress=progress,
+                     **_cached_decoding())
         write_mu_law_wav(out / "unconditional.wav", q[0].cpu().numpy().astype(np.uint8), rate)
         prompt = torch.from_numpy(np.asarray(ds.split("test")[: n_ctx // 2]).astype(np.int64))
         q = generate(model, prompt, n_new, temperature=temperature, generator=gen,
-                     progress=progress)
+                     progress=progress, **_cached_decoding())
         write_mu_law_wav(out / "continuation.wav", q.cpu().numpy().astype(np.uint8), rate)
     step_dir = find_checkpoint(checkpoint)  # RUN/checkpoints/step-N
     for cand in (step_dir.parent.parent / "metrics.csv", Path(checkpoint) / "metrics.csv"):
