@@ -17,8 +17,8 @@ $ST train --preset wiki-small --data wiki --out "$RUN" --overwrite \
     --max-minutes "$MINUTES" --batch-size 8 --lr 2e-3 --warmup 50 \
     --eval-every 100 --eval-bytes 32768 --save-every 200
 
-echo "== 3/4 evaluate: first 100,000 bytes of the validation split"
-$ST eval --checkpoint "$RUN" --split valid --max-bytes 100000 --no-progress
+echo "== 3/4 evaluate: first 60,000 bytes of the validation split"
+$ST eval --checkpoint "$RUN" --split valid --max-bytes 60000 --no-progress
 
 echo "== 4/4 sample: 400 bytes at temperature 1.0 after a page title"
 $ST sample --checkpoint "$RUN" --prompt $'  <page>\n    <title>' --n-bytes 400 --seed 0
