@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{data.name} {args.split} ({split.size:,} bytes), checkpoint step {ckpt.step}:")
     ctx = f", min context {res.min_context}" if res.min_context else ""
-    print(f"  sparse transformer  {res.bits_per_byte:.4f} bits per byte{ctx}")
+    unit = "bits per dim" if data.kind == "image" else "bits per byte"  # images: byte = dim
+    print(f"  sparse transformer  {res.bits_per_byte:.4f} {unit}{ctx}")
     for name, bpb in sorted(out.get("compressors_bpb", {}).items(), key=lambda kv: kv[1]):
-        print(f"  {name:<18s}  {bpb:.4f} bits per byte")
+        print(f"  {name:<18s}  {bpb:.4f} {unit}")
     return 0
