@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--device", default="auto")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--no-cache", action="store_true",
+                   help="decode without the pattern-aware key/value cache (the whole window "
+                   "through the model for every byte; same output, much slower)")
     p.set_defaults(func=run)
 
 
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
     tokens = torch.tensor(list(prompt), dtype=torch.long).repeat(args.num_samples, 1)
     out = generate(model, tokens, n_new, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, generator=gen, progress=args.progress)
+                   top_p=args.top_p, generator=gen, progress=args.progress,
+                   cache=not args.no_cache)
     samples = out.cpu().numpy().astype(np.uint8)
     written = writer(samples, args.out, meta)
     for path in written:

@@ -1,8 +1,10 @@
 """Autoregressive sampling, one byte at a time (paper 6: unmodified softmax, temperature 1.0).
 
-``generate`` is straightforward decoding: every step runs the model on the most recent window
-(at most n_ctx positions). ``next_token_logits`` is the one place that computes "the logits of
-the next byte given these bytes", so a pattern-aware cached path can replace it.
+``generate`` decodes through the pattern-aware key/value cache by default (``incremental.py``,
+docs/sampling.md): one incremental step per byte. ``cache=False`` is straightforward decoding:
+every step runs the model on the most recent window (at most n_ctx positions).
+``next_token_logits`` is the one place that computes "the logits of the next byte given these
+bytes" on that path; the cached path plugs in at the same seam (``next_logits``).
 
 Shapes: B samples, T tokens so far, V = vocab_size.
 """
@@ -38,11 +40,13 @@ def next_token_logits(model: SparseTransformer, tokens: torch.Tensor) -> torch.T
 def generate(model: SparseTransformer, prompt_tokens: torch.Tensor, n_new: int, *,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              generator: torch.Generator | None = None, progress: bool = False,
-             next_logits: NextLogits = next_token_logits) -> torch.Tensor:
+             next_logits: NextLogits | None = None, cache: bool = True) -> torch.Tensor:
     """Sample ``n_new`` bytes after ``prompt_tokens`` ([B, T] or [T] long; T may be 0).
 
     Returns [B, T + n_new] (or [T + n_new] for a 1-D prompt). ``generator`` makes sampling
-    reproducible; ``progress`` shows a tqdm bar.
+    reproducible; ``progress`` shows a tqdm bar. ``cache`` (default) decodes with the
+    pattern-aware key/value cache, ``cache=False`` runs the whole window per byte; both give
+    the same logits. ``next_logits`` overrides either.
     """
     if n_new < 0:
         raise ValueError(f"n_new must be >= 0, got {n_new}")
@@ -52,6 +56,13 @@ def generate(model: SparseTransformer, prompt_tokens: torch.Tensor, n_new: int, 
         raise ValueError(f"prompt_tokens must be [T] or [B, T], got {tuple(prompt_tokens.shape)}")
     device = next(model.parameters()).device
     tokens = tokens.to(device=device, dtype=torch.long)
+    if next_logits is None:
+        if cache:
+            from sparse_transformer.sample.incremental import CachedNextLogits
+
+            next_logits = CachedNextLogits(capacity=tokens.shape[1] + n_new)
+        else:
+            next_logits = next_token_logits
     was_training = model.training
     model.eval()
     steps = range(n_new)
