@@ -103,6 +103,13 @@ def load_backend(name: str) -> ModuleType:
         raise ValueError(f"attention backend {name!r} is not available here: {err}") from None
 
 
+@torch.compiler.disable
+def _plan(pattern: Pattern, n: int, n_heads: int, q_block: int, k_block: int):
+    # Planning is host-side numpy over frozen dataclasses: keep it out of dynamo's trace so a
+    # compiled model breaks the graph here instead of failing to reconstruct the pattern.
+    return pattern.plan(n, n_heads, q_block, k_block)
+
+
 def blocksparse_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, scale: float,
     backend: ModuleType, **backend_kwargs,
@@ -110,7 +117,7 @@ def blocksparse_attention(
     """Run a tile backend over every component of the pattern's plan and assemble heads."""
     B, H, N, D = q.shape
     q_block, k_block = backend.block_sizes(D, q.dtype, q.device)
-    plan = pattern.plan(N, H, q_block, k_block)
+    plan = _plan(pattern, N, H, q_block, k_block)
     pad = plan.n_pad - N
     if pad:
         q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in (q, k, v))

@@ -59,3 +59,16 @@ def test_unknown_backend_is_named():
     q = torch.randn(1, 1, 4, 4)
     with pytest.raises(ValueError, match="unknown attention backend 'cudnn'"):
         attention(q, q, q, P.causal(), backend="cudnn")
+
+
+def test_attention_compiles_through_torch_compile():
+    """Regression: dynamo used to trace the host-side planner and fail on frozen dataclasses."""
+    p = P.strided(4)
+    q = torch.randn(1, 2, 40, 8, requires_grad=True)
+    fn = torch.compile(lambda x: attention(x, x, x, p, backend="torch", check_finite=False),
+                       backend="aot_eager")
+    out = fn(q)
+    out.sum().backward()
+    torch.testing.assert_close(out, reference_attention(q.detach(), q.detach(), q.detach(), p),
+                               atol=1e-5, rtol=1e-5)
+    assert q.grad is not None and torch.isfinite(q.grad).all()
