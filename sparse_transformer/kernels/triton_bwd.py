@@ -20,7 +20,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from sparse_transformer.kernels.triton_fwd import element_rule, gathered_columns
+from sparse_transformer.kernels.triton_fwd import element_rule, gathered_columns, query_tile
 
 
 @triton.jit
@@ -51,15 +51,8 @@ def dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, HCLS, FC, FI, PC, PI, PRM,
               DP: tl.constexpr, DVP: tl.constexpr,
               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
               PREC: tl.constexpr):
-    qt = n_qt - 1 - tl.program_id(0)
-    bh = tl.program_id(1)
-    c = tl.load(HCLS + bh % Hc)
-    prm = PRM + c * prm_stride
-    rows = qt * QB + tl.arange(0, QB)
-    dk = tl.arange(0, DP)
-    dv = tl.arange(0, DVP)
-    base = bh.to(tl.int64) * N
-    q = tl.load(Q + (base + rows[:, None]) * D + dk[None, :], mask=dk[None, :] < D, other=0.0)
+    _, row, prm, rows, dk, dv, base, q = query_tile(Q, HCLS, PRM, N, Hc, D, n_qt, prm_stride,
+                                                     QB, DP, DVP)
     do = tl.load(DO + (base + rows[:, None]) * DV + dv[None, :], mask=dv[None, :] < DV,
                  other=0.0)
     lse = tl.load(LSE + base + rows)
@@ -67,7 +60,6 @@ def dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, HCLS, FC, FI, PC, PI, PRM,
     lse2 = tl.where(lse == float("-inf"), 0.0, lse * 1.4426950408889634)
     delta = tl.load(DELTA + base + rows)
     dq = tl.zeros([QB, DP], tl.float32)
-    row = c * n_qt + qt
     dq = _dq_tiles(dq, q, do, lse2, delta, K + base * D, V + base * DV, FI + row * fi_w,
                    tl.load(FC + row), rows, prm, scale_log2, D, DV, dk, dv, KB, GATHER, False,
                    K0, K1, K2, K3, PREC)

@@ -130,13 +130,14 @@ def _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, idx_ptr, count, rows, prm, scale_log2,
 
 
 @triton.jit
-def fwd_kernel(Q, K, V, O, LSE, HCLS, FC, FI, PC, PI, PRM,
-               scale_log2, N, Hc, D, DV, n_qt, fi_w, pi_w, prm_stride,
-               QB: tl.constexpr, KB: tl.constexpr, GATHER: tl.constexpr,
-               DP: tl.constexpr, DVP: tl.constexpr,
-               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-               PREC: tl.constexpr):
-    # Heaviest (last) query tiles first: causal-like rows grow with the tile index.
+def query_tile(Q, HCLS, PRM, N, Hc, D, n_qt, prm_stride,
+               QB: tl.constexpr, DP: tl.constexpr, DVP: tl.constexpr):
+    """Prologue shared by the forward and dQ kernels: this program's query tile and head.
+
+    Returns (query tile, row of the tile lists, term params, positions, head-dim ranges, base
+    offset of the (batch, head) slice, the q tile). Heaviest (last) query tiles run first:
+    causal-like rows grow with the tile index.
+    """
     qt = n_qt - 1 - tl.program_id(0)
     bh = tl.program_id(1)
     c = tl.load(HCLS + bh % Hc)
@@ -146,12 +147,23 @@ def fwd_kernel(Q, K, V, O, LSE, HCLS, FC, FI, PC, PI, PRM,
     dv = tl.arange(0, DVP)
     base = bh.to(tl.int64) * N
     q = tl.load(Q + (base + rows[:, None]) * D + dk[None, :], mask=dk[None, :] < D, other=0.0)
+    return qt, c * n_qt + qt, prm, rows, dk, dv, base, q
+
+
+@triton.jit
+def fwd_kernel(Q, K, V, O, LSE, HCLS, FC, FI, PC, PI, PRM,
+               scale_log2, N, Hc, D, DV, n_qt, fi_w, pi_w, prm_stride,
+               QB: tl.constexpr, KB: tl.constexpr, GATHER: tl.constexpr,
+               DP: tl.constexpr, DVP: tl.constexpr,
+               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+               PREC: tl.constexpr):
+    _, row, prm, rows, dk, dv, base, q = query_tile(Q, HCLS, PRM, N, Hc, D, n_qt, prm_stride,
+                                                     QB, DP, DVP)
     Kb = K + base * D
     Vb = V + base * DV
     m_i = tl.full([QB], float("-inf"), tl.float32)
     l_i = tl.zeros([QB], tl.float32)
     acc = tl.zeros([QB, DVP], tl.float32)
-    row = c * n_qt + qt
     acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, FI + row * fi_w, tl.load(FC + row),
                                rows, prm, scale_log2, D, DV, dk, dv, KB, GATHER, False,
                                K0, K1, K2, K3, PREC)
