@@ -1,34 +1,49 @@
-"""``backend="triton"``: our block-sparse attention kernel behind a PyTorch custom op.
+"""``backend="triton"``: the whole pattern as one PyTorch custom op over our Triton kernels.
 
-The dispatcher (``dispatch.py``) plans the pattern at ``block_sizes(...)``, gathers each
-component's heads in the component's position order and calls ``run_component``. Here the
-component's tile lists and term parameters become device tensors (cached on the ComponentPlan)
-and the kernels of ``triton_fwd`` / ``triton_bwd`` run over them. The forward and backward are
-registered as custom ops (``sparse_transformer::blocksparse_fwd`` / ``_bwd``) with fake
-(meta) implementations and an autograd formula, so ``torch.compile`` traces models that use
-them without graph breaks.
+``sparse_attention(q, k, v, pattern, scale)`` runs every component of the pattern's plan
+(``patterns/plan.py``) and returns [B, H, N, Dv]. It is registered as two custom ops,
+``sparse_transformer::sparse_attention_fwd`` and ``_bwd``, with fake (meta) kernels and an
+autograd formula, so ``torch.compile`` traces a model through it with no graph break. What
+makes one call cheap on the host:
 
-Supported: float16, bfloat16 and float32 inputs (float32 products run in full IEEE precision,
-not tf32), head dims up to 256 (padded internally to a power of two >= 16; q/k and v head dims
-may differ), any batch and head count, per-head classes. The backward never uses atomics, so
-it is deterministic (``DETERMINISTIC``). On a machine without CUDA the kernels run in Triton's
-interpreter (slow; for tests).
+* inputs are read through their strides, so q, k, v sliced out of the model's fused qkv
+  projection ([B, N, H, D] memory, viewed as [B, H, N, D]) are never copied; the output is
+  written in [B, N, H, Dv] memory (returned as a [B, H, N, Dv] view), so the model's output
+  projection reads it without a copy either;
+* heads are taken through per-component head tables and strided column heads are reordered
+  inside the kernels, so there are no gathers, permutations, restacks or merge ops around them;
+* the plan and its device tables are built once per (pattern, n, heads, tiles, device) and
+  cached by ``device_tables``; a call only looks them up (no host work, no host sync).
+
+Per call: one forward launch per component (1 for fixed, 2 for strided), and in the backward
+one Delta launch plus a dQ and a dK/dV launch per component. A head computed by two components
+(strided "merge") is merged by the second forward launch in its epilogue.
+
+Supported: float16, bfloat16 and float32 inputs (float32 products in full IEEE precision, not
+tf32), head dims up to 256 (padded inside the kernels to a power of two >= 16; q/k and v head
+dims may differ), any batch, head count and length (the plan's padding is masked in the
+kernels). The backward never uses atomics, so it is deterministic (``DETERMINISTIC``). On a
+machine without CUDA the kernels run in Triton's interpreter (slow; for tests).
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import torch
+import triton
 import triton.language as tl
 
 from sparse_transformer.kernels import triton_bwd, triton_fwd
 from sparse_transformer.kernels.triton_fwd import KIND_CODES, LOG2E, MAX_TERMS
-from sparse_transformer.patterns import ComponentPlan
+from sparse_transformer.patterns import ComponentPlan, Pattern, parse_pattern
 
 # Triton runs kernels on CPU tensors only through its interpreter, and only if it was imported
 # with TRITON_INTERPRET=1 (its own library functions, such as tl.zeros, are defined then too).
 INTERPRETED = all(type(f).__name__ == "InterpretedFunction"
                   for f in (triton_fwd.fwd_kernel, tl.zeros))
-DETERMINISTIC = True  # no atomics anywhere: every gradient element is written by one program
+DETERMINISTIC = True  # no atomics anywhere: every gradient element is written in a fixed order
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # Launch settings, overridable for benchmarking: name -> dict(gather=, num_warps=, num_stages=).
 CONFIG: dict[str, dict[str, int]] = {}
@@ -53,7 +68,7 @@ def _pow2(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
 
-def _launch(name: str, dp: int, dtype: torch.dtype, qb: int, kb: int = 32) -> dict[str, int]:
+def _launch(name: str, dp: int, dtype: torch.dtype, kb: int = 32) -> dict[str, int]:
     """Launch settings; defaults from the H200 tuning runs (benchmarks/NOTES.md, run 1).
 
     Forward / dQ: 2 gathered key tiles, 4 warps, 3 stages was best on the fixed pattern and
@@ -72,24 +87,33 @@ def _launch(name: str, dp: int, dtype: torch.dtype, qb: int, kb: int = 32) -> di
     return cfg
 
 
-class _Device:
-    """Device tensors of one component: query/key-side tile lists, term params, kinds."""
+# -- device tables ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ComponentTables:
+    """One component's launch: head table, tile lists and term parameters on one device."""
 
-    def __init__(self, cp: ComponentPlan, device: torch.device) -> None:
-        kinds = [t.kind for t in cp.terms[0]]
-        if len(kinds) > MAX_TERMS:
-            raise ValueError(f"triton backend: a head ORs {len(kinds)} terms; at most "
-                             f"{MAX_TERMS} are supported (use backend='torch')")
-        if any([t.kind for t in terms] != kinds for terms in cp.terms):
-            raise ValueError("triton backend: classes of one component must share term kinds")
-        self.kinds = [KIND_CODES[k] for k in kinds] + [0] * (MAX_TERMS - len(kinds))
-        params = torch.tensor([[t.as_tuple() for t in terms] for terms in cp.terms],
-                              dtype=torch.int32)
-        kfc, kfi, kpc, kpi = _group_key_tiles(*cp.key_side())
-        i32 = dict(device=device, dtype=torch.int32)
-        self.tensors = [x.to(**i32).contiguous() for x in (
-            cp.head_class, cp.full_count, cp.full_index, cp.partial_count, cp.partial_index,
-            kfc, kfi, kpc, kpi, params)]
+    slot_head: torch.Tensor  # int32 [Hc]: global head of each slot
+    slot_class: torch.Tensor  # int32 [Hc]: class (row of the tile lists) of each slot
+    slot_merge: torch.Tensor  # int32 [Hc]: 1 where an earlier component wrote this head
+    query_side: tuple[torch.Tensor, ...]  # full count/index, partial count/index [C, n_qt, .]
+    key_side: tuple[torch.Tensor, ...]  # the same per (grouped) key tile, listing query tiles
+    params: torch.Tensor  # int32 [C, T, 7]
+    kinds: tuple[int, int, int, int]
+    n_slots: int
+    n_query_tiles: int
+    n_key_groups: int  # key tiles after grouping (dK/dV block = n_pad // n_key_groups)
+    stride: int  # 0: natural order; l: reordered by stride l
+    groups: int  # n_pad // l (1 in natural order)
+
+
+@dataclass(frozen=True)
+class PlanTables:
+    """Every component of one plan, in launch order, on one device."""
+
+    n_pad: int
+    q_block: int
+    k_block: int
+    components: tuple[ComponentTables, ...]
 
 
 def _group_key_tiles(fc, fi, pc, pi, max_group: int = 4):
@@ -116,159 +140,202 @@ def _group_key_tiles(fc, fi, pc, pi, max_group: int = 4):
     return fc, fi, pc, pi
 
 
-def _device_plan(cp: ComponentPlan, device: torch.device) -> _Device:
-    cache = cp.__dict__.setdefault("_triton_device", {})
-    if device not in cache:
-        cache[device] = _Device(cp, device)
-    return cache[device]
+def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device
+                      ) -> ComponentTables:
+    kinds = [t.kind for t in cp.terms[0]]
+    if len(kinds) > MAX_TERMS:
+        raise ValueError(f"triton backend: a head ORs {len(kinds)} terms; at most "
+                         f"{MAX_TERMS} are supported (use backend='torch')")
+    if any([t.kind for t in terms] != kinds for terms in cp.terms):
+        raise ValueError("triton backend: classes of one component must share term kinds")
+    codes = tuple([KIND_CODES[k] for k in kinds] + [0] * (MAX_TERMS - len(kinds)))
+    params = torch.tensor([[t.as_tuple() for t in terms] for terms in cp.terms],
+                          dtype=torch.int32)
+    key_side = _group_key_tiles(*cp.key_side())
+    i32 = dict(device=device, dtype=torch.int32)
+    move = lambda xs: tuple(x.to(**i32).contiguous() for x in xs)  # noqa: E731
+    return ComponentTables(
+        slot_head=torch.tensor(cp.heads, **i32), slot_class=cp.head_class.to(**i32),
+        slot_merge=torch.tensor(merge, **i32),
+        query_side=move((cp.full_count, cp.full_index, cp.partial_count, cp.partial_index)),
+        key_side=move(key_side), params=params.to(**i32), kinds=codes,
+        n_slots=len(cp.heads), n_query_tiles=cp.n_query_tiles,
+        n_key_groups=int(key_side[0].shape[1]), stride=cp.order,
+        groups=cp.n_ctx // cp.order if cp.order else 1)
+
+
+@functools.lru_cache(maxsize=256)
+def device_tables(pattern: Pattern, n: int, n_heads: int, q_block: int, k_block: int,
+                  device: torch.device) -> PlanTables:
+    """The plan of ``pattern`` at (n, heads, tiles) as device tables; built once, then cached."""
+    plan = pattern.plan(n, n_heads, q_block, k_block)
+    seen: set[int] = set()
+    comps = []
+    for cp in plan.components:
+        comps.append(_component_tables(cp, [int(h in seen) for h in cp.heads], device))
+        seen.update(cp.heads)
+    return PlanTables(plan.n_pad, q_block, k_block, tuple(comps))
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern(spec: str) -> Pattern:
+    return parse_pattern(spec)
 
 
 def _prec(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-@torch.library.custom_op("sparse_transformer::blocksparse_fwd", mutates_args=())
-def blocksparse_fwd(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, head_class: torch.Tensor,
-    fc: torch.Tensor, fi: torch.Tensor, pc: torch.Tensor, pi: torch.Tensor,
-    kfc: torch.Tensor, kfi: torch.Tensor, kpc: torch.Tensor, kpi: torch.Tensor,
-    params: torch.Tensor, kinds: list[int], q_block: int, k_block: int, scale: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """out [B, Hc, N, Dv] (q's dtype), lse [B, Hc, N] float32; key-side lists are for backward."""
-    B, Hc, N, D = q.shape
+def _strides(x: torch.Tensor) -> tuple[int, int, int]:
+    """(batch, head, position) strides of a [B, H, N, D] tensor whose last dim is contiguous."""
+    return x.stride(0), x.stride(1), x.stride(2)
+
+
+def _tables_for(q: torch.Tensor, v: torch.Tensor, pattern: str) -> PlanTables:
+    B, H, N, D = q.shape
+    qb, kb = block_sizes(max(D, v.shape[-1]), q.dtype, q.device)
+    return device_tables(_pattern(pattern), N, H, qb, kb, q.device)
+
+
+def _token_major(B: int, H: int, N: int, D: int, like: torch.Tensor,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A [B, H, N, D] view of fresh [B, N, H, D] memory (the model's layout)."""
+    return like.new_empty(B, N, H, D, dtype=dtype or like.dtype).transpose(1, 2)
+
+
+# -- the custom ops ----------------------------------------------------------------------------
+@torch.library.custom_op("sparse_transformer::sparse_attention_fwd", mutates_args=())
+def sparse_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str,
+                         scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """out [B, H, N, Dv] (q's dtype, token-major memory) and lse [B, H, N] (float32)."""
+    B, H, N, D = q.shape
     DV = v.shape[-1]
-    out = torch.empty(B, Hc, N, DV, device=q.device, dtype=q.dtype)
-    lse = torch.empty(B, Hc, N, device=q.device, dtype=torch.float32)
-    cfg = _launch("fwd", _pow2(max(D, DV)), q.dtype, q_block)
-    n_qt = N // q_block
-    triton_fwd.fwd_kernel[(n_qt, B * Hc)](
-        q, k, v, out, lse, head_class, fc, fi, pc, pi, params,
-        scale * LOG2E, N, Hc, D, DV, n_qt, fi.shape[-1], pi.shape[-1], params[0].numel(),
-        QB=q_block, KB=k_block, GATHER=cfg["gather"], DP=_pow2(D), DVP=_pow2(DV),
-        K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3], PREC=_prec(q.dtype),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
+    tabs = _tables_for(q, v, pattern)
+    out = _token_major(B, H, N, DV, q)
+    lse = torch.empty(B, H, N, device=q.device, dtype=torch.float32)
+    dp, dvp = _pow2(D), _pow2(DV)
+    cfg = _launch("fwd", max(dp, dvp), q.dtype)
+    for c in tabs.components:
+        triton_fwd.fwd_kernel[(c.n_query_tiles, B * c.n_slots)](
+            q, k, v, out, lse, c.slot_head, c.slot_class, c.slot_merge, *c.query_side, c.params,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(out),
+            scale * LOG2E, N, H, c.n_slots, D, DV, c.n_query_tiles,
+            c.query_side[1].shape[-1], c.query_side[3].shape[-1], c.params[0].numel(),
+            c.stride, c.groups,
+            QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
+            K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3], PREC=_prec(q.dtype),
+            REORDER=c.stride > 0, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )
     return out, lse
 
 
-@blocksparse_fwd.register_fake
-def _(q, k, v, head_class, fc, fi, pc, pi, kfc, kfi, kpc, kpi, params, kinds, q_block,
-      k_block, scale):
-    B, Hc, N, _ = q.shape
-    return q.new_empty(B, Hc, N, v.shape[-1]), q.new_empty(B, Hc, N, dtype=torch.float32)
+@sparse_attention_fwd.register_fake
+def _(q, k, v, pattern, scale):
+    B, H, N, _ = q.shape
+    return _token_major(B, H, N, v.shape[-1], q), q.new_empty(B, H, N, dtype=torch.float32)
 
 
-@torch.library.custom_op("sparse_transformer::blocksparse_bwd", mutates_args=())
-def blocksparse_bwd(
-    dout: torch.Tensor, dlse: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-    out: torch.Tensor, lse: torch.Tensor, head_class: torch.Tensor,
-    fc: torch.Tensor, fi: torch.Tensor, pc: torch.Tensor, pi: torch.Tensor,
-    kfc: torch.Tensor, kfi: torch.Tensor, kpc: torch.Tensor, kpi: torch.Tensor,
-    params: torch.Tensor, kinds: list[int], q_block: int, k_block: int, scale: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv) in the inputs' dtype, given d out and d lse."""
-    dout = dout.contiguous()
-    # Delta_i = rowsum(dO_i * O_i) - dLSE_i (the lse gradient enters here only).
-    delta = ((dout.float() * out.float()).sum(-1) - dlse.float()).contiguous()
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    launch_dq(q, k, v, dout, lse, delta, dq, head_class, fc, fi, pc, pi, params, kinds,
-              q_block, k_block, scale)
-    launch_dkdv(q, k, v, dout, lse, delta, dk, dv, head_class, kfc, kfi, kpc, kpi, params, kinds,
-                q_block, k_block, scale)
+@torch.library.custom_op("sparse_transformer::sparse_attention_bwd", mutates_args=())
+def sparse_attention_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         out: torch.Tensor, lse: torch.Tensor, pattern: str, scale: float
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv) in the inputs' dtype (token-major memory), given d out."""
+    B, H, N, D = q.shape
+    DV = v.shape[-1]
+    if dout.stride(-1) != 1:
+        dout = dout.contiguous()
+    tabs = _tables_for(q, v, pattern)
+    dp, dvp = _pow2(D), _pow2(DV)
+    delta = torch.empty(B, H, N, device=q.device, dtype=torch.float32)
+    block = 64
+    triton_bwd.delta_kernel[(triton.cdiv(N, block), B * H)](
+        out, dout, delta, *_strides(out), *_strides(dout), N, H, DV, BLOCK=block, DVP=dvp)
+    dq, dk = _token_major(B, H, N, D, q), _token_major(B, H, N, D, k)
+    dv = _token_major(B, H, N, DV, v)
+    cfg_dq = _launch("dq", max(dp, dvp), q.dtype)
+    for c in tabs.components:
+        triton_bwd.dq_kernel[(c.n_query_tiles, B * c.n_slots)](
+            q, k, v, dout, lse, delta, dq, c.slot_head, c.slot_class, c.slot_merge,
+            *c.query_side, c.params,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(dout), *_strides(dq),
+            scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
+            c.query_side[1].shape[-1], c.query_side[3].shape[-1], c.params[0].numel(),
+            c.stride, c.groups,
+            QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
+            K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3], PREC=_prec(q.dtype),
+            REORDER=c.stride > 0, num_warps=cfg_dq["num_warps"],
+            num_stages=cfg_dq["num_stages"],
+        )
+        key_block = tabs.n_pad // c.n_key_groups
+        cfg = _launch("dkdv", max(dp, dvp), q.dtype, key_block)
+        triton_bwd.dkdv_kernel[(c.n_key_groups, B * c.n_slots)](
+            q, k, v, dout, lse, delta, dk, dv, c.slot_head, c.slot_class, c.slot_merge,
+            *c.key_side, c.params,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(dout), *_strides(dk),
+            *_strides(dv),
+            scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_key_groups,
+            c.key_side[1].shape[-1], c.key_side[3].shape[-1], c.params[0].numel(),
+            c.stride, c.groups,
+            QB=tabs.q_block, KB=key_block, DP=dp, DVP=dvp,
+            K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3], PREC=_prec(q.dtype),
+            TRANS_ACC=bool(cfg["trans_acc"]), REORDER=c.stride > 0,
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )
     return dq, dk, dv
 
 
-def launch_dq(q, k, v, dout, lse, delta, dq, head_class, fc, fi, pc, pi, params, kinds,
-              q_block, k_block, scale) -> None:
-    """dQ over the query-side lists (one program per query tile and batch*head)."""
-    B, Hc, N, D = q.shape
-    DV = v.shape[-1]
-    dp, dvp = _pow2(D), _pow2(DV)
-    cfg = _launch("dq", max(dp, dvp), q.dtype, q_block)
-    n_qt = N // q_block
-    triton_bwd.dq_kernel[(n_qt, B * Hc)](
-        q, k, v, dout, lse, delta, dq, head_class, fc, fi, pc, pi, params,
-        scale * LOG2E, scale, N, Hc, D, DV, n_qt, fi.shape[-1], pi.shape[-1], params[0].numel(),
-        QB=q_block, KB=k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
-        K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3], PREC=_prec(q.dtype),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
-
-
-def launch_dkdv(q, k, v, dout, lse, delta, dk, dv, head_class, kfc, kfi, kpc, kpi, params,
-                kinds, q_block, k_block, scale) -> None:
-    """dK, dV over the key-side lists (one program per key tile and batch*head)."""
-    B, Hc, N, D = q.shape
-    DV = v.shape[-1]
-    dp, dvp = _pow2(D), _pow2(DV)
-    cfg = _launch("dkdv", max(dp, dvp), q.dtype, q_block, N // kfc.shape[1])
-    n_kt = kfc.shape[1]  # key tiles may be grouped (_group_key_tiles): block = N // rows
-    triton_bwd.dkdv_kernel[(n_kt, B * Hc)](
-        q, k, v, dout, lse, delta, dk, dv, head_class, kfc, kfi, kpc, kpi, params,
-        scale * LOG2E, scale, N, Hc, D, DV, n_kt, kfi.shape[-1], kpi.shape[-1],
-        params[0].numel(), QB=q_block, KB=N // n_kt, DP=dp, DVP=dvp,
-        K0=kinds[0], K1=kinds[1], K2=kinds[2], K3=kinds[3], PREC=_prec(q.dtype),
-        TRANS_ACC=bool(cfg["trans_acc"]),
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )
-
-
-@blocksparse_bwd.register_fake
-def _(dout, dlse, q, k, v, out, lse, *rest):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+@sparse_attention_bwd.register_fake
+def _(dout, q, k, v, out, lse, pattern, scale):
+    B, H, N, D = q.shape
+    return (_token_major(B, H, N, D, q), _token_major(B, H, N, D, k),
+            _token_major(B, H, N, v.shape[-1], v))
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, *plan = inputs[:13]
-    ctx.kinds, ctx.q_block, ctx.k_block, ctx.scale = inputs[13:]
-    ctx.save_for_backward(q, k, v, output[0], output[1], *plan)
+    q, k, v, pattern, scale = inputs
+    ctx.pattern, ctx.scale = pattern, scale
+    ctx.save_for_backward(q, k, v, output[0], output[1])
+    ctx.mark_non_differentiable(output[1])
 
 
-def _backward(ctx, dout, dlse):
-    q, k, v, out, lse, *plan = ctx.saved_tensors
-    if dout is None:
-        dout = torch.zeros_like(out)
-    if dlse is None:
-        dlse = torch.zeros_like(lse)
-    dq, dk, dv = blocksparse_bwd(dout, dlse, q, k, v, out, lse, *plan, ctx.kinds,
-                                 ctx.q_block, ctx.k_block, ctx.scale)
-    return (dq, dk, dv) + (None,) * 14
+def _backward(ctx, dout, _dlse):
+    q, k, v, out, lse = ctx.saved_tensors
+    dq, dk, dv = sparse_attention_bwd(dout, q, k, v, out, lse, ctx.pattern, ctx.scale)
+    return dq, dk, dv, None, None
 
 
-blocksparse_fwd.register_autograd(_backward, setup_context=_setup_context)
+sparse_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-def run_component(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ComponentPlan, scale: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention of one component (heads gathered, positions in ``cp``'s order).
-
-    q, k: [B, Hc, N, D]; v: [B, Hc, N, Dv], N = cp.n_ctx (padded), same dtype (float16,
-    bfloat16 or float32). Returns out [B, Hc, N, Dv] in that dtype and the natural-log
-    log-sum-exp lse [B, Hc, N] in float32 (-inf for rows with no allowed key); both are
-    differentiable.
-    """
+def check_inputs(q: torch.Tensor, v: torch.Tensor) -> None:
+    """Refuse what the kernels cannot take (the dispatcher has checked shapes and dtypes)."""
     if q.dtype not in _DTYPES:
         raise TypeError(f"triton backend: dtype {q.dtype} not supported; use float16, "
                         "bfloat16 or float32 (or backend='torch')")
     if q.shape[-1] > 256 or v.shape[-1] > 256:
         raise ValueError(f"triton backend: head dims up to 256, got {q.shape[-1]}/{v.shape[-1]}")
-    if q.shape[2] != cp.n_ctx or q.shape[1] != len(cp.heads):
-        raise ValueError(f"triton backend: got [B, Hc, N] = {tuple(q.shape[:3])}, the component "
-                         f"expects Hc = {len(cp.heads)}, N = {cp.n_ctx}")
     if q.device.type != "cuda" and not INTERPRETED:
         raise ValueError("triton backend: CPU tensors need Triton's interpreter; set "
                          "TRITON_INTERPRET=1 before triton is first imported (or use CUDA)")
-    dev = _device_plan(cp, q.device)
+
+
+def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern,
+                     scale: float) -> torch.Tensor:
+    """Attention of every head of ``pattern`` in one op: q, k [B, H, N, D], v [B, H, N, Dv].
+
+    Returns [B, H, N, Dv] in q's dtype (a view of [B, N, H, Dv] memory); differentiable.
+    Inputs may be any strided views whose last dim is contiguous.
+    """
+    check_inputs(q, v)
     if INTERPRETED and q.dtype == torch.bfloat16:
-        # Triton 3.6's interpreter computes tl.dot wrongly on bfloat16 operands (numpy has no
-        # bfloat16); run the same kernels on float32 copies and round the results back.
-        out, lse = run_component(q.float(), k.float(), v.float(), cp, scale)
-        return out.to(torch.bfloat16), lse
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    return blocksparse_fwd(q, k, v, *dev.tensors, dev.kinds, cp.q_block, cp.k_block,
-                           float(scale))
+        # Triton's interpreter computes tl.dot wrongly on bfloat16 operands (numpy has no
+        # bfloat16); run the same kernels on float32 copies and round the result back.
+        return sparse_attention(q.float(), k.float(), v.float(), pattern,
+                                scale).to(torch.bfloat16)
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    out, _ = sparse_attention_fwd(q, k, v, pattern.name, float(scale))
+    return out
 
 
-__all__ = ["block_sizes", "run_component", "blocksparse_fwd", "blocksparse_bwd",
-           "DETERMINISTIC", "CONFIG"]
+__all__ = ["block_sizes", "sparse_attention", "sparse_attention_fwd", "sparse_attention_bwd",
+           "device_tables", "DETERMINISTIC", "CONFIG"]

@@ -1,18 +1,25 @@
-"""Triton backward kernels of block-sparse attention (FlashAttention-2 style, paper 5.2-5.4).
+"""Triton backward kernels of block-sparse attention (FlashAttention-2 style, paper 5.2-5.5).
 
-Two kernels, neither uses atomics, so the backward is deterministic by construction (every
-output element is written once by one program, summing in a fixed order):
+Three kernels, none with atomics, so the backward is deterministic by construction (every
+gradient element is written by one program per launch, summing in a fixed order):
 
-* ``dq_kernel``: one program per (query tile, batch*head), walking the same query-side tile
-  lists as the forward (GATHER small key tiles per iteration); recomputes P from the saved
-  log-sum-exp and accumulates dQ = scale * dS K.
-* ``dkdv_kernel``: one program per (key tile, batch*head), walking the *key-side* lists
+* ``delta_kernel``: Delta_i = rowsum(dO_i * O_i) for every (batch, head, position), once for
+  the whole pattern;
+* ``dq_kernel``: one program per (query tile, batch, head slot) of a component, walking the
+  forward's query-side tile lists; recomputes P from the saved log-sum-exp and accumulates
+  dQ = scale * dS K;
+* ``dkdv_kernel``: one program per (key tile, batch, head slot), walking the *key-side* lists
   (``ComponentPlan.key_side``: per key tile, the query tiles that read it); accumulates
   dV = P^T dO and dK = scale * dS^T Q.
 
-With dS = P * (dP - Delta) and Delta_i = rowsum(dO_i * O_i) - dLSE_i: the dLSE term carries the
-gradient of the log-sum-exp output, which the dispatcher uses to merge two components of one
-head exactly (d lse_i / d s_ij = P_ij).
+dS = P * (dP - Delta). P is computed against the lse and O of the *whole* head, so a head
+split over two components (strided "merge") needs nothing else: its attention is one softmax
+over the union of two disjoint key sets, and each component's launch adds its keys' share. The
+second component of such a head adds to the gradients the first one wrote (the slot's merge
+flag); launches run in stream order, so this stays deterministic.
+
+Addressing, head tables and the reordered positions of strided column heads are those of the
+forward (``triton_fwd``): nothing is gathered or permuted outside the kernels.
 """
 
 from __future__ import annotations
@@ -20,24 +27,49 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from sparse_transformer.kernels.triton_fwd import element_rule, gathered_columns, query_tile
+from sparse_transformer.kernels.triton_fwd import (
+    element_rule,
+    gathered_columns,
+    memory_position,
+    program_slot,
+)
 
 
 @triton.jit
-def _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, idx_ptr, count, rows, prm, scale_log2,
-              D, DV, dk, dv,
+def delta_kernel(O, DO, DELTA, sob, soh, son, sdb, sdh, sdn, N, H, DV,
+                 BLOCK: tl.constexpr, DVP: tl.constexpr):
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    pos = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    dv = tl.arange(0, DVP)
+    mask = (pos[:, None] < N) & (dv[None, :] < DV)
+    o = tl.load(O + b * sob + h * soh + pos[:, None] * son + dv[None, :], mask=mask, other=0.0)
+    do = tl.load(DO + b * sdb + h * sdh + pos[:, None] * sdn + dv[None, :], mask=mask,
+                 other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + bh.to(tl.int64) * N + pos, delta, mask=pos < N)
+
+
+@triton.jit
+def _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, count, rows, prm, scale_log2,
+              N, D, DV, dk, dv, stride, groups,
               KB: tl.constexpr, GATHER: tl.constexpr, MASKED: tl.constexpr,
               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-              PREC: tl.constexpr):
+              PREC: tl.constexpr, REORDER: tl.constexpr):
     for start in range(0, count, GATHER):
         cols, valid = gathered_columns(idx_ptr, start, count, KB, GATHER)
-        kt = tl.load(Kb + cols[None, :] * D + dk[:, None], mask=dk[:, None] < D, other=0.0)
+        pcol = memory_position(cols, stride, groups, REORDER)
+        live = valid & (pcol < N)
+        kt = tl.load(Kb + pcol[None, :] * skn + dk[:, None],
+                     mask=(dk[:, None] < D) & live[None, :], other=0.0)
         s = tl.dot(q, kt, input_precision=PREC) * scale_log2
         ok = valid[None, :]
         if MASKED:
             ok = ok & element_rule(rows[:, None], cols[None, :], prm, K0, K1, K2, K3)
         p = tl.where(ok, tl.exp2(s - lse2[:, None]), 0.0)
-        vt = tl.load(Vb + cols[None, :] * DV + dv[:, None], mask=dv[:, None] < DV, other=0.0)
+        vt = tl.load(Vb + pcol[None, :] * svn + dv[:, None],
+                     mask=(dv[:, None] < DV) & live[None, :], other=0.0)
         dp = tl.dot(do, vt, input_precision=PREC)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PREC)
@@ -45,44 +77,66 @@ def _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, idx_ptr, count, rows, prm, scale_l
 
 
 @triton.jit
-def dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, HCLS, FC, FI, PC, PI, PRM,
-              scale_log2, scale, N, Hc, D, DV, n_qt, fi_w, pi_w, prm_stride,
+def dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
+              FC, FI, PC, PI, PRM,
+              sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sgb, sgh, sgn,
+              scale_log2, scale, N, H, Hc, D, DV, n_qt, fi_w, pi_w, prm_stride, stride, groups,
               QB: tl.constexpr, KB: tl.constexpr, GATHER: tl.constexpr,
               DP: tl.constexpr, DVP: tl.constexpr,
               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-              PREC: tl.constexpr):
-    _, row, prm, rows, dk, dv, base, q = query_tile(Q, HCLS, PRM, N, Hc, D, n_qt, prm_stride,
-                                                     QB, DP, DVP)
-    do = tl.load(DO + (base + rows[:, None]) * DV + dv[None, :], mask=dv[None, :] < DV,
-                 other=0.0)
-    lse = tl.load(LSE + base + rows)
+              PREC: tl.constexpr, REORDER: tl.constexpr):
+    qt = n_qt - 1 - tl.program_id(0)
+    b, h, prm, c, merge = program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride)
+    row = c * n_qt + qt
+    rows = qt * QB + tl.arange(0, QB)
+    prow = memory_position(rows, stride, groups, REORDER)
+    real = prow < N
+    dk = tl.arange(0, DP)
+    dv = tl.arange(0, DVP)
+    q = tl.load(Q + b * sqb + h * sqh + prow[:, None] * sqn + dk[None, :],
+                mask=real[:, None] & (dk[None, :] < D), other=0.0)
+    do = tl.load(DO + b * sdb + h * sdh + prow[:, None] * sdn + dv[None, :],
+                 mask=real[:, None] & (dv[None, :] < DV), other=0.0)
+    stat = (b * H + h) * N + prow
+    lse = tl.load(LSE + stat, mask=real, other=0.0)
     # Rows with no allowed key (lse = -inf) get P = 0 from the mask; keep their lse finite.
+    # Padded rows load dO = 0 and Delta = 0, so they contribute nothing anywhere.
     lse2 = tl.where(lse == float("-inf"), 0.0, lse * 1.4426950408889634)
-    delta = tl.load(DELTA + base + rows)
+    delta = tl.load(DELTA + stat, mask=real, other=0.0)
+    Kb = K + b * skb + h * skh
+    Vb = V + b * svb + h * svh
     dq = tl.zeros([QB, DP], tl.float32)
-    dq = _dq_tiles(dq, q, do, lse2, delta, K + base * D, V + base * DV, FI + row * fi_w,
-                   tl.load(FC + row), rows, prm, scale_log2, D, DV, dk, dv, KB, GATHER, False,
-                   K0, K1, K2, K3, PREC)
-    dq = _dq_tiles(dq, q, do, lse2, delta, K + base * D, V + base * DV, PI + row * pi_w,
-                   tl.load(PC + row), rows, prm, scale_log2, D, DV, dk, dv, KB, GATHER, True,
-                   K0, K1, K2, K3, PREC)
-    tl.store(DQ + (base + rows[:, None]) * D + dk[None, :], (dq * scale).to(DQ.dtype.element_ty),
-             mask=dk[None, :] < D)
+    dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, FI + row * fi_w, tl.load(FC + row),
+                   rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, False,
+                   K0, K1, K2, K3, PREC, REORDER)
+    dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, PI + row * pi_w, tl.load(PC + row),
+                   rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, True,
+                   K0, K1, K2, K3, PREC, REORDER)
+    dq = dq * scale
+    g_ptr = DQ + b * sgb + h * sgh + prow[:, None] * sgn + dk[None, :]
+    g_mask = real[:, None] & (dk[None, :] < D)
+    if merge != 0:  # an earlier component of this head wrote its share
+        dq += tl.load(g_ptr, mask=g_mask, other=0.0).to(tl.float32)
+    tl.store(g_ptr, dq.to(DQ.dtype.element_ty), mask=g_mask)
 
 
 @triton.jit
-def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSEb, DELTAb, idx_ptr, count, cols, prm,
-                scale_log2, D, DV, dk, dv,
+def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, sqn, sdn, idx_ptr, count, cols,
+                prm, scale_log2, N, D, DV, dk, dv, stride, groups,
                 QB: tl.constexpr, MASKED: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-                PREC: tl.constexpr, TRANS_ACC: tl.constexpr):
+                PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr):
     for t in range(0, count):
         rows = tl.load(idx_ptr + t) * QB + tl.arange(0, QB)
-        q = tl.load(Qb + rows[:, None] * D + dk[None, :], mask=dk[None, :] < D, other=0.0)
-        do = tl.load(DOb + rows[:, None] * DV + dv[None, :], mask=dv[None, :] < DV, other=0.0)
-        lse = tl.load(LSEb + rows)
+        prow = memory_position(rows, stride, groups, REORDER)
+        real = prow < N
+        q = tl.load(Qb + prow[:, None] * sqn + dk[None, :],
+                    mask=real[:, None] & (dk[None, :] < D), other=0.0)
+        do = tl.load(DOb + prow[:, None] * sdn + dv[None, :],
+                     mask=real[:, None] & (dv[None, :] < DV), other=0.0)
+        lse = tl.load(STATb + prow, mask=real, other=0.0)
         lse2 = tl.where(lse == float("-inf"), 0.0, lse * 1.4426950408889634)
-        delta = tl.load(DELTAb + rows)
+        delta = tl.load(DELTAb + prow, mask=real, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale_log2  # [QB, KB]
         p = tl.exp2(s - lse2[:, None])
         if MASKED:
@@ -99,21 +153,25 @@ def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSEb, DELTAb, idx_ptr, count, col
 
 
 @triton.jit
-def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, HCLS, FC, FI, PC, PI, PRM,
-                scale_log2, scale, N, Hc, D, DV, n_kt, fi_w, pi_w, prm_stride,
+def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
+                FC, FI, PC, PI, PRM,
+                sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
+                sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
+                scale_log2, scale, N, H, Hc, D, DV, n_kt, fi_w, pi_w, prm_stride, stride, groups,
                 QB: tl.constexpr, KB: tl.constexpr, DP: tl.constexpr, DVP: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-                PREC: tl.constexpr, TRANS_ACC: tl.constexpr):
+                PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr):
     kt = tl.program_id(0)  # early key tiles are read by the most query tiles: first
-    bh = tl.program_id(1)
-    c = tl.load(HCLS + bh % Hc)
-    prm = PRM + c * prm_stride
+    b, h, prm, c, merge = program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride)
     cols = kt * KB + tl.arange(0, KB)
+    pcol = memory_position(cols, stride, groups, REORDER)
+    live = pcol < N
     dk = tl.arange(0, DP)
     dv = tl.arange(0, DVP)
-    base = bh.to(tl.int64) * N
-    k = tl.load(K + (base + cols[:, None]) * D + dk[None, :], mask=dk[None, :] < D, other=0.0)
-    v = tl.load(V + (base + cols[:, None]) * DV + dv[None, :], mask=dv[None, :] < DV, other=0.0)
+    k = tl.load(K + b * skb + h * skh + pcol[:, None] * skn + dk[None, :],
+                mask=live[:, None] & (dk[None, :] < D), other=0.0)
+    v = tl.load(V + b * svb + h * svh + pcol[:, None] * svn + dv[None, :],
+                mask=live[:, None] & (dv[None, :] < DV), other=0.0)
     if TRANS_ACC:
         dk_acc = tl.zeros([DP, KB], tl.float32)
         dv_acc = tl.zeros([DVP, KB], tl.float32)
@@ -121,20 +179,30 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, HCLS, FC, FI, PC, PI, PRM,
         dk_acc = tl.zeros([KB, DP], tl.float32)
         dv_acc = tl.zeros([KB, DVP], tl.float32)
     row = c * n_kt + kt
-    Qb, DOb, LSEb, DELTAb = Q + base * D, DO + base * DV, LSE + base, DELTA + base
-    dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSEb, DELTAb, FI + row * fi_w,
-                                 tl.load(FC + row), cols, prm, scale_log2, D, DV, dk, dv, QB,
-                                 False, K0, K1, K2, K3, PREC, TRANS_ACC)
-    dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSEb, DELTAb, PI + row * pi_w,
-                                 tl.load(PC + row), cols, prm, scale_log2, D, DV, dk, dv, QB,
-                                 True, K0, K1, K2, K3, PREC, TRANS_ACC)
+    Qb = Q + b * sqb + h * sqh
+    DOb = DO + b * sdb + h * sdh
+    stat = (b * H + h) * N
+    dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat, sqn,
+                                 sdn, FI + row * fi_w, tl.load(FC + row), cols, prm, scale_log2,
+                                 N, D, DV, dk, dv, stride, groups, QB, False, K0, K1, K2, K3,
+                                 PREC, TRANS_ACC, REORDER)
+    dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat, sqn,
+                                 sdn, PI + row * pi_w, tl.load(PC + row), cols, prm, scale_log2,
+                                 N, D, DV, dk, dv, stride, groups, QB, True, K0, K1, K2, K3,
+                                 PREC, TRANS_ACC, REORDER)
+    dk_acc = dk_acc * scale
     if TRANS_ACC:
-        tl.store(DK + (base + cols[None, :]) * D + dk[:, None],
-                 (dk_acc * scale).to(DK.dtype.element_ty), mask=dk[:, None] < D)
-        tl.store(DVo + (base + cols[None, :]) * DV + dv[:, None],
-                 dv_acc.to(DVo.dtype.element_ty), mask=dv[:, None] < DV)
+        gk_ptr = DK + b * sgkb + h * sgkh + pcol[None, :] * sgkn + dk[:, None]
+        gv_ptr = DVo + b * sgvb + h * sgvh + pcol[None, :] * sgvn + dv[:, None]
+        gk_mask = live[None, :] & (dk[:, None] < D)
+        gv_mask = live[None, :] & (dv[:, None] < DV)
     else:
-        tl.store(DK + (base + cols[:, None]) * D + dk[None, :],
-                 (dk_acc * scale).to(DK.dtype.element_ty), mask=dk[None, :] < D)
-        tl.store(DVo + (base + cols[:, None]) * DV + dv[None, :],
-                 dv_acc.to(DVo.dtype.element_ty), mask=dv[None, :] < DV)
+        gk_ptr = DK + b * sgkb + h * sgkh + pcol[:, None] * sgkn + dk[None, :]
+        gv_ptr = DVo + b * sgvb + h * sgvh + pcol[:, None] * sgvn + dv[None, :]
+        gk_mask = live[:, None] & (dk[None, :] < D)
+        gv_mask = live[:, None] & (dv[None, :] < DV)
+    if merge != 0:  # an earlier component of this head wrote its share
+        dk_acc += tl.load(gk_ptr, mask=gk_mask, other=0.0).to(tl.float32)
+        dv_acc += tl.load(gv_ptr, mask=gv_mask, other=0.0).to(tl.float32)
+    tl.store(gk_ptr, dk_acc.to(DK.dtype.element_ty), mask=gk_mask)
+    tl.store(gv_ptr, dv_acc.to(DVo.dtype.element_ty), mask=gv_mask)

@@ -1,14 +1,28 @@
-"""Triton forward kernel of block-sparse attention over a plan's tile lists (paper 5.2-5.4).
+"""Triton forward kernel of block-sparse attention over a plan's tile lists (paper 5.2-5.5).
 
-One program computes one query tile of QB rows for one (batch, head). It walks the tile row of
-its head's class twice: first the *full* key tiles (every element allowed, so no element rule
-is evaluated), then the *partial* ones (the rule is evaluated from the class's term parameters;
-no mask is ever stored). Key tiles are small (KB = 16 or 32 positions, so the fixed pattern's
-c = 32 summary columns are exact) and GATHER of them are loaded per iteration into one
-[GATHER * KB, D] tile, so every matrix product is at least QB x 64 x D wide and the tensor
-cores stay busy; a ragged last group is masked. Softmax is the online (FlashAttention-2) form
-in base 2 with float32 accumulation; the program writes the output tile and the natural-log
-log-sum-exp of its rows, which the backward and the dispatcher's component merge need.
+One launch runs one *component* of a plan (``patterns/plan.py``): the heads of one position
+order. One program computes one query tile of QB positions for one (batch, head slot):
+
+* heads come from a head table (slot -> global head, per-head class, merge flag), so a
+  component reads its heads straight out of the caller's q, k, v: no gather, no copy;
+* q, k, v and the output are addressed through their strides, so the model's [B, N, H, D]
+  projections are read as they are (a transposed view costs nothing);
+* strided column heads run in the paper's reordered positions (5.5): component position r is
+  memory position (r mod g) * l + r // g with g = n / l, computed in the index arithmetic
+  (no permutation gathers, no inverse);
+* positions at or past the caller's length N (the plan pads n up to its tile multiple) are
+  masked in every load and store, so the caller pads nothing;
+* a head computed by two components (strided "merge": window + column over disjoint keys) is
+  merged by the second launch in its epilogue, exactly through the log-sum-exps:
+  o = (e^{lse_1} o_1 + e^{lse_2} o_2) / (e^{lse_1} + e^{lse_2}).
+
+The tile row is walked twice: first the *full* key tiles (every element allowed: no element
+rule), then the *partial* ones (the rule is evaluated from the class's term parameters; no mask
+is stored). Key tiles are small (KB = 16 or 32 positions, so the fixed pattern's c = 32 summary
+columns are exact) and GATHER of them are loaded per iteration into one [GATHER * KB, D] tile,
+so every product is at least QB x 64 x D and the tensor cores stay busy. Softmax is the online
+(FlashAttention-2) form in base 2 with float32 accumulation; the program writes its output
+rows and their natural-log log-sum-exp, which the backward needs.
 
 Term kinds (constexpr, ``KIND_*``) and parameters (int32 [C, T, 7], ``Term.as_tuple`` order:
 offset, window, group, period, lo, hi, stride) follow ``patterns/terms.py``.
@@ -45,8 +59,8 @@ def _interpreter_numpy_shim() -> None:
     """
     from triton.runtime import interpreter
 
-    original = interpreter._patch_lang_tensor
-    if getattr(original, "_numpy_shim", False):
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "_numpy_shim", False):
         return
 
     def patched(tensor, scope):
@@ -94,6 +108,14 @@ def element_rule(i, j, prm, K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr
 
 
 @triton.jit
+def memory_position(r, stride, groups, REORDER: tl.constexpr):
+    """Where component position r lives in memory: r, or (r mod g) * l + r // g (paper 5.5)."""
+    if REORDER:
+        return (r % groups) * stride + r // groups
+    return r
+
+
+@triton.jit
 def gathered_columns(idx_ptr, start, count, KB: tl.constexpr, GATHER: tl.constexpr):
     """Key positions of GATHER consecutive entries of a tile list, and which are real."""
     lane = tl.arange(0, GATHER * KB)
@@ -104,14 +126,29 @@ def gathered_columns(idx_ptr, start, count, KB: tl.constexpr, GATHER: tl.constex
 
 
 @triton.jit
-def _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, idx_ptr, count, rows, prm, scale_log2,
-               D, DV, dk, dv,
+def program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride):
+    """This program's (batch, global head, class params pointer, class, merge flag)."""
+    bh = tl.program_id(1)
+    b = bh // Hc
+    slot = bh % Hc
+    h = tl.load(SLOT_HEAD + slot)
+    c = tl.load(SLOT_CLASS + slot)
+    merge = tl.load(SLOT_MERGE + slot)
+    return b.to(tl.int64), h.to(tl.int64), PRM + c * prm_stride, c, merge
+
+
+@triton.jit
+def _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, count, rows, prm, scale_log2,
+               N, D, DV, dk, dv, stride, groups,
                KB: tl.constexpr, GATHER: tl.constexpr, MASKED: tl.constexpr,
                K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-               PREC: tl.constexpr):
+               PREC: tl.constexpr, REORDER: tl.constexpr):
     for start in range(0, count, GATHER):
         cols, valid = gathered_columns(idx_ptr, start, count, KB, GATHER)
-        kt = tl.load(Kb + cols[None, :] * D + dk[:, None], mask=dk[:, None] < D, other=0.0)
+        pcol = memory_position(cols, stride, groups, REORDER)
+        live = valid & (pcol < N)
+        kt = tl.load(Kb + pcol[None, :] * skn + dk[:, None],
+                     mask=(dk[:, None] < D) & live[None, :], other=0.0)
         s = tl.dot(q, kt, input_precision=PREC) * scale_log2
         ok = valid[None, :]
         if MASKED:
@@ -123,57 +160,60 @@ def _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, idx_ptr, count, rows, prm, scale_log2,
         alpha = tl.exp2(m_i - m_use)
         p = tl.exp2(s - m_use[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(Vb + cols[:, None] * DV + dv[None, :], mask=dv[None, :] < DV, other=0.0)
+        v = tl.load(Vb + pcol[:, None] * svn + dv[None, :],
+                    mask=(dv[None, :] < DV) & live[:, None], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
         m_i = m_new
     return acc, m_i, l_i
 
 
 @triton.jit
-def query_tile(Q, HCLS, PRM, N, Hc, D, n_qt, prm_stride,
-               QB: tl.constexpr, DP: tl.constexpr, DVP: tl.constexpr):
-    """Prologue shared by the forward and dQ kernels: this program's query tile and head.
-
-    Returns (query tile, row of the tile lists, term params, positions, head-dim ranges, base
-    offset of the (batch, head) slice, the q tile). Heaviest (last) query tiles run first:
-    causal-like rows grow with the tile index.
-    """
-    qt = n_qt - 1 - tl.program_id(0)
-    bh = tl.program_id(1)
-    c = tl.load(HCLS + bh % Hc)
-    prm = PRM + c * prm_stride
-    rows = qt * QB + tl.arange(0, QB)
-    dk = tl.arange(0, DP)
-    dv = tl.arange(0, DVP)
-    base = bh.to(tl.int64) * N
-    q = tl.load(Q + (base + rows[:, None]) * D + dk[None, :], mask=dk[None, :] < D, other=0.0)
-    return qt, c * n_qt + qt, prm, rows, dk, dv, base, q
-
-
-@triton.jit
-def fwd_kernel(Q, K, V, O, LSE, HCLS, FC, FI, PC, PI, PRM,
-               scale_log2, N, Hc, D, DV, n_qt, fi_w, pi_w, prm_stride,
+def fwd_kernel(Q, K, V, O, LSE, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, FC, FI, PC, PI, PRM,
+               sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
+               scale_log2, N, H, Hc, D, DV, n_qt, fi_w, pi_w, prm_stride, stride, groups,
                QB: tl.constexpr, KB: tl.constexpr, GATHER: tl.constexpr,
                DP: tl.constexpr, DVP: tl.constexpr,
                K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-               PREC: tl.constexpr):
-    _, row, prm, rows, dk, dv, base, q = query_tile(Q, HCLS, PRM, N, Hc, D, n_qt, prm_stride,
-                                                     QB, DP, DVP)
-    Kb = K + base * D
-    Vb = V + base * DV
+               PREC: tl.constexpr, REORDER: tl.constexpr):
+    # Heaviest (last) query tiles first: causal-like rows grow with the tile index.
+    qt = n_qt - 1 - tl.program_id(0)
+    b, h, prm, c, merge = program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride)
+    row = c * n_qt + qt
+    rows = qt * QB + tl.arange(0, QB)
+    prow = memory_position(rows, stride, groups, REORDER)
+    real = prow < N
+    dk = tl.arange(0, DP)
+    dv = tl.arange(0, DVP)
+    q = tl.load(Q + b * sqb + h * sqh + prow[:, None] * sqn + dk[None, :],
+                mask=real[:, None] & (dk[None, :] < D), other=0.0)
+    Kb = K + b * skb + h * skh
+    Vb = V + b * svb + h * svh
     m_i = tl.full([QB], float("-inf"), tl.float32)
     l_i = tl.zeros([QB], tl.float32)
     acc = tl.zeros([QB, DVP], tl.float32)
-    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, FI + row * fi_w, tl.load(FC + row),
-                               rows, prm, scale_log2, D, DV, dk, dv, KB, GATHER, False,
-                               K0, K1, K2, K3, PREC)
-    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, PI + row * pi_w, tl.load(PC + row),
-                               rows, prm, scale_log2, D, DV, dk, dv, KB, GATHER, True,
-                               K0, K1, K2, K3, PREC)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, skn, svn, FI + row * fi_w,
+                               tl.load(FC + row), rows, prm, scale_log2, N, D, DV, dk, dv,
+                               stride, groups, KB, GATHER, False, K0, K1, K2, K3, PREC, REORDER)
+    acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, skn, svn, PI + row * pi_w,
+                               tl.load(PC + row), rows, prm, scale_log2, N, D, DV, dk, dv,
+                               stride, groups, KB, GATHER, True, K0, K1, K2, K3, PREC, REORDER)
     empty = l_i == 0.0  # rows with no allowed key: output 0, lse -inf
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
     lse2 = m_i + tl.log2(tl.where(empty, 1.0, l_i))  # base-2 lse; natural = lse2 / log2(e)
     lse = tl.where(empty, float("-inf"), lse2 / 1.4426950408889634)
-    tl.store(O + (base + rows[:, None]) * DV + dv[None, :], out.to(O.dtype.element_ty),
-             mask=dv[None, :] < DV)
-    tl.store(LSE + base + rows, lse)
+    o_ptr = O + b * sob + h * soh + prow[:, None] * son + dv[None, :]
+    o_mask = real[:, None] & (dv[None, :] < DV)
+    lse_ptr = LSE + (b * H + h) * N + prow
+    if merge != 0:  # a previous launch wrote this head over a disjoint key set: combine
+        lse_old = tl.load(lse_ptr, mask=real, other=float("-inf"))
+        o_old = tl.load(o_ptr, mask=o_mask, other=0.0).to(tl.float32)
+        top = tl.maximum(lse_old, lse)
+        top = tl.where(top == float("-inf"), 0.0, top)
+        w_old = tl.exp(lse_old - top)
+        w_new = tl.exp(lse - top)
+        total = w_old + w_new
+        none = total == 0.0
+        out = (o_old * w_old[:, None] + out * w_new[:, None]) / tl.where(none, 1.0, total)[:, None]
+        lse = tl.where(none, float("-inf"), top + tl.log(tl.where(none, 1.0, total)))
+    tl.store(o_ptr, out.to(O.dtype.element_ty), mask=o_mask)
+    tl.store(lse_ptr, lse, mask=real)

@@ -52,7 +52,21 @@ def test_auto_on_cpu_is_a_cpu_backend():
 def test_bad_input_raises_naming_the_problem(make, err, words):
     q = torch.randn(1, 2, 10, 4)
     with pytest.raises(err, match=words.replace("[", r"\[").replace("]", r"\]")):
-        attention(*make(q))
+        attention(*make(q), check_finite=True)
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), 0.0, -1.0])
+def test_bad_scale_is_refused(scale):
+    q = torch.randn(1, 1, 8, 4)
+    with pytest.raises(ValueError, match="scale must be a finite number > 0"):
+        attention(q, q, q, P.causal(), scale=scale)
+
+
+def test_finite_check_is_opt_in():
+    """Off by default (on CUDA it would cost a host sync per call); NaN then propagates."""
+    q = torch.randn(1, 1, 8, 4)
+    q[0, 0, 3] = float("nan")
+    assert torch.isnan(attention(q, q, q, P.causal())).any()
 
 
 def test_unknown_backend_is_named():

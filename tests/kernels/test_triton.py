@@ -1,8 +1,10 @@
-"""Triton block-sparse attention vs the float64 dense reference (CPU: Triton's interpreter).
+"""The Triton op (``backend="triton"``) vs the float64 dense reference (CPU: Triton's interpreter).
 
-Acceptance rule (issue 3): for the output, the lse and every gradient, our max error against
-float64 is at most 2x the error of the same computation done by PyTorch in the input dtype,
-plus a small floor. Shapes are tiny because the interpreter runs each program in Python.
+Acceptance rule (issue 3): for the output and every gradient, our max error against float64 is
+at most 2x the error of the same computation done by PyTorch in the input dtype, plus a small
+floor. Inputs come in the model's layout (q, k, v strided views of one [B, N, 3 H D] buffer)
+and as contiguous [B, H, N, D] tensors; the op reads both in place. Shapes are tiny because the
+interpreter runs each program in Python; on a CUDA machine the same tests run on the GPU.
 """
 
 from __future__ import annotations
@@ -27,19 +29,6 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FLOOR = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
 
-def _component_mask(cp, n: int) -> torch.Tensor:
-    """Bool [Hc, n, n] of each head's element rule in the component's own positions."""
-    i = torch.arange(n)[:, None]
-    j = torch.arange(n)[None, :]
-    masks = []
-    for terms in cp.head_terms():
-        ok = terms[0].allowed(i, j)
-        for t in terms[1:]:
-            ok = ok | t.allowed(i, j)
-        masks.append(ok)
-    return torch.stack(masks)
-
-
 def _max_err(a: torch.Tensor, ref: torch.Tensor) -> float:
     fin = torch.isfinite(ref)
     assert torch.equal(fin, torch.isfinite(a)), "non-finite entries differ from the reference"
@@ -53,96 +42,105 @@ def _assert_close(name: str, ours: torch.Tensor, same: torch.Tensor, ref: torch.
     assert e_ours <= bound, f"{name}: error {e_ours:.3g} > 2 x {e_same:.3g} + floor ({bound:.3g})"
 
 
-def _run_components(pattern, n, H, q_block, k_block, dtype, B=1, D=16, Dv=None, seed=0):
-    """Drive run_component directly on every component; check out, lse and all gradients."""
-    Dv = Dv or D
-    plan = pattern.plan(n, H, q_block, k_block)
-    N = plan.n_pad
-    g = torch.Generator().manual_seed(seed)
-    for cp in plan.components:
-        hc = len(cp.heads)
-        q, k = (torch.randn(B, hc, N, D, generator=g, dtype=torch.float64) for _ in range(2))
-        v = torch.randn(B, hc, N, Dv, generator=g, dtype=torch.float64)
-        mask = _component_mask(cp, N)
-        scale = 1 / math.sqrt(D)
-        go = torch.randn(B, hc, N, Dv, generator=g, dtype=torch.float64)
-        gl = torch.randn(B, hc, N, generator=g, dtype=torch.float64)
+def _inputs(B, H, N, D, Dv, layout, dtype, g):
+    """Leaf tensor(s) and the q, k, v views the op gets, in the requested memory layout."""
+    if layout == "model":  # [B, N, (2 D + Dv) H], split and viewed like Attention.forward
+        base = torch.randn(B, N, H * (2 * D + Dv), generator=g, dtype=torch.float64)
 
-        def grads(fn, cast):
-            xs = [x.detach().to(cast).requires_grad_() for x in (q, k, v)]
-            out, lse = fn(*xs)
-            fin = torch.isfinite(lse)
-            loss = (out.double() * go).sum() + (torch.where(fin, lse.double(), 0) * gl).sum()
-            loss.backward()
-            return [out.detach(), lse.detach()] + [x.grad for x in xs]
+        def views(cast):
+            leaf = base.to(cast).to(DEVICE).detach().requires_grad_()
+            q, k, v = leaf.split([H * D, H * D, H * Dv], dim=-1)
+            return [leaf], [x.view(B, N, H, -1).transpose(1, 2) for x in (q, k, v)]
+    else:
+        xs = [torch.randn(B, H, N, d, generator=g, dtype=torch.float64) for d in (D, D, Dv)]
 
-        ref = grads(lambda a, b, c: masked_softmax_attention(a, b, c, mask, scale), torch.float64)
-        same = grads(lambda a, b, c: masked_softmax_attention(a, b, c, mask, scale), dtype)
-        ours = grads(lambda a, b, c: T.run_component(a.to(DEVICE), b.to(DEVICE), c.to(DEVICE),
-                                                     cp, scale), dtype)
-        assert ours[0].dtype == dtype and ours[1].dtype == torch.float32
-        assert ours[0].shape == (B, hc, N, Dv) and ours[1].shape == (B, hc, N)
-        for name, a, s, r in zip(("out", "lse", "dq", "dk", "dv"), ours, same, ref):
-            _assert_close(f"{pattern.name} order={cp.order} {name}", a.cpu(), s, r, dtype)
+        def views(cast):
+            leaves = [x.to(cast).to(DEVICE).detach().requires_grad_() for x in xs]
+            return leaves, leaves
+    return views
 
 
-@pytest.mark.parametrize("pattern, n, H, blocks, D", [
-    (P.causal(), 70, 2, (32, 16), 16),
-    (P.local(20), 90, 1, (32, 16), 24),
-    (P.strided(8, "merge"), 64, 2, (16, 16), 16),
-    (P.strided(8, "split"), 100, 2, (32, 16), 16),
-    (P.column(8), 64, 1, (16, 16), 16),
-    (P.fixed(16, 4, 1), 100, 1, (32, 16), 24),
-    (P.fixed(32, 16, 2), 130, 2, (32, 16), 16),
-    (P.union(P.local(10), P.fixed(16, 4)), 77, 1, (16, 16), 16),
-    (P.fixed(128, 32, 4), 130, 4, (128, 32), 16),  # the GPU tile sizes, 4 key tiles gathered
-    (P.local(16), 40, 1, (32, 16), 100),  # head dim 100, padded to 128 inside the kernel
-])
-def test_components_fp32(pattern, n, H, blocks, D):
-    _run_components(pattern, n, H, *blocks, torch.float32, D=D)
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("pattern", [P.fixed(16, 8, 2), P.strided(8, "merge")])
-def test_components_half(pattern, dtype):
-    _run_components(pattern, 64, 2, 32, 16, dtype, B=2, D=64, Dv=32)
-
-
-def _end_to_end(pattern, n, H, dtype, B=1, D=16, Dv=None, seed=0):
+def _check(pattern, n, H, dtype, B=2, D=16, Dv=None, layout="model", seed=0):
     Dv = Dv or D
     g = torch.Generator().manual_seed(seed)
-    q, k = (torch.randn(B, H, n, D, generator=g, dtype=torch.float64) for _ in range(2))
-    v = torch.randn(B, H, n, Dv, generator=g, dtype=torch.float64)
+    views = _inputs(B, H, n, D, Dv, layout, dtype, g)
     go = torch.randn(B, H, n, Dv, generator=g, dtype=torch.float64)
     mask = pattern.mask(n, H)
     scale = 1 / math.sqrt(D)
 
-    def grads(fn, cast):
-        xs = [x.detach().to(cast).requires_grad_() for x in (q, k, v)]
-        out = fn(*xs)
-        (out.double() * go).sum().backward()
-        return [out.detach()] + [x.grad for x in xs]
+    def run(fn, cast):
+        leaves, (q, k, v) = views(cast)
+        out = fn(q, k, v)
+        (out.double() * go.to(out.device)).sum().backward()
+        return [out.detach().cpu()] + [x.grad.cpu() for x in leaves]
 
-    ref = grads(lambda a, b, c: masked_softmax_attention(a, b, c, mask, scale)[0], torch.float64)
-    same = grads(lambda a, b, c: masked_softmax_attention(a, b, c, mask, scale)[0], dtype)
-    ours = grads(lambda a, b, c: attention(a.to(DEVICE), b.to(DEVICE), c.to(DEVICE), pattern,
-                                           backend="triton"), dtype)
-    for name, a, s, r in zip(("out", "dq", "dk", "dv"), ours, same, ref):
-        _assert_close(f"{pattern.name} {name}", a.cpu(), s, r, dtype)
+    dense = lambda q, k, v: masked_softmax_attention(q, k, v, mask.to(q.device), scale)[0]  # noqa
+    ref = run(dense, torch.float64)
+    same = run(dense, dtype)
+    ours = run(lambda q, k, v: attention(q, k, v, pattern, backend="triton"), dtype)
+    assert ours[0].dtype == dtype and ours[0].shape == (B, H, n, Dv)
+    names = ["out"] + (["dqkv"] if layout == "model" else ["dq", "dk", "dv"])
+    for name, a, s, r in zip(names, ours, same, ref):
+        _assert_close(f"{pattern.name} {layout} {name}", a, s, r, dtype)
 
 
-@pytest.mark.parametrize("pattern, n, H, dtype, D, Dv", [
-    (P.strided(8, "merge"), 77, 2, torch.float32, 24, 40),
-    (P.strided(8, "split"), 33, 2, torch.bfloat16, 16, 16),
-    (P.fixed(16, 4, 4), 100, 4, torch.float32, 16, 16),
-    (P.per_head(P.local(12), P.causal()), 50, 2, torch.float16, 16, 16),
+@pytest.mark.parametrize("pattern, n, H, D, Dv", [
+    (P.causal(), 70, 2, 16, 16),
+    (P.local(20), 90, 1, 24, 24),
+    (P.strided(8, "merge"), 77, 2, 24, 40),  # two components, merged in the epilogue
+    (P.strided(8, "split"), 100, 2, 16, 16),  # natural + reordered heads side by side
+    (P.strided(8, "local"), 64, 1, 16, 16),
+    (P.column(8), 64, 1, 16, 16),  # reordered only; n = 64 needs no padding
+    (P.fixed(16, 4, 1), 100, 1, 24, 24),
+    (P.fixed(32, 16, 2), 130, 2, 16, 16),
+    (P.fixed(16, 4, 4), 100, 4, 16, 16),
+    (P.union(P.local(10), P.fixed(16, 4)), 77, 1, 16, 16),
+    (P.per_head(P.local(12), P.causal()), 50, 2, 16, 16),
+    (P.per_head(P.strided(8, "merge"), P.column(8)), 72, 2, 16, 16),  # mixed merge flags
+    (P.local(16), 40, 1, 100, 100),  # head dim 100, padded to 128 inside the kernel
 ])
-def test_attention_end_to_end(pattern, n, H, dtype, D, Dv):
-    _end_to_end(pattern, n, H, dtype, B=2, D=D, Dv=Dv)
+def test_fp32_model_layout(pattern, n, H, D, Dv):
+    _check(pattern, n, H, torch.float32, D=D, Dv=Dv, layout="model")
+
+
+@pytest.mark.parametrize("pattern, n", [(P.strided(8, "merge"), 64), (P.fixed(16, 4, 2), 50)])
+def test_fp32_contiguous_layout(pattern, n):
+    _check(pattern, n, 2, torch.float32, layout="contiguous")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("pattern", [P.fixed(16, 8, 2), P.strided(8, "merge")])
+def test_half(pattern, dtype):
+    _check(pattern, 64, 2, dtype, B=2, D=64, Dv=32)
+
+
+def test_output_is_token_major():
+    """The output's memory is [B, N, H, Dv]: the model's reshape to [B, N, H * Dv] is a view."""
+    q = torch.randn(1, 2, 40, 16, device=DEVICE)
+    out = attention(q, q, q, P.fixed(16, 4, 2), backend="triton")
+    assert out.transpose(1, 2).is_contiguous()
+
+
+def test_merge_flags():
+    """The second component of a merged head accumulates; split heads never do."""
+    merge = T.device_tables(P.strided(8, "merge"), 64, 2, 16, 16, torch.device("cpu"))
+    assert [c.slot_merge.tolist() for c in merge.components] == [[0, 0], [1, 1]]
+    split = T.device_tables(P.strided(8, "split"), 64, 2, 16, 16, torch.device("cpu"))
+    assert [c.slot_merge.tolist() for c in split.components] == [[0], [0]]
+    assert [c.stride for c in split.components] == [0, 8]
+
+
+def test_tables_are_built_once():
+    p = P.fixed(16, 4, 2)
+    before = T.device_tables.cache_info().misses
+    q = torch.randn(1, 2, 48, 16, device=DEVICE)
+    for _ in range(3):
+        attention(q, q, q, p, backend="triton")
+    assert T.device_tables.cache_info().misses == before + 1
 
 
 def test_backward_is_deterministic():
-    p = P.fixed(16, 8, 2)
+    p = P.strided(8, "merge")
     g = torch.Generator().manual_seed(3)
     q, k, v, go = (torch.randn(2, 2, 64, 16, generator=g).to(DEVICE) for _ in range(4))
     runs = []
@@ -163,33 +161,31 @@ def test_errors():
     big = torch.randn(1, 1, 32, 300, device=DEVICE)
     with pytest.raises(ValueError, match="head dims"):
         attention(big, big, big, p, backend="triton")
-    cp = p.plan(32, 1, 16, 16).components[0]
-    with pytest.raises(ValueError, match="expects"):
-        T.run_component(q.float()[:, :, :16], q.float()[:, :, :16], q.float()[:, :, :16], cp, 1.0)
 
 
-def test_fake_registration_and_compile():
-    """The custom op has fake kernels (opcheck) and torch.compile traces a call through it."""
-    p = P.fixed(16, 8, 2)
-    cp = p.plan(32, 2, 16, 16).components[0]
-    dev = T._device_plan(cp, torch.device(DEVICE))
+def test_custom_ops_and_compile():
+    """opcheck on both custom ops; torch.compile traces attention() through them, no break."""
+    p = P.strided(8, "merge")
     q, k, v = (torch.randn(1, 2, 32, 16, device=DEVICE, requires_grad=True) for _ in range(3))
-    args = (q, k, v, *dev.tensors, dev.kinds, 16, 16, 0.25)
-    torch.library.opcheck(T.blocksparse_fwd, args,
-                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+    torch.library.opcheck(T.sparse_attention_fwd, (q, k, v, p.name, 0.25),
+                          test_utils=("test_schema", "test_faketensor",
+                                      "test_aot_dispatch_static"))
+    out, lse = T.sparse_attention_fwd(q, k, v, p.name, 0.25)
+    go = torch.randn_like(out)
+    torch.library.opcheck(T.sparse_attention_bwd, (go, q, k, v, out, lse, p.name, 0.25),
+                          test_utils=("test_schema", "test_faketensor"))
 
     def fn(a, b, c):
-        out, lse = T.run_component(a, b, c, cp, 0.25)
-        return out.float().sum() + lse.sum()
+        return attention(a, b, c, p, scale=0.25, backend="triton").float().sum()
 
-    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
-    out = compiled(q, k, v)
-    out.backward()
+    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)  # fullgraph: no break
+    got = compiled(q, k, v)
+    got.backward()
     grads = [x.grad.clone() for x in (q, k, v)]
     xs = [x.detach().clone().requires_grad_() for x in (q, k, v)]
     expect = fn(*xs)
     expect.backward()
-    torch.testing.assert_close(out, expect)
+    torch.testing.assert_close(got, expect)
     for a, b in zip(grads, (x.grad for x in xs)):
         torch.testing.assert_close(a, b)
 
@@ -201,8 +197,8 @@ def test_fake_registration_and_compile():
 def test_launch_variants(config, monkeypatch):
     """Both dK/dV accumulator layouts and other gather widths compute the same function."""
     monkeypatch.setattr(T, "CONFIG", config)
-    _run_components(P.fixed(16, 4, 2), 64, 2, 32, 16, torch.float32)  # 16-wide key tiles
-    _run_components(P.causal(), 64, 1, 32, 16, torch.float32)  # key tiles grouped by 2
+    _check(P.fixed(16, 4, 2), 64, 2, torch.float32)  # 16-wide key tiles
+    _check(P.causal(), 64, 1, torch.float32)  # key tiles grouped by 2
 
 
 def test_key_tile_grouping():
