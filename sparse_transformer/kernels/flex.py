@@ -14,7 +14,6 @@ with torch 2.11, see docs/kernels.md), so the fixed pattern's c = 32 summary col
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import warnings
 
@@ -37,16 +36,40 @@ def block_sizes(head_dim: int, dtype: torch.dtype, device: torch.device) -> tupl
     return (BLOCK, BLOCK) if device.type == "cuda" else (32, 32)
 
 
+# One compiled Flex kernel per distinct call shape (batch, heads of a component, length, head
+# dims, dtype, scale, grad mode): a model meets a handful (split patterns run two components,
+# evaluation another batch). Dynamo's default limit of 8 recompiles per function would be hit in
+# a long benchmark and then fall back to *eager* Flex, which builds the whole score matrix (32-128
+# GiB at N = 16,384-65,536). So the limit is raised for these calls and hitting it is an error.
+RECOMPILE_LIMIT = 64
+
+
 @functools.cache
 def _compiled():
-    return torch.compile(_flex_module.flex_attention, dynamic=False)
+    return torch.compile(_flex_module.flex_attention, dynamic=False, fullgraph=True)
+
+
+def _recompile_budget():
+    import torch._dynamo.config as dc
+
+    names = {n for n in ("recompile_limit", "cache_size_limit") if hasattr(dc, n)}
+    patch = {n: max(RECOMPILE_LIMIT, getattr(dc, n)) for n in names}
+    for n in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):
+        if hasattr(dc, n):
+            patch[n] = True
+            break
+    return dc.patch(**patch)
+
+
+_BLOCK_MASKS: dict[tuple[int, torch.device], object] = {}
 
 
 def _block_mask(cp: ComponentPlan, device: torch.device):
-    cache = cp.__dict__.setdefault("_flex_block_mask", {})
-    if device not in cache:
-        cache[device] = component_block_mask(cp, device)
-    return cache[device]
+    """The component's BlockMask on ``device``, built once (plans themselves are cached)."""
+    key = (id(cp), device)
+    if key not in _BLOCK_MASKS:
+        _BLOCK_MASKS[key] = (cp, component_block_mask(cp, device))  # cp kept: id stays unique
+    return _BLOCK_MASKS[key][1]
 
 
 def run_component(
@@ -68,7 +91,7 @@ def run_component(
         raise TypeError("flex backend: float64 is not supported on CUDA; use float32/16 or bf16")
     bm = _block_mask(cp, q.device)
     fn = _compiled() if q.device.type == "cuda" else _flex_module.flex_attention
-    quiet = contextlib.nullcontext() if q.device.type == "cuda" else warnings.catch_warnings()
+    quiet = _recompile_budget() if q.device.type == "cuda" else warnings.catch_warnings()
     with quiet:
         if q.device.type != "cuda":  # eager CPU Flex is the documented dense fallback: no nag
             warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")

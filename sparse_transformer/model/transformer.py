@@ -144,6 +144,19 @@ class SparseTransformer(nn.Module):
                 h = block(h)
         return self.head(self.ln_f(h))  # [B, N, vocab]
 
+    def compile_blocks(self, **options) -> "SparseTransformer":
+        """``torch.compile`` each residual block in place; returns the model.
+
+        Per block rather than the whole model: every block has the same code, so one graph
+        serves all of them (compile time does not grow with depth), and recompute
+        (``torch.utils.checkpoint`` around each block) re-runs the compiled block. Our attention
+        op is a custom op, so the graph has no break: layer norms, gelu, residual adds and the
+        projections around it are fused by Inductor. ``options`` go to ``torch.compile``.
+        """
+        for block in self.blocks:
+            block.compile(**options)
+        return self
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -1,0 +1,190 @@
+"""Model-step benchmark: tokens per second of one training step, sparse vs dense, same model.
+
+A benchmark, not a test: run it on a GPU (``benchmarks/device_model_step.sh`` is the device
+call). It times whole training steps of ``SparseTransformer`` (forward, backward, fused AdamW
+step; bf16 autocast; dropout 0) at the paper's shapes, for each attention variant, with
+recompute on and off, eager and compiled (each residual block through ``torch.compile``):
+
+* "dense": the same model with causal attention, which ``backend="auto"`` sends to
+  ``scaled_dot_product_attention`` (cuDNN / FlashAttention) on CUDA;
+* "fixed", "strided split", "strided merge": our Triton op (``backend="triton"``);
+* "flex": the fixed pattern through FlexAttention driven by our plan.
+
+Rows: {shape, attention, backend, compiled, recompute, tokens_per_s, step_s, peak_gib,
+speedup_vs_dense}; ``speedup_vs_dense`` divides by the dense row of the same shape, recompute
+and compile setting, measured in the same run. Step time is the median over the timed steps.
+
+    python benchmarks/model_step.py --out results_dir [--shapes enwik8,audio-65k,1m] [--budget 420]
+    python benchmarks/model_step.py --smoke        # tiny shapes on the CPU: checks the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from sparse_transformer.model.config import ModelConfig
+from sparse_transformer.model.transformer import SparseTransformer, loss_nats
+
+# shape name -> (preset, overrides, batch, attention variants {name: (pattern, backend)})
+SHAPES = {
+    "enwik8": ("enwik8", dict(dropout=0.0, embed_stride=128), 2, {
+        "dense": ("causal", "auto"),
+        "fixed": ("fixed(stride=128, summary=32, distinct=4)", "triton"),
+        "strided split": ("strided(stride=128, mode='split')", "triton"),
+        "strided merge": ("strided(stride=128, mode='merge')", "triton"),
+        "flex fixed": ("fixed(stride=128, summary=32, distinct=4)", "flex"),
+    }),
+    "audio-65k": ("audio-65k", dict(dropout=0.0, embed_stride=256), 1, {
+        "dense": ("causal", "auto"),
+        "strided split": ("strided(stride=256, mode='split')", "triton"),
+        "strided merge": ("strided(stride=256, mode='merge')", "triton"),
+    }),
+    # The 152M model on a 1,048,576-token sequence (issue 10's memory target: <= 100 GiB).
+    "1m": ("audio-65k", dict(dropout=0.0, n_ctx=1048576, embed_stride=1024), 1, {
+        "strided split": ("strided(stride=1024, mode='split')", "triton"),
+    }),
+    # CPU smoke test of this script.
+    "smoke": ("wiki-small", dict(n_ctx=128, embed_stride=16), 2, {
+        "dense": ("causal", "auto"),
+        "fixed": ("fixed(stride=16, summary=4, distinct=2)", "auto"),
+    }),
+}
+START = time.time()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.time() - START:7.1f}s] {msg}", flush=True)
+
+
+def build(shape: str, pattern: str, backend: str, recompute: bool, compiled: bool,
+          device: torch.device) -> tuple[SparseTransformer, int, int]:
+    preset, over, batch, _ = SHAPES[shape]
+    cfg = ModelConfig.from_preset(preset, **{**over, "attention": pattern, "backend": backend,
+                                             "recompute": recompute})
+    torch.manual_seed(0)
+    model = SparseTransformer(cfg).to(device)
+    if compiled:
+        model.compile_blocks()
+    return model, batch, cfg.n_ctx
+
+
+def time_steps(model: SparseTransformer, batch: int, n_ctx: int, device: torch.device,
+               warmup: int, steps: int) -> tuple[list[float], float]:
+    """Seconds of each timed training step, and the peak memory (GiB) over all steps."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    g = torch.Generator(device="cpu").manual_seed(0)
+    xs = [torch.randint(0, 256, (batch, n_ctx), generator=g).to(device) for _ in range(2)]
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for i in range(warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with amp:
+            logits = model(xs[i % 2])
+        loss = loss_nats(logits, xs[i % 2])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"non-finite loss {float(loss)}")
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
+    return times, peak
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--shapes", default="enwik8,audio-65k,1m",
+                    help="comma-separated: " + ", ".join(SHAPES))
+    ap.add_argument("--modes", default="eager-recompute,eager-norecompute,compiled-recompute",
+                    help="comma-separated {eager,compiled}-{recompute,norecompute}")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--budget", type=float, default=480.0, help="seconds; stop cleanly after")
+    ap.add_argument("--out", type=Path, help="folder for model-step.json")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
+    args = ap.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    shapes = ["smoke"] if args.smoke else args.shapes.split(",")
+    modes = ["eager-recompute", "compiled-norecompute"] if args.smoke else args.modes.split(",")
+    rows: list[dict] = []
+    result = {"machine": {"device": str(device), "torch": torch.__version__,
+                          "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None},
+              "setup": "bf16 autocast, fused AdamW, dropout 0, median step of "
+                       f"{args.steps} after {args.warmup} warm-up steps", "rows": rows}
+
+    def save() -> None:
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "model-step.json").write_text(json.dumps(result, indent=1))
+
+    for shape in shapes:
+        variants = SHAPES[shape][3]
+        for mode in modes:
+            compiled, recompute = mode.startswith("compiled"), mode.endswith("-recompute")
+            if shape == "1m" and (compiled or not recompute):
+                continue
+            for name, (pattern, backend) in variants.items():
+                if name.startswith("flex") and compiled:
+                    continue  # flex compiles its own kernel; the block compile adds nothing
+                if time.time() - START > args.budget:
+                    log(f"budget reached; skipping {shape} {mode} {name}")
+                    continue
+                row = {"shape": shape, "attention": name, "pattern": pattern,
+                       "backend": backend, "compiled": compiled, "recompute": recompute}
+                try:
+                    model, batch, n_ctx = build(shape, pattern, backend, recompute, compiled,
+                                                device)
+                    steps = 2 if shape == "1m" else args.steps
+                    times, peak = time_steps(model, batch, n_ctx, device,
+                                             1 if shape == "1m" else args.warmup, steps)
+                    step_s = statistics.median(times)
+                    row.update(step_s=step_s, tokens_per_s=batch * n_ctx / step_s,
+                               peak_gib=peak, batch=batch, n_ctx=n_ctx,
+                               step_times=times)
+                except Exception as err:  # keep going: one failing row must not lose the rest
+                    row["error"] = f"{type(err).__name__}: {err}"
+                    traceback.print_exc()
+                finally:
+                    model = None
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                rows.append(row)
+                dense = next((r for r in rows if r["shape"] == shape and r["attention"] == "dense"
+                              and r["compiled"] == compiled and r["recompute"] == recompute
+                              and "step_s" in r), None)
+                if dense and "step_s" in row:
+                    row["speedup_vs_dense"] = dense["step_s"] / row["step_s"]
+                log(f"{shape:9s} {mode:20s} {name:14s} " + (
+                    f"{row['tokens_per_s']:10,.0f} tok/s  {row['step_s'] * 1e3:8.1f} ms  "
+                    f"{row['peak_gib']:6.1f} GiB  x{row.get('speedup_vs_dense', float('nan')):.2f}"
+                    if "step_s" in row else row["error"]))
+                save()
+    print("\nshape      mode                 attention       tokens/s   step ms  peak GiB  vs dense")
+    for r in rows:
+        if "step_s" in r:
+            mode = ("compiled" if r["compiled"] else "eager") + (
+                "-recompute" if r["recompute"] else "-norecompute")
+            print(f"{r['shape']:10s} {mode:20s} {r['attention']:14s} {r['tokens_per_s']:10,.0f} "
+                  f"{r['step_s'] * 1e3:9.1f} {r['peak_gib']:9.1f} "
+                  f"{r.get('speedup_vs_dense', float('nan')):8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

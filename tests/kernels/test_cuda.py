@@ -1,0 +1,131 @@
+"""CUDA-only checks (``pytest -m cuda``; skipped without a GPU, run in every device session).
+
+Every backend that claims CUDA against the float64 reference at realistic shapes (outputs and
+all gradients, under the 2x-same-dtype rule of test_triton.py), plus what CPU tests cannot see:
+no host sync in a default ``attention()`` call, FlexAttention across many shapes without
+falling back to eager, and a compiled model step with no graph break.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sparse_transformer import attention
+from sparse_transformer import patterns as P
+from sparse_transformer.kernels.reference import masked_softmax_attention
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+FLOOR = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+PATTERNS = [P.causal(), P.fixed(128, 32, 4), P.strided(128, "split"), P.strided(128, "merge"),
+            P.local(128)]
+
+
+def _err(a, ref):
+    return float((a.double() - ref).abs().max())
+
+
+def _grads(fn, base, go, cast, H, D):
+    """Output and d(qkv) of ``fn`` on q, k, v viewed out of one [B, N, 3 H D] leaf (model layout)."""
+    B, N, _ = base.shape
+    leaf = base.detach().to(cast).requires_grad_()
+    q, k, v = (x.view(B, N, H, D).transpose(1, 2) for x in leaf.split(H * D, dim=-1))
+    out = fn(q, k, v)
+    (out.double() * go).sum().backward()
+    return [out.detach(), leaf.grad]
+
+
+def _check_backend(pattern, backend, dtype, B=2, H=8, N=1000, D=64):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    base = torch.randn(B, N, 3 * H * D, device="cuda", dtype=torch.float64, generator=g)
+    go = torch.randn(B, H, N, D, device="cuda", dtype=torch.float64, generator=g)
+    mask = pattern.mask(N, H, device="cuda")
+    dense = lambda a, b, c: masked_softmax_attention(a, b, c, mask, 1 / math.sqrt(D))[0]  # noqa
+    ref = _grads(dense, base, go, torch.float64, H, D)
+    same = _grads(dense, base, go, dtype, H, D)
+    ours = _grads(lambda a, b, c: attention(a, b, c, pattern, backend=backend), base, go, dtype,
+                  H, D)
+    for name, a, s, r in zip(("out", "dqkv"), ours, same, ref):
+        bound = 2 * _err(s, r) + FLOOR[dtype] * max(1.0, float(r.abs().max()))
+        assert _err(a, r) <= bound, f"{pattern.name} {backend} {name}: {_err(a, r):.3g} > {bound:.3g}"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: p.name)
+def test_triton_vs_float64(pattern, dtype):
+    _check_backend(pattern, "triton", dtype)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: p.name)
+def test_sdpa_vs_float64(pattern):
+    _check_backend(pattern, "sdpa", torch.bfloat16, N=512)
+
+
+@pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "split")],
+                         ids=lambda p: p.name)
+def test_torch_backend_vs_float64(pattern):
+    _check_backend(pattern, "torch", torch.float32, N=512)
+
+
+@pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],
+                         ids=lambda p: p.name)
+def test_flex_vs_float64(pattern):
+    _check_backend(pattern, "flex", torch.bfloat16, N=1024)
+
+
+def test_auto_picks_sdpa_for_causal_and_triton_for_sparse():
+    from sparse_transformer.kernels import resolve_backend
+
+    q = torch.randn(1, 8, 4096, 64, device="cuda")
+    assert resolve_backend("auto", q, P.causal()) == "sdpa"
+    assert resolve_backend("auto", q, P.local(8192)) == "sdpa"  # a window wider than n
+    assert resolve_backend("auto", q, P.fixed(128, 32, 4)) == "triton"
+
+
+@pytest.mark.parametrize("backend", ["triton", "sdpa"])
+def test_default_call_has_no_host_sync(backend):
+    pattern = P.causal() if backend == "sdpa" else P.strided(128, "merge")
+    q, k, v = (torch.randn(2, 8, 2048, 64, device="cuda", dtype=torch.bfloat16,
+                           requires_grad=True) for _ in range(3))
+    attention(q, k, v, pattern, backend=backend).sum().backward()  # tables built, kernels JIT
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = attention(q, k, v, pattern, backend=backend)
+        out.backward(torch.ones_like(out))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+
+
+def test_flex_many_shapes_stay_compiled():
+    """More distinct shapes than dynamo's default recompile limit (8): no eager fallback."""
+    p = P.strided(64, "split")  # two components of H/2 heads each call
+    for n in (512, 640, 768, 896, 1024, 1152):
+        q = torch.randn(1, 4, n, 32, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        attention(q, q, q, p, backend="flex").sum().backward()
+        with torch.no_grad():
+            attention(q, q, q, p, backend="flex")
+
+
+def test_compiled_model_step_has_no_graph_break():
+    from torch._dynamo.utils import counters
+
+    from sparse_transformer.model.config import ModelConfig
+    from sparse_transformer.model.transformer import SparseTransformer, loss_nats
+
+    cfg = ModelConfig.from_preset("wiki-small", n_ctx=1024, embed_stride=128, recompute=True,
+                                  attention="fixed(stride=128, summary=32, distinct=4)",
+                                  backend="triton")
+    model = SparseTransformer(cfg).cuda().compile_blocks()
+    x = torch.randint(0, 256, (2, 1024), device="cuda")
+    counters.clear()
+    for _ in range(3):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = loss_nats(model(x), x)
+        loss.backward()
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert torch.isfinite(loss)
