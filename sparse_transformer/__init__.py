@@ -17,7 +17,7 @@ from sparse_transformer.patterns import causal, fixed, local, strided
 
 __version__ = "0.1.0"
 
-# Loaded on first use: the model and kernels import torch._dynamo (about 3 s on a busy
+# Loaded on first use: the model and kernels import torch._dynamo (2-3 s on a busy
 # 2-core machine, on top of torch itself), which `import sparse_transformer` should not pay.
 _LAZY = {
     "attention": "sparse_transformer.kernels",
