@@ -19,6 +19,9 @@ Shape legend: B batch, N positions, D d_model, H heads, Dqk per-head q/k width, 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +30,9 @@ from torch.utils.checkpoint import checkpoint
 
 from sparse_transformer.kernels import attention
 from sparse_transformer.model.config import ModelConfig
+from sparse_transformer.model import pretrained
 from sparse_transformer.model.embeddings import Embedding, paper_std
+from sparse_transformer.model.tokens import Tokens, as_tokens
 from sparse_transformer.patterns import Pattern
 
 def attend(q, k, v, pattern: Pattern, scale: float, backend: str) -> torch.Tensor:
@@ -100,9 +105,17 @@ class Block(nn.Module):
 class SparseTransformer(nn.Module):
     """Bytes [B, N] (N <= n_ctx) -> logits [B, N, vocab]; logits[:, i] predict x[:, i] from x[:, :i].
 
+    The shift is inside the model: position i reads byte i - 1 and a learned start vector sits
+    at position 0 (``embeddings.py``), so the loss compares ``logits[:, i]`` with ``x[:, i]``
+    itself at every position, ``i = 0`` included. This differs from Hugging Face and nanoGPT,
+    where logits[:, i] predict x[:, i + 1]: shifting the targets here as well would train the
+    model to predict two bytes ahead. ``model.loss(x)`` computes the loss the right way.
+
     >>> model = SparseTransformer(ModelConfig.from_preset("wiki-tiny"))
     >>> model(torch.zeros(2, 64, dtype=torch.long)).shape
     torch.Size([2, 64, 256])
+    >>> round(model.loss(b"any bytes").item(), 3)  # output matrix zero at init: ln 256 nats
+    5.545
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -159,6 +172,44 @@ class SparseTransformer(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    # -- using a model: thin entry points over model/pretrained.py, model/tokens.py, sample/ --
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+                        map_location: str | torch.device = "cpu") -> "SparseTransformer":
+        """The model saved in ``path``: a step folder (config.json + model.safetensors) or a run
+        directory (its ``checkpoints/latest``). Reads only JSON and safetensors. In eval mode,
+        on ``device`` (default: ``map_location``, where the weights are read to)."""
+        return pretrained.load_pretrained(cls, path, device=device, map_location=map_location)
+
+    def save_pretrained(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write ``path/config.json`` + ``path/model.safetensors`` atomically; ``overwrite``
+        replaces an existing non-empty folder (refused otherwise)."""
+        return pretrained.save_pretrained(self, self.cfg, path, overwrite=overwrite)
+
+    def loss(self, x: Tokens) -> torch.Tensor:
+        """Mean cross-entropy in nats per byte of ``x`` (bytes, str as UTF-8, or token ids [N]
+        or [B, N], 1 <= N <= n_ctx): each byte predicted from the bytes before it, the first
+        from the start vector. Pass the bytes themselves, unshifted. Bits per byte = nats /
+        ln 2."""
+        tokens = as_tokens(x, self.cfg.vocab_size, name="loss", min_len=1, max_len=self.cfg.n_ctx)
+        tokens = tokens.to(self.head.weight.device)
+        return loss_nats(self(tokens), tokens)
+
+    def generate(self, prompt: Tokens, n_bytes: int, *, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 **options: Any) -> bytes | torch.Tensor:
+        """Sample ``n_bytes`` after ``prompt`` with the pattern-aware cache: bytes (prompt + new)
+        for a bytes or str prompt, a tensor for a tensor prompt.
+
+        See ``sparse_transformer.generate`` for every option (``progress``, ``cache``, ...).
+        """
+        # Sampling builds on the model (sample imports model), so the model reaches it at call
+        # time: importing it at module level would make the two packages import each other.
+        from sparse_transformer.sample.generate import generate
+
+        return generate(self, prompt, n_bytes, temperature=temperature, top_k=top_k,
+                        top_p=top_p, seed=seed, **options)
 
 
 def loss_nats(logits: torch.Tensor, x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

@@ -66,7 +66,8 @@ class PatternCost:
 
     @property
     def expected_speedup(self) -> float:
-        """Over a dense causal kernel at the same tile size, if time follows tiles."""
+        """The tile-count bound: speed-up over dense causal at the same tile size if time
+        followed tiles. An upper bound; measured speed-ups are lower (docs/kernels.md)."""
         return 1.0 / self.work_fraction
 
     @property
@@ -96,14 +97,19 @@ class PatternCost:
             ("tiles computed", f"{self.tiles_computed:,}"),
             ("tiles dense causal", f"{self.tiles_causal:,}"),
             ("work vs causal", f"{self.work_fraction:.2%}"),
-            ("expected speed-up", f"{self.expected_speedup:.2f}x"),
+            ("tile-count bound", f"{self.expected_speedup:.2f}x (upper bound on speed-up; "
+                                 "measured speed-ups\nare lower, see docs/kernels.md)"),
             ("useful entries", f"{self.useful_entries:,} ({self.entry_fraction:.2%} of causal)"),
             ("density in computed tiles", f"{self.density:.1%}"),
             ("GFLOP forward", f"{self.flops_forward / 1e9:,.3f}"),
             ("GFLOP forward+backward", f"{self.flops_forward_backward / 1e9:,.3f}"),
         ]
         width = max(len(k) for k, _ in rows)
-        lines = [f"{k:<{width}}  {v}" for k, v in rows]
+        lines = []
+        for k, v in rows:  # a value's continuation lines align under its first line
+            first, *more = v.split("\n")
+            lines.append(f"{k:<{width}}  {first}")
+            lines += [f"{'':<{width}}  {m}" for m in more]
         lines.append("")
         lines.append(f"{'component':<10} {'order':>8} {'heads':<16} {'full':>10} {'partial':>10}")
         for k, c in enumerate(self.components):

@@ -1,10 +1,15 @@
 """Pictures of attention patterns, like the paper's Figure 3 (section 4.3).
 
-One panel per head: queries down, keys across, allowed cells dark. The block grid of the plan is
-drawn as thin lines and the tiles the plan computes are lightly shaded, so the masked-out part of
-computed tiles (wasted work) is visible at a glance. Heads whose strided column runs in the
-paper's reordered positions (section 5.5) get a second panel in those positions, where the
-column is a causal band of n / l keys.
+One panel per head and plan component: query positions down, key positions across, allowed
+cells dark. The tile grid of the plan is drawn as thin lines and the tiles the plan computes
+are lightly shaded, so the masked-out part of computed tiles (wasted work) shows at a glance;
+the figure's title counts computed tiles against dense causal attention at the same tile size.
+
+A head's part that the plan computes in the paper's reordered positions (section 5.5: strided
+columns, i -> (i mod l)(n/l) + i // l) is drawn in those positions, where it is a causal band
+of n / l keys, and its axes say "reordered". A head with a natural-order part as well (strided
+"merge") gets one panel per part. ``reorder=False`` plans and draws everything in natural
+order.
 
 Needs matplotlib (``pip install 'sparse-transformer[pictures]'``); imported lazily.
 """
@@ -12,19 +17,26 @@ Needs matplotlib (``pip install 'sparse-transformer[pictures]'``); imported lazi
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from sparse_transformer.patterns.base import Pattern, _check_positive_int
-from sparse_transformer.patterns.plan import strided_permutation
+from sparse_transformer.patterns.plan import ComponentPlan, strided_permutation
 
-MAX_PICTURE_CTX = 4096  # the picture is n x n pixels per head
+MAX_PICTURE_CTX = 4096  # the picture is n x n pixels per panel
 
 _ALLOWED = np.array([0.11, 0.20, 0.42])  # dark blue
 _COMPUTED = np.array([0.80, 0.87, 0.97])  # light blue: computed but masked out
 _EMPTY = np.array([1.0, 1.0, 1.0])
 _PADDING = np.array([0.88, 0.88, 0.88])  # positions added to reach a multiple of the stride
+
+_PART = {"causal": "causal", "window": "window", "group": "own block",
+         "summary": "summary columns", "stride": "column"}
+_PANEL_IN = (3.1, 3.3)  # inches per panel (width, height), labels included
+_TITLE_CHARS = 38  # per line of a panel title at 8 pt in a 3.1-inch panel
+_TITLE_CHARS_PER_IN = 12  # for the 9 pt figure title
 
 
 def _figure_cls():
@@ -50,8 +62,23 @@ def _tiles_image(shape: tuple[int, int], pairs, qb: int, kb: int) -> np.ndarray:
     return img[: shape[0], : shape[1]]
 
 
+def _component_mask(cp: ComponentPlan, cls: int) -> np.ndarray:
+    """Bool [N, N] of one class's terms in the component's own positions (N = cp.n_ctx)."""
+    pos = np.arange(cp.n_ctx)
+    mask = np.zeros((cp.n_ctx, cp.n_ctx), dtype=bool)
+    for t in cp.terms[cls]:
+        mask |= t.allowed_np(pos[:, None], pos[None, :])
+    return mask
+
+
+def _ticks(n: int, block: int) -> list[int]:
+    """At most five ticks on tile boundaries, from 0 to n."""
+    step = block * max(1, math.ceil(n / block / 4))
+    return list(range(0, n + 1, step))
+
+
 def _panel(ax, mask: np.ndarray, computed: np.ndarray, pad: np.ndarray | None, block: int,
-           title: str) -> None:
+           title: str, reordered: bool) -> None:
     rgb = np.broadcast_to(_EMPTY, mask.shape + (3,)).copy()
     if pad is not None:
         rgb[pad] = _PADDING
@@ -66,19 +93,54 @@ def _panel(ax, mask: np.ndarray, computed: np.ndarray, pad: np.ndarray | None, b
         ax.axhline(y, **grid)
     ax.set_xlim(0, n_k)
     ax.set_ylim(n_q, 0)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=8)
+    ax.set_xticks(_ticks(n_k, block))
+    ax.set_yticks(_ticks(n_q, block))
+    ax.tick_params(labelsize=7, length=2, pad=1)
+    ax.xaxis.set_ticks_position("top")  # queries run down from the top-left corner
+    ax.xaxis.set_label_position("top")
+    where = " (reordered)" if reordered else ""
+    ax.set_xlabel(f"key position{where}", fontsize=7, labelpad=2)
+    ax.set_ylabel(f"query position{where}", fontsize=7, labelpad=2)
+    ax.set_title(textwrap.fill(title, _TITLE_CHARS), fontsize=8, pad=4)
+
+
+def _panels(pattern: Pattern, n_ctx: int, n_heads: int, block: int, reorder: bool):
+    """(mask, computed, padding, title, reordered) per head and component, and the plan."""
+    plan = pattern.plan(n_ctx, n_heads, block, block, reorder=reorder)
+    panels = []
+    for h in range(n_heads):
+        comps = plan.head_components(h)
+        natural = [cp for cp in comps if cp.order == 0]
+        for cp in natural:
+            c = int(cp.head_class[cp.heads.index(h)])
+            parts = ", ".join(dict.fromkeys(_PART[t.kind] for t in cp.terms[c]))
+            title = f"head {h}" if len(comps) == 1 else f"head {h}: {parts} part"
+            tiles = _tiles_image((n_ctx, n_ctx), [cp.pairs[c][:2]], block, block)
+            panels.append((_component_mask(cp, c)[:n_ctx, :n_ctx], tiles, None, title, False))
+        for cp in comps:
+            if cp.order == 0:
+                continue
+            # In its own positions: slot p holds original position perm[p]; padding is grey.
+            c = int(cp.head_class[cp.heads.index(h)])
+            n, l = cp.n_ctx, cp.order
+            pad = strided_permutation(n, l).numpy() >= n_ctx
+            mask = _component_mask(cp, c) & ~pad[:, None] & ~pad[None, :]
+            tiles = _tiles_image((n, n), [cp.pairs[c][:2]], block, block)
+            what = "column part" if natural else "column"
+            title = (f"head {h}: {what} in reordered positions, "
+                     f"i → (i mod {l})·{n // l} + i // {l}")
+            panels.append((mask, tiles, pad[:, None] | pad[None, :], title, True))
+    return panels, plan
 
 
 def draw_pattern(pattern: Pattern, n_ctx: int, n_heads: int | None = None,
                  block: int | None = None, path: str | Path | None = None,
                  reorder: bool = True):
-    """Draw each head of ``pattern`` at ``n_ctx`` positions with its block grid.
+    """Draw each head of ``pattern`` at ``n_ctx`` positions with its tile grid.
 
-    ``block`` defaults to ``max(1, n_ctx // 16)``. With ``reorder`` (the default), heads whose
-    column part the plan reorders get a second panel in reordered positions. Saves a PNG to
-    ``path`` (parent folders created) and returns the path; without ``path`` returns the
+    ``block`` (square tiles) defaults to ``max(1, n_ctx // 16)``. With ``reorder`` (the
+    default) a head's part that the plan reorders is drawn in reordered positions. Saves a PNG
+    to ``path`` (parent folders created) and returns the path; without ``path`` returns the
     matplotlib Figure.
     """
     if not isinstance(pattern, Pattern):
@@ -90,49 +152,43 @@ def draw_pattern(pattern: Pattern, n_ctx: int, n_heads: int | None = None,
     n_heads = pattern.head_multiple if n_heads is None else n_heads
     pattern.check_heads(n_heads)
     block = max(1, n_ctx // 16) if block is None else _check_positive_int("block", block)
-    plan = pattern.plan(n_ctx, n_heads, block, block, reorder=reorder)
-    N = plan.n_pad
-    full = pattern.mask(N, n_heads).numpy()
-    short = pattern.name if len(pattern.name) <= 48 else pattern.name[:45] + "..."
-
-    panels = []  # (mask, computed, padding, title)
-    for h in range(n_heads):
-        comps = plan.head_components(h)
-        natural = [cp.pairs[int(cp.head_class[cp.heads.index(h)])][:2]
-                   for cp in comps if cp.order == 0]
-        reordered = [cp for cp in comps if cp.order]
-        note = "" if not reordered else " (column: reordered)"
-        panels.append((full[h, :n_ctx, :n_ctx], _tiles_image((n_ctx, n_ctx), natural, block, block),
-                       None, f"{short}\nhead {h}{note}"))
-        for cp in reordered:
-            # only this component's part, in its own positions: a causal band of n / l keys
-            c = int(cp.head_class[cp.heads.index(h)])
-            pos = np.arange(N)
-            mask = np.zeros((N, N), dtype=bool)
-            for t in cp.terms[c]:
-                mask |= t.allowed_np(pos[:, None], pos[None, :])
-            pad = strided_permutation(N, cp.order).numpy() >= n_ctx
-            mask &= ~pad[:, None] & ~pad[None, :]
-            panels.append((mask, _tiles_image((N, N), [cp.pairs[c][:2]], block, block),
-                           pad[:, None] | pad[None, :],
-                           f"head {h}: column part, reordered\ni -> (i mod {cp.order}) n/{cp.order}"
-                           f" + i // {cp.order}"))
+    panels, plan = _panels(pattern, n_ctx, n_heads, block, reorder)
 
     Figure = _figure_cls()
     cols = min(len(panels), 4)
     rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(2.9 * cols, 3.1 * rows))
+    fig = Figure(figsize=(_PANEL_IN[0] * cols, _PANEL_IN[1] * rows + 0.9), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, (mask, computed, pad, title) in zip(axes.flat, panels):
-        _panel(ax, mask, computed, pad, block, title)
+    for ax, (mask, computed, pad, title, reordered) in zip(axes.flat, panels):
+        _panel(ax, mask, computed, pad, block, title, reordered)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
-    fig.suptitle(f"n_ctx={n_ctx}, block={block}: dark = allowed, shaded = computed tile",
-                 fontsize=8, y=0.995)
-    fig.tight_layout()
+
+    t = -(-n_ctx // block)
+    causal = n_heads * t * (t + 1) // 2  # dense causal at the same tiles, as ``cost`` counts
+    done = plan.tiles_computed()
+    heads = f"{n_heads} head{'s' if n_heads > 1 else ''}"
+    width = int(_TITLE_CHARS_PER_IN * _PANEL_IN[0] * cols)
+    stats = (f"n_ctx {n_ctx}, {heads}, {block} x {block} tiles: {done:,} of {causal:,} causal "
+             f"tiles computed ({done / causal:.0%})")
+    fig.suptitle("\n".join(textwrap.fill(s, width) for s in (pattern.name, stats)), fontsize=9)
+    _legend(fig, any(p[2] is not None and p[2].any() for p in panels), cols)
     if path is None:
         return fig
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def _legend(fig, padding: bool, cols: int) -> None:
+    from matplotlib.patches import Patch
+
+    items = [(_ALLOWED, "allowed: the query attends to the key"),
+             (_COMPUTED, "computed tile, masked out (wasted work)")]
+    if padding:
+        items.append((_PADDING, "padding (n rounded up to reorder)"))
+    handles = [Patch(facecolor=c, edgecolor="0.4", linewidth=0.5, label=s) for c, s in items]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(items), cols),
+               fontsize=7,
+               frameon=False, handlelength=1.2, columnspacing=1.2)

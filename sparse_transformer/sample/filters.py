@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 
@@ -30,11 +32,29 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(mask, float("-inf"))
 
 
+def check_filters(*, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None) -> None:
+    """Raise a one-line ValueError/TypeError for settings ``apply_filters`` cannot use."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
+    if not 0 < temperature < float("inf"):
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
+            raise TypeError(f"top_k must be an int or None, got {type(top_k).__name__}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 1 (0 or None: off), got {top_k}")
+    if top_p is not None and not (isinstance(top_p, numbers.Real) and 0.0 < top_p <= 1.0):
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+
+
 def apply_filters(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None) -> torch.Tensor:
-    """Temperature (paper 6 samples use 1.0), then top-k, then top-p, in fp32."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    """Temperature (paper 6 samples use 1.0), then top-k, then top-p, in fp32.
+
+    ``top_k`` 0 or None and ``top_p`` None (or 1.0) leave the distribution whole.
+    """
+    check_filters(temperature=temperature, top_k=top_k, top_p=top_p)
     logits = logits.float() / temperature
     if top_k:
         logits = top_k_filter(logits, top_k)

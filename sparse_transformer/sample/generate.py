@@ -11,12 +11,14 @@ Shapes: B samples, T tokens so far, V = vocab_size.
 
 from __future__ import annotations
 
+import operator
 from typing import Callable
 
 import torch
 
+from sparse_transformer.model.tokens import Tokens, as_tokens, is_bytes_like, to_bytes
 from sparse_transformer.model.transformer import SparseTransformer
-from sparse_transformer.sample.filters import apply_filters
+from sparse_transformer.sample.filters import apply_filters, check_filters
 
 NextLogits = Callable[[SparseTransformer, torch.Tensor], torch.Tensor]
 
@@ -37,35 +39,49 @@ def next_token_logits(model: SparseTransformer, tokens: torch.Tensor) -> torch.T
 
 
 @torch.no_grad()
-def generate(model: SparseTransformer, prompt_tokens: torch.Tensor, n_new: int, *,
+def generate(model: SparseTransformer, prompt: Tokens, n_bytes: int, *,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             generator: torch.Generator | None = None, progress: bool = False,
-             next_logits: NextLogits | None = None, cache: bool = True) -> torch.Tensor:
-    """Sample ``n_new`` bytes after ``prompt_tokens`` ([B, T] or [T] long; T may be 0).
+             seed: int | None = None, generator: torch.Generator | None = None,
+             progress: bool = False, next_logits: NextLogits | None = None,
+             cache: bool = True) -> bytes | torch.Tensor:
+    """Sample ``n_bytes`` bytes after ``prompt`` and return the prompt followed by them.
 
-    Returns [B, T + n_new] (or [T + n_new] for a 1-D prompt). ``generator`` makes sampling
-    reproducible; ``progress`` shows a tqdm bar. ``cache`` (default) decodes with the
+    ``prompt`` is ``bytes`` or ``str`` (UTF-8 encoded; the result is ``bytes``), or an integer
+    tensor [T] or [B, T] (the result is a long tensor [T + n_bytes] or [B, T + n_bytes] on the
+    model's device). An empty prompt samples from the start vector (unconditional); a prompt
+    may hold at most n_ctx - 1 bytes, all of which the first new byte sees. Past n_ctx, each
+    new byte sees the n_ctx - 1 bytes before it.
+
+    Each byte is drawn from softmax(logits / ``temperature``) restricted by ``top_k`` (the k
+    most likely bytes) and ``top_p`` (the smallest set holding probability p). ``seed`` or a
+    CPU ``generator`` makes sampling reproducible; draws happen on the CPU, so a seed gives the
+    same bytes on any device when the logits agree. ``cache`` (default) decodes with the
     pattern-aware key/value cache, ``cache=False`` runs the whole window per byte; both give
-    the same logits. ``next_logits`` overrides either.
+    the same logits. ``next_logits`` overrides either. ``progress`` shows a tqdm bar.
     """
-    if n_new < 0:
-        raise ValueError(f"n_new must be >= 0, got {n_new}")
-    squeeze = prompt_tokens.dim() == 1
-    tokens = prompt_tokens[None] if squeeze else prompt_tokens
-    if tokens.dim() != 2:
-        raise ValueError(f"prompt_tokens must be [T] or [B, T], got {tuple(prompt_tokens.shape)}")
+    n_bytes = _count(n_bytes)
+    check_filters(temperature=temperature, top_k=top_k, top_p=top_p)
+    if seed is not None and generator is not None:
+        raise ValueError("give seed or generator, not both")
+    if seed is not None:
+        generator = torch.Generator().manual_seed(operator.index(seed))
+    n_ctx = model.cfg.n_ctx
+    tokens = as_tokens(prompt, model.cfg.vocab_size)
+    if tokens.shape[1] > n_ctx - 1:
+        raise ValueError(f"prompt of {tokens.shape[1]} bytes is too long: the model sees at most "
+                         f"n_ctx - 1 = {n_ctx - 1} bytes; pass the last {n_ctx - 1}")
     device = next(model.parameters()).device
-    tokens = tokens.to(device=device, dtype=torch.long)
+    tokens = tokens.to(device)
     if next_logits is None:
         if cache:
             from sparse_transformer.sample.incremental import CachedNextLogits
 
-            next_logits = CachedNextLogits(capacity=tokens.shape[1] + n_new)
+            next_logits = CachedNextLogits(capacity=tokens.shape[1] + n_bytes)
         else:
             next_logits = next_token_logits
     was_training = model.training
     model.eval()
-    steps = range(n_new)
+    steps = range(n_bytes)
     if progress:
         from tqdm import tqdm
 
@@ -79,4 +95,18 @@ def generate(model: SparseTransformer, prompt_tokens: torch.Tensor, n_new: int, 
             tokens = torch.cat([tokens, nxt], dim=1)
     finally:
         model.train(was_training)
-    return tokens[0] if squeeze else tokens
+    if is_bytes_like(prompt):
+        return to_bytes(tokens[0])
+    return tokens[0] if prompt.dim() == 1 else tokens
+
+
+def _count(n: int) -> int:
+    if isinstance(n, bool):
+        raise TypeError("n_bytes must be an int, got bool")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n_bytes must be an int, got {type(n).__name__}") from None
+    if n < 0:
+        raise ValueError(f"n_bytes must be >= 0, got {n}")
+    return n

@@ -21,7 +21,7 @@ def test_default_scale_is_inverse_sqrt_head_dim():
     assert not torch.allclose(attention(q, k, v, p), attention(q, k, v, p, scale=1.0))
 
 
-@pytest.mark.parametrize("backend", ["auto", "reference", "torch"])
+@pytest.mark.parametrize("backend", ["reference", "torch"])
 def test_backends_agree(backend):
     q, k, v = _qkv(N=45)
     p = P.fixed(8, 2, 2)
@@ -29,11 +29,38 @@ def test_backends_agree(backend):
                                reference_attention(q, k, v, p), atol=1e-5, rtol=1e-5)
 
 
-def test_auto_on_cpu_is_a_cpu_backend():
-    q = torch.randn(1, 2, 64, 8)
-    assert resolve_backend("auto", q, P.causal()) in ("reference", "torch")
-    q = torch.randn(1, 2, 8192, 8)
-    assert resolve_backend("auto", q, P.strided(64, "split")) == "torch"
+@pytest.mark.parametrize("n,pattern,want", [
+    (64, P.causal(), "reference"),  # every causal tile: dense masked matmuls are as cheap
+    (45, P.fixed(8, 2, 2), "reference"),  # summaries in every 32-tile: nothing to skip
+    (1024, P.causal(), "reference"),
+    (1024, P.strided(32, "split"), "torch"),  # 95 of 1,056 causal 32-tiles
+    (2048, P.fixed(128, 32, 4), "torch"),
+    (8192, P.causal(), "torch"),  # past 2,048 positions the CPU always goes block-sparse
+])
+def test_auto_resolves_on_cpu(n, pattern, want):
+    q = torch.empty(1, pattern.head_multiple * 2, n, 8)
+    assert resolve_backend("auto", q, pattern) == want
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_resolves_to_triton_on_cuda():
+    pytest.importorskip("triton")
+    q = torch.empty(1, 2, 64, 8, device="cuda")
+    assert resolve_backend("auto", q, P.causal()) == "triton"
+
+
+def test_auto_runs_the_backend_it_resolves_to(monkeypatch):
+    from sparse_transformer.kernels import torch_blocksparse
+
+    q, k, v = _qkv(H=2, N=1024)
+    p = P.strided(32, "split")
+    assert resolve_backend("auto", q, p) == "torch"  # so this is not the reference vs itself
+    calls, run = [], torch_blocksparse.run_component
+    monkeypatch.setattr(torch_blocksparse, "run_component",
+                        lambda *a, **kw: calls.append(1) or run(*a, **kw))
+    torch.testing.assert_close(attention(q, k, v, p), reference_attention(q, k, v, p),
+                               atol=1e-5, rtol=1e-5)
+    assert len(calls) == 2  # the window heads and the reordered column heads
 
 
 @pytest.mark.parametrize("make,err,words", [

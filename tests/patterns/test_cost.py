@@ -82,6 +82,10 @@ def test_report_text_and_json():
     text = str(c)
     assert "strided(stride=64, mode='split')" in text and "work vs causal" in text
     assert "l=64" in text and "natural" in text
+    # the speed-up is named for what it is: a bound from tile counts, not a measurement
+    assert "expected speed-up" not in text
+    assert (f"tile-count bound           {c.expected_speedup:.2f}x (upper bound on speed-up; "
+            "measured speed-ups\n" + " " * 27 + "are lower, see docs/kernels.md)") in text
     d = json.loads(c.to_json())
     assert d["tiles_computed"] == c.tiles_computed
     assert d["work_fraction"] == pytest.approx(c.work_fraction)

@@ -1,4 +1,4 @@
-"""Pattern pictures: the pixels are the mask, the shading is the plan's tiles."""
+"""Pattern pictures: the pixels are the mask, the shading is the plan's tiles, the text fits."""
 
 from __future__ import annotations
 
@@ -10,34 +10,107 @@ from PIL import Image
 
 from sparse_transformer import patterns as P
 from sparse_transformer.patterns import draw as D
+from sparse_transformer.patterns.plan import strided_permutation
+
+
+def _images(fig):
+    return [ax for ax in fig.axes if ax.images]
+
+
+def _dark(ax) -> np.ndarray:
+    return np.all(np.isclose(ax.images[0].get_array(), D._ALLOWED), axis=-1)
+
+
+def _shaded(ax) -> np.ndarray:
+    return np.all(np.isclose(ax.images[0].get_array(), D._COMPUTED), axis=-1)
 
 
 def test_png_written_with_parents(tmp_path):
     out = D.draw_pattern(P.fixed(16, 4, 2), 128, 2, 16, tmp_path / "a" / "b" / "fixed.png")
-    assert out.exists() and 5_000 < out.stat().st_size < 200_000
+    assert out.exists() and 5_000 < out.stat().st_size < 300_000
     with Image.open(out) as im:
         assert im.format == "PNG" and im.width > 300 and im.height > 200
 
 
-def test_panels_show_mask_and_tiles():
-    """One panel per head plus one per reordered column; panel pixels follow the mask."""
+def test_natural_panels_show_mask_and_computed_tiles():
+    p, H, n, block = P.fixed(16, 4, 2), 2, 64, 8
+    axes = _images(D.draw_pattern(p, n, H, block))
+    assert len(axes) == 2
+    for h, ax in enumerate(axes):
+        assert np.array_equal(_dark(ax), p.mask(n, H)[h].numpy())
+        tiles = p.plan(n, H, block).block_mask(h).numpy()
+        in_tile = np.repeat(np.repeat(tiles, block, 0), block, 1)
+        assert np.array_equal(_shaded(ax) | _dark(ax), in_tile)  # computed = allowed | shaded
+        assert ax.get_title() == f"head {h}"
+        assert ax.get_xlabel() == "key position" and ax.get_ylabel() == "query position"
+        assert list(ax.get_xticks()) == list(ax.get_yticks()) == [0, 16, 32, 48, 64]
+
+
+def test_split_column_head_is_drawn_in_reordered_positions():
+    """Head 1 of strided split runs reordered: its one panel shows the reordered mask."""
     p, H, n, block = P.strided(8, "split"), 2, 64, 8
-    fig = D.draw_pattern(p, n, H, block)
-    axes = [ax for ax in fig.axes if ax.images]
-    assert len(axes) == 3  # head 0, head 1 natural, head 1 reordered
-    rgb = axes[0].images[0].get_array()
-    mask = p.mask(n, H)[0].numpy()
-    dark = np.all(np.isclose(rgb, D._ALLOWED), axis=-1)
-    assert np.array_equal(dark, mask)
-    shaded = np.all(np.isclose(rgb, D._COMPUTED), axis=-1)
-    tiles = p.plan(n, H, block).block_mask(0).numpy()
-    in_tile = np.repeat(np.repeat(tiles, block, 0), block, 1)
-    assert np.array_equal(shaded | dark, in_tile)  # computed = allowed or shaded, nothing else
-    assert "head 1" in axes[1].get_title() and "reordered" in axes[2].get_title()
-    # the reordered panel is a causal band: every allowed cell sits in a shaded tile
-    rgb2 = axes[2].images[0].get_array()
-    dark2 = np.all(np.isclose(rgb2, D._ALLOWED), axis=-1)
-    assert dark2.sum() == p.mask(n, H)[1].sum() and np.array_equal(dark2, np.tril(dark2))
+    axes = _images(D.draw_pattern(p, n, H, block))
+    assert len(axes) == 2  # one panel per head: no natural-order twin of the column head
+    col = axes[1]
+    assert "reordered" in col.get_title() and "(reordered)" in col.get_xlabel()
+    assert "(reordered)" in col.get_ylabel()
+    perm = strided_permutation(n, 8).numpy()  # slot s holds position perm[s]
+    want = p.mask(n, H)[1].numpy()[np.ix_(perm, perm)]
+    assert np.array_equal(_dark(col), want)
+    # and there it is block diagonal: causal runs of n / l = 8 slots, each inside one tile
+    run = np.arange(n) // 8
+    assert not (_dark(col) & (run[:, None] != run[None, :])).any() and _dark(col).any()
+    assert np.array_equal(_shaded(col) | _dark(col), np.kron(np.eye(8, dtype=bool),
+                                                              np.ones((8, 8), dtype=bool)))
+    natural = _images(D.draw_pattern(p, n, H, block, reorder=False))[1]  # the same head
+    assert np.array_equal(_dark(natural), p.mask(n, H)[1].numpy())
+    assert "reordered" not in natural.get_title() + natural.get_xlabel()
+
+
+def test_merged_head_gets_one_panel_per_part():
+    p, n, block = P.strided(8, "merge"), 64, 8
+    axes = _images(D.draw_pattern(p, n, 1, block))
+    assert [("window" in a.get_title(), "reordered" in a.get_title()) for a in axes] == [
+        (True, False), (False, True)]
+    perm = strided_permutation(n, 8).numpy()
+    column = np.zeros((n, n), dtype=bool)
+    column[np.ix_(perm, perm)] = _dark(axes[1])  # back to natural positions
+    assert not (_dark(axes[0]) & column).any()  # the parts are disjoint ...
+    assert np.array_equal(_dark(axes[0]) | column, p.mask(n, 1)[0].numpy())  # ... and whole
+
+
+@pytest.mark.parametrize("pattern,n,heads,block", [
+    (P.fixed(16, 4), 256, 1, 16),  # one narrow panel: the old title was clipped here
+    (P.parse_pattern("union(local(window=3), fixed(stride=8, summary=3, distinct=2))"), 64, 2,
+     8),
+    (P.strided(16, "merge"), 250, 1, 15),  # padding in the legend
+])
+def test_every_text_fits_inside_the_figure(pattern, n, heads, block):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = D.draw_pattern(pattern, n, heads, block)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = [fig._suptitle] + [t for leg in fig.legends for t in leg.get_texts()]
+    for ax in _images(fig):
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+        texts += ax.get_xticklabels() + ax.get_yticklabels()
+    W, H = fig.bbox.width, fig.bbox.height
+    for t in texts:
+        if not t.get_text():
+            continue
+        box = t.get_window_extent(renderer)
+        assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= W + 1 and box.y1 <= H + 1, (
+            f"{t.get_text()!r} leaves the figure: {box}")
+    assert "causal tiles computed" in fig._suptitle.get_text()
+
+
+def test_title_counts_the_tiles_the_plan_computes():
+    p, n, block = P.fixed(128, 32, 4), 1024, 32
+    fig = D.draw_pattern(p, n, 4, block)
+    assert "768 of 2,112 causal tiles computed (36%)" in fig._suptitle.get_text()
+    assert p.plan(n, 4, block, block).tiles_computed() == 768
 
 
 def test_errors(monkeypatch, tmp_path):
