@@ -17,6 +17,10 @@ from sparse_transformer import ModelConfig, SparseTransformer
 from sparse_transformer import patterns as P
 from sparse_transformer.kernels.dispatch import load_backend
 
+# The function each backend's work goes through: per plan component for "torch", the whole
+# pattern in one op for "triton".
+ENTRY = {"torch": "run_component", "triton": "sparse_attention"}
+
 # backend -> (n_ctx, attention schedule: one pattern per layer, dtype, tolerance)
 CASES = {
     "torch": (256, "schedule(strided(stride=16, mode='split'), "
@@ -60,13 +64,14 @@ def count_components(monkeypatch):
     """count_components(backend) -> list that grows by one per run_component call."""
     def install(backend: str) -> list:
         module, calls = load_backend(backend), []
-        run = module.run_component
+        entry = ENTRY[backend]
+        run = getattr(module, entry)
 
         def counted(*args, **kwargs):
             calls.append(1)
             return run(*args, **kwargs)
 
-        monkeypatch.setattr(module, "run_component", counted)
+        monkeypatch.setattr(module, entry, counted)
         return calls
     return install
 

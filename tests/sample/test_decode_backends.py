@@ -16,6 +16,10 @@ import torch
 from sparse_transformer import ModelConfig, SparseTransformer
 from sparse_transformer import patterns as P
 from sparse_transformer.kernels.dispatch import load_backend
+
+# The function each backend's work goes through: per plan component for "torch", the whole
+# pattern in one op for "triton".
+ENTRY = {"torch": "run_component", "triton": "sparse_attention"}
 from sparse_transformer.sample.incremental import IncrementalDecoder
 
 # backend -> (n_ctx, prompt length, attention schedule, dtype, tolerance)
@@ -64,13 +68,14 @@ def _assert_plans_skip_tiles(model: SparseTransformer, n: int) -> None:
 
 def _counting(monkeypatch, backend: str) -> list:
     module, calls = load_backend(backend), []
-    run = module.run_component
+    entry = ENTRY[backend]
+    run = getattr(module, entry)
 
     def counted(*args, **kwargs):
         calls.append(1)
         return run(*args, **kwargs)
 
-    monkeypatch.setattr(module, "run_component", counted)
+    monkeypatch.setattr(module, entry, counted)
     return calls
 
 
