@@ -228,37 +228,49 @@ def tune(results: dict) -> None:
     results["tuned"] = best
 
 
-def stage_times(p: P.Pattern, n: int, b: int, kinds_override=None, only: str | None = None
-                ) -> dict[str, float]:
-    """Kernel-level times (ms) of one pattern's components: fwd, delta, dq, dkdv, summed."""
+def stage_times(p: P.Pattern, n: int, b: int, only: str | None = None) -> dict[str, float]:
+    """GPU times (ms) of the op's forward and backward alone, replayed from a CUDA graph.
+
+    "fwd" is ``sparse_attention_fwd`` (every component's forward launch), "bwd" is
+    ``sparse_attention_bwd`` (the Delta launch and each component's dQ and dK/dV launches);
+    q, k, v are strided views of one [B, N, 3 H D] buffer, as in the model. ``only`` ("fwd",
+    "dq" or "dkdv") times just the half that holds that kernel (used when tuning).
+    """
     from sparse_transformer.kernels import triton_attention as T
 
-    qb, kb = T.block_sizes(D, DTYPE, torch.device(DEV))
-    plan = p.plan(n, H, qb, kb)
-    tot = {"fwd": 0.0, "dq": 0.0, "dkdv": 0.0}
-    for cp in plan.components:
-        dev = T._device_plan(cp, torch.device(DEV))
-        hc, fc, fi, pc, pi, kfc, kfi, kpc, kpi, prm = dev.tensors
-        kinds = kinds_override or dev.kinds
-        hh = len(cp.heads)
-        g = torch.Generator(device=DEV).manual_seed(0)
-        q, k, v, do = (torch.randn(b, hh, plan.n_pad, D, device=DEV, dtype=DTYPE, generator=g)
-                       for _ in range(4))
-        scale = 1 / math.sqrt(D)
-        args = (q, k, v, *dev.tensors, kinds, qb, kb, scale)
-        o, lse = T.blocksparse_fwd(*args)
-        delta = (do.float() * o.float()).sum(-1)
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        if only in (None, "fwd"):
-            tot["fwd"] += bench(lambda: T.blocksparse_fwd(*args))
-        if only in (None, "dq"):
-            tot["dq"] += bench(lambda: T.launch_dq(q, k, v, do, lse, delta, dq, hc, fc, fi, pc,
-                                                   pi, prm, kinds, qb, kb, scale))
-        if only in (None, "dkdv"):
-            tot["dkdv"] += bench(lambda: T.launch_dkdv(q, k, v, do, lse, delta, dk, dv, hc, kfc,
-                                                       kfi, kpc, kpi, prm, kinds, qb, kb, scale))
-    tot["kernels_fwd_bwd"] = tot["fwd"] + tot["dq"] + tot["dkdv"]
+    g = torch.Generator(device=DEV).manual_seed(0)
+    base = torch.randn(b, n, 3 * H * D, device=DEV, dtype=DTYPE, generator=g)
+    q, k, v = (x.view(b, n, H, D).transpose(1, 2) for x in base.split(H * D, dim=-1))
+    do = torch.randn(b, H, n, D, device=DEV, dtype=DTYPE, generator=g)
+    scale = 1 / math.sqrt(D)
+    o, lse = T.sparse_attention_fwd(q, k, v, p.name, scale)
+    tot = {}
+    if only in (None, "fwd"):
+        tot["fwd"] = bench_graph(lambda: T.sparse_attention_fwd(q, k, v, p.name, scale))
+    if only in (None, "dq", "dkdv"):
+        tot["bwd"] = bench_graph(lambda: T.sparse_attention_bwd(do, q, k, v, o, lse, p.name,
+                                                                scale))
+        if only:
+            tot[only] = tot["bwd"]
+    if only is None:
+        tot["kernels_fwd_bwd"] = tot["fwd"] + tot["bwd"]
     return tot
+
+
+def bench_graph(fn) -> float:
+    """Median ms of ``fn`` replayed from a CUDA graph: the GPU work without host overhead."""
+    if DEV != "cuda":
+        return bench(fn)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return bench(graph.replay)
 
 
 def row(results, pattern, n, b, impl, t_f, t_fb, entries, **extra) -> None:
@@ -304,11 +316,11 @@ def main_table(results, tuned) -> None:
             T.CONFIG.clear()
             T.CONFIG.update(tuned.get(name, {}))
             run_rows(results, name, p, n, b, [("triton", ours(p))])
-            # The kernels alone (no dispatcher, no autograd/Python overhead; Delta excluded).
+            # The kernels alone: forward and backward replayed from a CUDA graph (no host cost).
             try:
                 st = stage_times(p, n, b)
                 row(results, name, n, b, "triton_kernels", st["fwd"], st["kernels_fwd_bwd"],
-                    useful_entries(p, n), stages={k: st[k] for k in ("fwd", "dq", "dkdv")})
+                    useful_entries(p, n), stages={k: st[k] for k in ("fwd", "bwd")})
             except Exception as err:
                 log(f"{name} N={n} triton_kernels: FAILED {type(err).__name__}: {err}")
     T.CONFIG.clear()
@@ -370,7 +382,7 @@ def long_rows(results, tuned) -> None:
 
 
 def profile(results, tuned) -> None:
-    """Where the time goes at N = 16,384, B = 4: kernels alone vs the library call, rule cost."""
+    """Where the time goes at N = 16,384, B = 4: forward and backward alone, tiles computed."""
     from sparse_transformer.kernels import triton_attention as T
 
     out = {}
@@ -378,10 +390,6 @@ def profile(results, tuned) -> None:
         T.CONFIG.clear()
         T.CONFIG.update(tuned.get(name, {}))
         st = stage_times(p, TUNE_N, TUNE_B)
-        causal_rule = stage_times(p, TUNE_N, TUNE_B, kinds_override=[1, 0, 0, 0])
-        st["fwd_with_causal_rule_only"] = causal_rule["fwd"]
-        st["dq_with_causal_rule_only"] = causal_rule["dq"]
-        st["dkdv_with_causal_rule_only"] = causal_rule["dkdv"]
         plan = p.plan(TUNE_N, H, *T.block_sizes(D, DTYPE, torch.device(DEV)))
         st["tiles"] = plan.tiles_computed()
         st["tiles_partial"] = sum(

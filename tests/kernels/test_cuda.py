@@ -53,10 +53,16 @@ def _check_backend(pattern, backend, dtype, B=2, H=8, N=1000, D=64):
         assert _err(a, r) <= bound, f"{pattern.name} {backend} {name}: {_err(a, r):.3g} > {bound:.3g}"
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: p.name)
-def test_triton_vs_float64(pattern, dtype):
-    _check_backend(pattern, "triton", dtype)
+def test_triton_vs_float64_bf16(pattern):
+    _check_backend(pattern, "triton", torch.bfloat16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],
+                         ids=lambda p: p.name)
+def test_triton_vs_float64_other_dtypes(pattern, dtype):
+    _check_backend(pattern, "triton", dtype, N=700, D=48)  # odd length, padded head dim
 
 
 @pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: p.name)
@@ -104,7 +110,7 @@ def test_default_call_has_no_host_sync(backend):
 def test_flex_many_shapes_stay_compiled():
     """More distinct shapes than dynamo's default recompile limit (8): no eager fallback."""
     p = P.strided(64, "split")  # two components of H/2 heads each call
-    for n in (512, 640, 768, 896, 1024, 1152):
+    for n in (512, 640, 768, 896, 1024):  # x (grad, no grad) = 10 compiles > 8
         q = torch.randn(1, 4, n, 32, device="cuda", dtype=torch.bfloat16, requires_grad=True)
         attention(q, q, q, p, backend="flex").sum().backward()
         with torch.no_grad():
