@@ -155,12 +155,18 @@ def _absolute_positions(model: SparseTransformer, value: str) -> None:
     emb.forward = forward
 
 
+UNIGRAM: dict[str, torch.Tensor] = {}  # log frequencies of the train bytes (set in main)
+
+
 def _head_bias(model: SparseTransformer, value: str) -> None:
-    """Give the zero-initialised output matrix a zero-initialised bias (a unigram term)."""
-    if value in ("1", "true", "on"):
+    """Give the zero-initialised output matrix a bias: zero ("1") or the train bytes' log
+    unigram frequencies ("unigram"), so the first logits are the unigram model already."""
+    if value in ("1", "true", "on", "unigram"):
         head = nn.Linear(model.cfg.d_model, model.cfg.vocab_size, bias=True)
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
+        if value == "unigram":
+            head.bias.copy_(UNIGRAM["log_freq"])
         model.head = head
 
 
@@ -457,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     data = resolve_data(args.data, args.data_root, prepare_missing=False)
     train = np.asarray(data.split("train"))
     args.record = data.record_size if data.kind == "image" else None
+    counts = np.bincount(train[: 1 << 24], minlength=256).astype(np.float64) + 0.5
+    UNIGRAM["log_freq"] = torch.from_numpy(np.log(counts / counts.sum())).float()
     n_ctx = ModelConfig.from_preset(args.preset, **args.overrides).n_ctx
     valid = np.asarray(data.split("valid"))[:args.eval_bytes]
     n_win = valid.size // n_ctx
