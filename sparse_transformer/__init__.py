@@ -5,18 +5,27 @@
     model      the pre-norm decoder over bytes, images and audio
 """
 
-from sparse_transformer import patterns
-from sparse_transformer.patterns import causal, fixed, local, strided
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["patterns", "causal", "fixed", "local", "strided", "attention", "__version__"]
+# Every export loads on first use (PEP 562), so `import sparse_transformer` (and with it the
+# command line's --help) does not import torch.
+_EXPORTS = {
+    "patterns": ("sparse_transformer.patterns", None),
+    "causal": ("sparse_transformer.patterns", "causal"),
+    "fixed": ("sparse_transformer.patterns", "fixed"),
+    "local": ("sparse_transformer.patterns", "local"),
+    "strided": ("sparse_transformer.patterns", "strided"),
+    "attention": ("sparse_transformer.kernels", "attention"),
+}
+
+__all__ = [*_EXPORTS, "__version__"]
 
 
 def __getattr__(name: str):
-    # Heavier parts load on first use, so `import sparse_transformer` stays light.
-    if name == "attention":
-        from sparse_transformer.kernels import attention
-
-        return attention
+    if name in _EXPORTS:
+        module, attr = _EXPORTS[name]
+        mod = importlib.import_module(module)
+        return mod if attr is None else getattr(mod, attr)
     raise AttributeError(f"module 'sparse_transformer' has no attribute {name!r}")
