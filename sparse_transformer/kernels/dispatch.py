@@ -56,7 +56,7 @@ def attention(
         [B, H, N, Dv] in q's dtype. Logits, softmax and accumulation run in float32 (float64
         for float64 inputs) in every backend.
     """
-    _validate(q, k, v, pattern, backend, check_finite)
+    _validate(q, k, v, pattern, backend, check_finite, scale)
     B, H, N, D = q.shape
     if scale is None:
         scale = 1.0 / math.sqrt(D)
@@ -179,7 +179,14 @@ def _inverse(n: int, stride: int, device: torch.device) -> torch.Tensor:
     return inverse_permutation(_permutation(n, stride, device))
 
 
-def _validate(q, k, v, pattern, backend: str, check_finite: bool) -> None:
+def _validate(q, k, v, pattern, backend: str, check_finite: bool, scale=None) -> None:
+    if scale is not None:  # a NaN or inf scale would turn every output into NaN
+        try:
+            finite = not isinstance(scale, bool) and math.isfinite(float(scale))
+        except (TypeError, ValueError):
+            finite = False
+        if not finite:
+            raise ValueError(f"attention: scale must be a finite number, got {scale!r}")
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"attention: {name} must be a torch.Tensor, got {type(x).__name__}")
