@@ -47,8 +47,10 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         text = action.help or ""
         default = action.default
         # identity, not ==: a default of 0 or 0.0 is a value to show, unlike False
+        positional_with_default = action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
         if "%(default)" in text or default is None or default is False or default == [] \
-                or default is argparse.SUPPRESS or not action.option_strings:
+                or default is argparse.SUPPRESS \
+                or not (action.option_strings or positional_with_default):
             return text
         return text + " (default: %(default)s)"
 
