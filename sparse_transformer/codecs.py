@@ -12,6 +12,7 @@ never each other:
     write_completion_grid             originals beside their sampled completions
     write_wav / write_mu_law_wav      16-bit PCM WAV files
     write_*_samples                   the registry's sample writers for "text"/"image"/"audio"
+    sample_paths                      the files those writers would write
     check_new_files                   refuse to replace a file unless asked
 
 Pillow and soundfile are imported only by the functions that need them. Files are written to a
@@ -35,6 +36,7 @@ __all__ = [
     "image_grid",
     "mu_law_decode",
     "mu_law_encode",
+    "sample_paths",
     "to_mono",
     "unflatten_images",
     "write_audio_samples",
