@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from sparse_transformer.cli import main
-from sparse_transformer.data.registry import prepare, register_dataset, split_by_position, write_splits
+from sparse_transformer.data.registry import (
+    prepare,
+    register_dataset,
+    split_by_position,
+    write_splits,
+)
 
 CORPUS = (b"<page><title>Anarchism</title><text>Anarchism is a philosophy.</text></page>\n"
           * 300)

@@ -245,8 +245,9 @@ CASES: list[tuple[list[str], str]] = [
     (["report", "-c", "{nan_run}", "--out", "{tmp}/rep"], "the weights are not finite"),
 ]
 if importlib.util.find_spec("tensorboard") is None:
-    CASES.append((["train", *NEW, "--tensorboard"], "this needs the Python package tensorboard "
-                                                    "(pip install 'sparse-transformer[tensorboard]')"))
+    CASES.append((["train", *NEW, "--tensorboard"],
+                  "this needs the Python package tensorboard (pip install "
+                  "'sparse-transformer[tensorboard]')"))
 if NO_CUDA:
     CASES.append((["train", *NEW, "--device", "cuda"], "CUDA is not available"))
     CASES.append((["eval", "-c", "{run}", "--device", "cuda:1"], "CUDA is not available"))

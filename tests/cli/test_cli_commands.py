@@ -1,4 +1,5 @@
-"""Every CLI command on tiny data, in process and through the console script (bad input:\ntest_bad_inputs.py)."""
+"""Every CLI command on tiny data, in process and through the console script (bad input:
+test_bad_inputs.py)."""
 
 import json
 import os
