@@ -106,11 +106,14 @@ class RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             owner = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise RunDirBusy(f"{self.run} is in use by another training process (pid {owner}); "
                              f"wait for it to end or stop it") from None
+        except OSError as err:  # e.g. a file system without locks: say so, do not guess
+            os.close(fd)
+            raise OSError(f"cannot lock {self.path}: {err.strerror}") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
