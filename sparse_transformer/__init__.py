@@ -12,35 +12,42 @@
 import importlib as _importlib
 import typing as _typing
 
-from sparse_transformer import patterns
-from sparse_transformer.patterns import causal, fixed, local, strided
-
 __version__ = "0.1.0"
 
-# Loaded on first use: the model and kernels import torch._dynamo (2-3 s on a busy
-# 2-core machine, on top of torch itself), which `import sparse_transformer` should not pay.
-_LAZY = {
-    "attention": "sparse_transformer.kernels",
-    "ModelConfig": "sparse_transformer.model",
-    "SparseTransformer": "sparse_transformer.model",
-    "generate": "sparse_transformer.sample",
+# Every export loads on first use (PEP 562): `import sparse_transformer` (and with it the command
+# line's --help) imports no torch, and the model and kernels, which pull in torch._dynamo (2-3 s
+# on a busy 2-core machine), load only when asked for.
+_EXPORTS = {
+    "patterns": ("sparse_transformer.patterns", None),
+    "causal": ("sparse_transformer.patterns", "causal"),
+    "fixed": ("sparse_transformer.patterns", "fixed"),
+    "local": ("sparse_transformer.patterns", "local"),
+    "strided": ("sparse_transformer.patterns", "strided"),
+    "attention": ("sparse_transformer.kernels", "attention"),
+    "ModelConfig": ("sparse_transformer.model", "ModelConfig"),
+    "SparseTransformer": ("sparse_transformer.model", "SparseTransformer"),
+    "generate": ("sparse_transformer.sample", "generate"),
 }
 
-__all__ = ["patterns", "causal", "fixed", "local", "strided", *_LAZY, "__version__"]
+__all__ = [*_EXPORTS, "__version__"]
 
 if _typing.TYPE_CHECKING:  # for type checkers and IDEs; at run time these come from __getattr__
+    from sparse_transformer import patterns
     from sparse_transformer.kernels import attention
     from sparse_transformer.model import ModelConfig, SparseTransformer
+    from sparse_transformer.patterns import causal, fixed, local, strided
     from sparse_transformer.sample import generate
 
 
 def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name]), name)
+    if name in _EXPORTS:
+        module, attr = _EXPORTS[name]
+        mod = _importlib.import_module(module)
+        value = mod if attr is None else getattr(mod, attr)
         globals()[name] = value  # later lookups skip __getattr__
         return value
     raise AttributeError(f"module 'sparse_transformer' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_EXPORTS))

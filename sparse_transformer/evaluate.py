@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sparse_transformer.checks import check_int
 from sparse_transformer.data.bytes import eval_windows
 from sparse_transformer.model.transformer import SparseTransformer, loss_nats
-from sparse_transformer.train.precision import autocast
+from sparse_transformer.precision import autocast
 
 LN2 = math.log(2.0)
 
@@ -42,6 +43,9 @@ def evaluate_bpb(model: SparseTransformer, data: np.ndarray, *, batch_size: int 
                  record_size: int | None = None, precision: str = "fp32",
                  device: torch.device | str = "cpu", progress: bool = False) -> EvalResult:
     """Mean bits per scored byte of ``data`` (uint8 [L]) under ``model`` (paper 7)."""
+    check_int("batch_size", batch_size, 1)
+    if max_bytes is not None:
+        check_int("max_bytes", max_bytes, 0)
     n_ctx = model.cfg.n_ctx
     data = data[:max_bytes] if max_bytes else data
     if record_size:

@@ -1,4 +1,4 @@
-"""`sparse-transformer patterns`: list, draw and cost the attention patterns (paper 4.2-4.3).
+"""sparse-transformer patterns: list, draw and cost the attention patterns (paper 4.2-4.3).
 
     sparse-transformer patterns list
     sparse-transformer patterns show fixed --stride 16 --summary 4 --n-ctx 256 --png out.png
@@ -8,10 +8,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import textwrap
+from dataclasses import dataclass, field
+from typing import Any
 
-from sparse_transformer.patterns import parse_pattern
-from sparse_transformer.patterns.base import Pattern
+from sparse_transformer.checks import check_int, check_text
 
 # name -> (one-line description, paper section, parameters the family takes)
 FAMILIES = {
@@ -24,30 +27,110 @@ FAMILIES = {
     "fixed": ("own block of l plus the last c columns of every block (V distinct per head)",
               "4.3, Fig. 3c", ("stride", "summary", "distinct")),
 }
+MODES = ("merge", "split", "local", "column")
 
-_EPILOG = ("NAME is a family (" + ", ".join(FAMILIES) + ") with its options, or a full spec "
-           "such as \"fixed(stride=128, summary=32, distinct=4)\" or "
-           "\"union(local(window=64), column(stride=64))\".")
+_EPILOG = textwrap.fill(
+    "NAME is a family (" + ", ".join(FAMILIES) + ") with its options, or a full spec such as "
+    "\"fixed(stride=128, summary=32, distinct=4)\" or "
+    "\"union(local(window=64), column(stride=64))\".", width=78)
 
-
-def _add_pattern_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", metavar="NAME", help="pattern family or full spec string")
-    g = p.add_argument_group("pattern parameters (for a family NAME)")
-    g.add_argument("--stride", type=int, help="l: block size / stride (strided, column, fixed)")
-    g.add_argument("--summary", type=int, help="c: summary columns per block (fixed)")
-    g.add_argument("--distinct", type=int, help="V: distinct summary sub-blocks (fixed; default 1)")
-    g.add_argument("--mode", choices=("merge", "split", "local", "column"),
-                   help="strided heads: merge (default), split, local or column")
-    g.add_argument("--window", type=int, help="local window (local)")
-    p.add_argument("--heads", type=int, default=None,
-                   help="number of heads (default: the fewest the pattern allows)")
+# Sizes that fit in memory. The planner holds about 100 bytes per tile it considers, and it
+# settles a partial tile element by element, so both the tile count and a tile's area are
+# bounded; a picture holds a few float arrays of n_pad x n_pad per head.
+MAX_SHOW_CTX = 4096  # patterns.draw.MAX_PICTURE_CTX: pictures are n x n pixels per head
+MAX_BLOCK = 2048
+MAX_HEADS = 1024
+MAX_TILES = 1 << 25
+MAX_PIXELS = 1 << 26
 
 
-def pattern_from_args(args: argparse.Namespace) -> Pattern:
-    """Build the pattern named on the command line; ValueError with one line on bad input."""
-    name = args.name.strip()
-    given = {k: getattr(args, k) for k in ("stride", "summary", "distinct", "mode", "window")
-             if getattr(args, k) is not None}
+@dataclass
+class PatternOptions:
+    """What ``show`` and ``cost`` share: the pattern, its heads and the tiling, all checked
+    (against memory too) when built; ``pattern`` and ``heads`` are then ready to use."""
+
+    name: str
+    stride: int | None = None
+    summary: int | None = None
+    distinct: int | None = None
+    mode: str | None = None
+    window: int | None = None
+    heads: int | None = None
+    n_ctx: int = 256
+    block: int | None = None
+    reorder: bool = True
+    pattern: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_text("NAME", self.name)
+        for name in ("stride", "summary", "distinct", "window"):
+            if getattr(self, name) is not None:
+                check_int("--" + name, getattr(self, name))  # the pattern checks the range
+        check_int("--n-ctx", self.n_ctx, 1)
+        self.pattern = _build_pattern(self)
+        if self.heads is None:
+            self.heads = self.pattern.head_multiple
+        check_int("--heads", self.heads, 1, MAX_HEADS)
+        self.pattern.check_heads(self.heads)
+        self.block = self.default_block() if self.block is None else self.block
+        check_int("--block", self.block, 1, MAX_BLOCK)
+        bound = _tile_bound(self.pattern, self.n_ctx, self.heads, self.block, self.reorder)
+        if bound > MAX_TILES:
+            raise ValueError(f"n_ctx={self.n_ctx:,} with --block {self.block} and {self.heads} "
+                             f"head(s) plans up to {bound:.3g} tiles, more than the "
+                             f"{MAX_TILES:,} that fit in memory; use a larger --block or a "
+                             f"smaller --n-ctx")
+
+    def default_block(self) -> int:
+        return 64
+
+
+@dataclass
+class ShowOptions(PatternOptions):
+    png: str | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_ctx, int) and not 1 <= self.n_ctx <= MAX_SHOW_CTX:
+            raise ValueError(f"patterns show draws n_ctx <= {MAX_SHOW_CTX} positions (use "
+                             f"'patterns cost' for longer ones), got --n-ctx {self.n_ctx}")
+        if self.block is not None and isinstance(self.block, int) and self.block > self.n_ctx:
+            raise ValueError(f"--block must be in [1, n_ctx={self.n_ctx}], got {self.block}")
+        super().__post_init__()
+        if self.png is not None:
+            check_text("--png", self.png)
+            n_pad = _padded_length(self.pattern, self.n_ctx, self.heads, self.block,
+                                   self.reorder)
+            if self.heads * n_pad * n_pad > MAX_PIXELS:
+                raise ValueError(f"a picture of {self.heads} head(s) at {n_pad} positions is "
+                                 f"{self.heads * n_pad * n_pad:,} pixels, more than "
+                                 f"{MAX_PIXELS:,}; draw fewer heads or a smaller --n-ctx")
+            from sparse_transformer.codecs import check_new_files
+
+            check_new_files([self.png], self.force)
+
+    def default_block(self) -> int:
+        return max(1, self.n_ctx // 16)
+
+
+@dataclass
+class CostOptions(PatternOptions):
+    n_ctx: int = 16384
+    head_dim: int = 64
+    json: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int("--head-dim", self.head_dim, 1)
+
+
+def _build_pattern(opts: PatternOptions):
+    """The pattern named on the command line; ValueError with one line on bad input."""
+    from sparse_transformer.patterns import Pattern, parse_pattern
+
+    name = opts.name.strip()
+    given = {k: getattr(opts, k) for k in ("stride", "summary", "distinct", "mode", "window")
+             if getattr(opts, k) is not None}
     if name not in FAMILIES:
         if "(" not in name:
             raise ValueError(f"unknown pattern {name!r}; choose one of {', '.join(FAMILIES)} "
@@ -69,37 +152,81 @@ def pattern_from_args(args: argparse.Namespace) -> Pattern:
     missing = [k for k in required if k not in given]
     if missing:
         raise ValueError(f"{name} needs --{', --'.join(missing)}")
-    kwargs = ", ".join(f"{k}={v!r}" for k, v in given.items())
-    return parse_pattern(f"{name}({kwargs})")
+    import sparse_transformer.patterns as patterns
+
+    return getattr(patterns, name)(**given)  # the factory checks every value's range
 
 
-def _heads(args: argparse.Namespace, p: Pattern) -> int:
-    h = p.head_multiple if args.heads is None else args.heads
-    p.check_heads(h)
-    return h
+def _reordered_column(terms, reorder: bool) -> bool:
+    """Whether the planner runs this head's column part in reordered positions (the rule of
+    ``patterns.plan._split_head``): one strided term beside windows that start at 0."""
+    columns = [t for t in terms if t.kind == "stride"]
+    others = [t for t in terms if t.kind != "stride"]
+    return reorder and len(columns) == 1 and all(t.kind == "window" and t.offset == 0
+                                                 for t in others)
+
+
+def _padded_length(p, n_ctx: int, heads: int, block: int, reorder: bool) -> int:
+    """An upper bound on the length the plan pads to: a multiple of the tile and of every
+    stride it may reorder by."""
+    strides = {t.stride for h in range(heads) for t in p.head_terms(h, heads)
+               if t.kind == "stride"} if reorder else set()
+    m = math.lcm(block, *strides)
+    return -(-n_ctx // m) * m
+
+
+def _row_tiles(t, n: int, b: int, reordered: bool) -> int:
+    """Key tiles one query tile can touch through term ``t`` (before clipping to causal)."""
+    def group(g: int) -> int:  # query tile meets <= b/g + 2 groups of <= g/b + 2 tiles
+        return (b // g + 2) * (g // b + 2)
+
+    kind = t.kind
+    if kind == "window":
+        return t.window // b + 2
+    if kind == "group":
+        return group(t.group)
+    if kind == "summary":
+        return (n // t.period + 1) * ((t.hi - t.lo) // b + 2)
+    if kind == "stride":
+        return group(max(1, n // t.stride)) if reordered else (n // t.stride + 1) * 2
+    return n // b  # causal
+
+
+def _tile_bound(p, n_ctx: int, heads: int, block: int, reorder: bool) -> int:
+    """An upper bound on the (query tile, key tile) pairs the planner emits, over all terms
+    and heads, computed from the terms alone (so it costs nothing at any n_ctx)."""
+    n = _padded_length(p, n_ctx, heads, block, reorder)
+    rows = n // block
+    total = 0
+    for h in range(heads):
+        terms = p.head_terms(h, heads)
+        reordered = _reordered_column(terms, reorder)
+        total += sum(rows * min(rows, _row_tiles(t, n, block, reordered)) for t in terms)
+    return total
 
 
 def _show(args: argparse.Namespace) -> int:
-    p = pattern_from_args(args)
-    heads = _heads(args, p)
-    from sparse_transformer.patterns.draw import draw_pattern
+    opts = ShowOptions(args.name, args.stride, args.summary, args.distinct, args.mode,
+                       args.window, args.heads, args.n_ctx, args.block, not args.no_reorder,
+                       png=args.png, force=args.force)
+    p, heads, block = opts.pattern, opts.heads, opts.block
+    if opts.png:
+        from sparse_transformer.patterns.draw import draw_pattern
 
-    block = args.block or max(1, args.n_ctx // 16)
-    if args.png:
-        path = draw_pattern(p, args.n_ctx, heads, block, args.png, reorder=not args.no_reorder)
+        path = draw_pattern(p, opts.n_ctx, heads, block, opts.png, reorder=opts.reorder)
         print(f"wrote {path}")
-    cost = p.cost(args.n_ctx, block, heads, reorder=not args.no_reorder)
-    print(f"{p.name}: {heads} head(s), n_ctx={args.n_ctx}, block={block}: "
+    cost = p.cost(opts.n_ctx, block, heads, reorder=opts.reorder)
+    print(f"{p.name}: {heads} head(s), n_ctx={opts.n_ctx}, block={block}: "
           f"{cost.tiles_computed} of {cost.tiles_causal} causal tiles "
           f"({cost.work_fraction:.1%}), density {cost.density:.1%}")
-    if not args.png and args.n_ctx <= 64:
-        _print_ascii(p, args.n_ctx, heads)
-    elif not args.png:
+    if not opts.png and opts.n_ctx <= 64:
+        _print_ascii(p, opts.n_ctx, heads)
+    elif not opts.png:
         print("(add --png PATH for a picture; n_ctx <= 64 prints the mask as text)")
     return 0
 
 
-def _print_ascii(p: Pattern, n: int, heads: int) -> None:
+def _print_ascii(p, n: int, heads: int) -> None:
     mask = p.mask(n, heads)
     for h in range(heads):
         print(f"head {h}:")
@@ -108,10 +235,12 @@ def _print_ascii(p: Pattern, n: int, heads: int) -> None:
 
 
 def _cost(args: argparse.Namespace) -> int:
-    p = pattern_from_args(args)
-    heads = _heads(args, p)
-    c = p.cost(args.n_ctx, args.block, heads, args.head_dim, reorder=not args.no_reorder)
-    print(c.to_json() if args.json else c)
+    opts = CostOptions(args.name, args.stride, args.summary, args.distinct, args.mode,
+                       args.window, args.heads, args.n_ctx, args.block, not args.no_reorder,
+                       head_dim=args.head_dim, json=args.json)
+    c = opts.pattern.cost(opts.n_ctx, opts.block, opts.heads, opts.head_dim,
+                          reorder=opts.reorder)
+    print(c.to_json() if opts.json else c)
     return 0
 
 
@@ -134,6 +263,20 @@ def _positive(text: str) -> int:
     return v
 
 
+def _add_pattern_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="pattern family or full spec string")
+    g = p.add_argument_group("pattern parameters (for a family NAME)")
+    g.add_argument("--stride", type=int, help="l: block size / stride (strided, column, fixed)")
+    g.add_argument("--summary", type=int, help="c: summary columns per block (fixed)")
+    g.add_argument("--distinct", type=int, help="V: distinct summary sub-blocks (fixed; default 1)")
+    g.add_argument("--mode", choices=MODES,
+                   help="strided heads: merge (default), split, local or column")
+    g.add_argument("--window", type=int, help="local window (local)")
+    p.add_argument("--heads", type=_positive, default=None,
+                   help=f"number of heads, at most {MAX_HEADS} (default: the fewest the "
+                   f"pattern allows)")
+
+
 def register(subparsers) -> None:
     top = subparsers.add_parser(
         "patterns", help="list, draw and cost attention patterns",
@@ -149,10 +292,11 @@ def register(subparsers) -> None:
         "Figure 3) with the block grid and the computed tiles shaded.", epilog=_EPILOG)
     _add_pattern_args(show)
     show.add_argument("--n-ctx", type=_positive, default=256,
-                      help="sequence length to draw (default 256, at most 4096)")
+                      help=f"sequence length to draw, at most {MAX_SHOW_CTX}")
     show.add_argument("--block", type=_positive, default=None,
-                      help="tile size of the grid (default n_ctx // 16)")
+                      help="tile size of the grid, at most n_ctx (default: n_ctx // 16)")
     show.add_argument("--png", metavar="PATH", help="write the picture here (folders created)")
+    show.add_argument("--force", action="store_true", help="replace --png if it exists")
     show.add_argument("--no-reorder", action="store_true",
                       help="plan strided columns in natural order (shows the wasted tiles)")
     show.set_defaults(func=_show)
@@ -163,11 +307,12 @@ def register(subparsers) -> None:
         "tile size, compared with dense causal attention at the same tile size.",
         epilog=_EPILOG)
     _add_pattern_args(cost)
-    cost.add_argument("--n-ctx", type=_positive, default=16384, help="sequence length "
-                      "(default 16384)")
-    cost.add_argument("--block", type=_positive, default=64, help="tile size (default 64)")
-    cost.add_argument("--head-dim", type=_positive, default=64,
-                      help="head dimension, for FLOPs (default 64)")
+    cost.add_argument("--n-ctx", type=_positive, default=CostOptions.n_ctx,
+                      help="sequence length")
+    cost.add_argument("--block", type=_positive, default=64, help=f"tile size, at most "
+                      f"{MAX_BLOCK}")
+    cost.add_argument("--head-dim", type=_positive, default=CostOptions.head_dim,
+                      help="head dimension, for FLOPs")
     cost.add_argument("--no-reorder", action="store_true",
                       help="plan strided columns in natural order instead of reordered")
     cost.add_argument("--json", action="store_true", help="print JSON instead of a table")

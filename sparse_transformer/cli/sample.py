@@ -1,28 +1,84 @@
-"""``sparse-transformer sample``: draw bytes from a checkpoint (temperature 1.0 as in paper 6)."""
+"""sparse-transformer sample: draw bytes from a checkpoint (temperature 1.0 as in paper 6).
+
+Text goes to stdout (or --out FILE); an image model writes one PNG grid (--out, default
+samples.png) and an audio model one WAV per sample. An existing file is never replaced
+without --force.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+from sparse_transformer.checks import check_device, check_float, check_int, check_text
+
+MAX_SAMPLES = 4096  # sequences decoded together: one batch
+
+
+@dataclass
+class SampleOptions:
+    checkpoint: str
+    prompt: str | None = None
+    prompt_file: str | None = None
+    n_bytes: int | None = None
+    num_samples: int = 1
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    out: str | None = None
+    force: bool = False
+    device: str = "auto"
+    progress: bool = True
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        check_text("--checkpoint", self.checkpoint)
+        if self.prompt is not None and self.prompt_file is not None:
+            raise ValueError("give --prompt or --prompt-file, not both")
+        if self.prompt_file is not None and not Path(self.prompt_file).is_file():
+            raise FileNotFoundError(f"--prompt-file {self.prompt_file} is not a file")
+        if self.n_bytes is not None:
+            check_int("--n-bytes", self.n_bytes, 0)
+        check_int("--num-samples", self.num_samples, 1, MAX_SAMPLES)
+        check_float("--temperature", self.temperature, 0, lo_open=True)
+        if self.top_k is not None:
+            check_int("--top-k", self.top_k, 1)
+        if self.top_p is not None:
+            check_float("--top-p", self.top_p, 0, 1, lo_open=True)
+        if self.seed is not None:
+            check_int("--seed", self.seed, 0, 2**63 - 1)
+        if self.out is not None:
+            check_text("--out", self.out)
+        check_device("--device", self.device)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="sample bytes (text) from a checkpoint", description=__doc__)
+    p = sub.add_parser("sample", help="sample bytes, images or audio from a checkpoint",
+                       description=__doc__)
+    d = SampleOptions("-")
     p.add_argument("--checkpoint", "-c", required=True, help="run directory or step folder")
-    p.add_argument("--prompt", default=None, help="text the samples continue (UTF-8)")
-    p.add_argument("--prompt-file", default=None, help="file whose bytes the samples continue")
-    p.add_argument("--n-bytes", type=int, default=None,
-                   help="bytes to generate (default 500; one image for image models)")
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
-    p.add_argument("--out", default=None, help="write to this file instead of stdout")
-    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument("--prompt", help="text the samples continue (UTF-8; default: none)")
+    p.add_argument("--prompt-file", help="file whose bytes the samples continue")
+    p.add_argument("--n-bytes", type=int,
+                   help="bytes to generate (default: 500 for text, the rest of one image or "
+                   "window for image and audio models)")
+    p.add_argument("--num-samples", type=int, default=d.num_samples,
+                   help=f"samples drawn together, 1 to {MAX_SAMPLES}")
+    p.add_argument("--temperature", type=float, default=d.temperature,
+                   help="divide the logits by this (> 0; 1.0 is the model's distribution)")
+    p.add_argument("--top-k", type=int, help="keep only the k most likely bytes (>= 1)")
+    p.add_argument("--top-p", type=float,
+                   help="keep the most likely bytes whose probability reaches p, in (0, 1]")
+    p.add_argument("--seed", type=int, help="make sampling reproducible (>= 0)")
+    p.add_argument("--out", help="write to this file instead of stdout (image: a PNG, audio: "
+                   "WAV files)")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)  # the old default
     p.add_argument("--no-cache", action="store_true",
                    help="decode without the pattern-aware key/value cache (the whole window "
                    "through the model for every byte; same output, much slower)")
@@ -30,41 +86,44 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    opts = SampleOptions(args.checkpoint, args.prompt, args.prompt_file, args.n_bytes,
+                         args.num_samples, args.temperature, args.top_k, args.top_p, args.seed,
+                         args.out, args.force, args.device, not args.no_progress,
+                         not args.no_cache)
+
     import numpy as np
     import torch
 
+    from sparse_transformer.codecs import check_new_files, sample_paths
     from sparse_transformer.data.registry import get_writer
     from sparse_transformer.sample.generate import generate
     from sparse_transformer.train.checkpoint import load_model
     from sparse_transformer.train.distributed import pick_device
 
-    if args.out and Path(args.out).exists() and not args.force:
-        raise ValueError(f"{args.out} exists; pass --force to overwrite it")
-    if args.prompt is not None and args.prompt_file:
-        raise ValueError("give --prompt or --prompt-file, not both")
-    if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
-    device = pick_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device)
-    meta = dict(ckpt.train.get("data") or {})
+    device = pick_device(opts.device)
+    model, ckpt = load_model(opts.checkpoint, device)
+    meta = ckpt.train.get("data") if isinstance(ckpt.train.get("data"), dict) else {}
     kind = meta.get("kind", "text")
     writer = get_writer(kind)  # fail before sampling if this kind cannot be written
-    if args.prompt_file:
-        prompt = Path(args.prompt_file).read_bytes()
+    # ... and before sampling, refuse to replace a file (sampling can take minutes)
+    check_new_files(sample_paths(kind, opts.out, opts.num_samples), opts.force)
+    if opts.prompt_file:
+        prompt = Path(opts.prompt_file).read_bytes()
     else:
-        prompt = (args.prompt or "").encode("utf-8")
-    n_new = args.n_bytes
+        prompt = (opts.prompt or "").encode("utf-8")
+    n_ctx = model.cfg.n_ctx
+    n_new = opts.n_bytes
     if n_new is None:
-        n_new = model.cfg.n_ctx - len(prompt) if kind != "text" else 500
-    if n_new < 0:
-        raise ValueError(f"--n-bytes must be >= 0, got {n_new}")
-    gen = torch.Generator().manual_seed(args.seed) if args.seed is not None else None
-    tokens = torch.tensor(list(prompt), dtype=torch.long).repeat(args.num_samples, 1)
-    out = generate(model, tokens, n_new, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, generator=gen, progress=args.progress,
-                   cache=not args.no_cache)
+        n_new = max(0, n_ctx - len(prompt)) if kind != "text" else 500
+    if kind == "image" and len(prompt) + n_new != n_ctx:
+        raise ValueError(f"an image is {n_ctx} bytes: the prompt ({len(prompt)} bytes) and "
+                         f"--n-bytes must add up to it, got {n_new}")
+    gen = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
+    tokens = torch.tensor(list(prompt), dtype=torch.long).repeat(opts.num_samples, 1)
+    out = generate(model, tokens, n_new, temperature=opts.temperature, top_k=opts.top_k,
+                   top_p=opts.top_p, generator=gen, progress=opts.progress, cache=opts.cache)
     samples = out.cpu().numpy().astype(np.uint8)
-    written = writer(samples, args.out, meta)
+    written = writer(samples, opts.out, meta, force=opts.force)
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0

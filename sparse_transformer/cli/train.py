@@ -1,57 +1,88 @@
-"""``sparse-transformer train``: train a Sparse Transformer on bytes (paper 6)."""
+"""sparse-transformer train: train a Sparse Transformer on bytes (paper section 6).
+
+A run lives in one directory (--out): metrics.csv, loss.png, run.json, summary.json and
+checkpoints/. Ctrl-C or SIGTERM stops after the current step and saves a checkpoint (exit
+status 130 or 143); --resume continues the run exactly. A second signal aborts at once.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from sparse_transformer.model.config import PRESETS
+from sparse_transformer.precision import PRECISIONS
+from sparse_transformer.train.config import TrainConfig
 
-# flag -> (TrainConfig field, type, help). Defaults live in TrainConfig; a flag left out keeps
-# the default for a new run and the saved value on --resume.
+# flag -> (TrainConfig field, type, help). Defaults come from TrainConfig; on --resume a flag
+# that is given replaces the saved value and one left out keeps it.
 FLAGS = {
-    "--data": ("data", str, "data set name, prepared directory, or any file (default wiki)"),
-    "--data-root": ("data_root", str, "where named data sets are prepared (default data)"),
-    "--preset": ("preset", str, f"model preset: {', '.join(PRESETS)} (default wiki-small)"),
-    "--out": ("out", str, "run directory (default runs/PRESET)"),
-    "--steps": ("steps", int, "optimizer updates (default 1000, or set by --max-minutes)"),
-    "--max-minutes": ("max_minutes", float, "wall-clock budget; picks --steps from the speed"),
-    "--batch-size": ("batch_size", int, "windows per micro-batch per process (default 16)"),
-    "--grad-accum": ("grad_accum", int, "micro-batches per update (default 1)"),
-    "--lr": ("lr", float, "peak learning rate (default 1e-3)"),
-    "--warmup": ("warmup", int, "linear warm-up updates (default 100)"),
-    "--min-lr-ratio": ("min_lr_ratio", float, "cosine floor as a fraction of --lr (default 0)"),
-    "--weight-decay": ("weight_decay", float, "AdamW decay on matrices (default 0.01)"),
-    "--clip": ("clip", float, "gradient-norm clip (default 1.0)"),
-    "--eval-every": ("eval_every", int, "updates between validations (default 250)"),
-    "--eval-bytes": ("eval_bytes", int, "validation bytes per evaluation, 0 = all"),
-    "--eval-batch": ("eval_batch", int, "windows per evaluation batch (default 16)"),
-    "--log-every": ("log_every", int, "updates between metric rows (default 10)"),
-    "--save-every": ("save_every", int, "updates between checkpoints (default 500)"),
-    "--keep-last": ("keep_last", int, "checkpoints kept (default 2)"),
-    "--seed": ("seed", int, "random seed (default 1337)"),
-    "--precision": ("precision", str, "fp32, bf16, or fp16 with loss scaling (default fp32)"),
-    "--device": ("device", str, "auto, cpu, cuda, cuda:1 ... (default auto)"),
+    "--data": ("data", str, "data set name, prepared directory, or any file (read as raw "
+                            "bytes, split 90/5/5)"),
+    "--data-root": ("data_root", str, "where named data sets are prepared"),
+    "--preset": ("preset", str, "model preset, e.g. wiki-tiny, wiki-small, enwik8, cifar10 "
+                                "(an unknown name lists them all)"),
+    "--out": ("out", str, "run directory (default: runs/PRESET)"),
+    "--steps": ("steps", int, "optimizer updates (default: 1000, or as many as --max-minutes "
+                              "allows)"),
+    "--max-minutes": ("max_minutes", float, "wall-clock budget in minutes, evaluations "
+                      "included: the run stops when it is spent; without --steps the cosine "
+                      "decays over the budget (not bit-reproducible)"),
+    "--batch-size": ("batch_size", int, "windows per micro-batch per process"),
+    "--grad-accum": ("grad_accum", int, "micro-batches per update"),
+    "--lr": ("lr", float, "peak learning rate"),
+    "--warmup": ("warmup", int, "linear warm-up updates"),
+    "--min-lr-ratio": ("min_lr_ratio", float, "cosine floor as a fraction of --lr, in [0, 1]"),
+    "--weight-decay": ("weight_decay", float, "AdamW decay on matrices"),
+    "--clip": ("clip", float, "gradient-norm clip (> 0)"),
+    "--eval-every": ("eval_every", int, "updates between validations (0: only at the end)"),
+    "--eval-bytes": ("eval_bytes", int, "validation bytes per evaluation (0: all; else at "
+                                        "least n_ctx)"),
+    "--eval-batch": ("eval_batch", int, "windows per evaluation batch"),
+    "--log-every": ("log_every", int, "updates between metric rows"),
+    "--save-every": ("save_every", int, "updates between checkpoints (0: only at the end)"),
+    "--keep-last": ("keep_last", int, "checkpoints kept (0: all)"),
+    "--seed": ("seed", int, "random seed (weights, batches, dropout)"),
+    "--precision": ("precision", str, "fp32, bf16, or fp16 with dynamic loss scaling"),
+    "--device": ("device", str, "auto, cpu, cuda or cuda:N"),
 }
 
 
+class _Given(argparse.Action):
+    """Store the value and remember that the flag was given (--resume keeps the others)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = getattr(namespace, "given", frozenset()) | {self.dest}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    defaults = TrainConfig()
     p = sub.add_parser("train", help="train a model", description=__doc__)
-    for flag, (_, typ, help_) in FLAGS.items():
-        p.add_argument(flag, type=typ, default=None, help=help_)
+    for flag, (name, typ, help_) in FLAGS.items():
+        extra = {"choices": PRECISIONS} if name == "precision" else {}
+        default = None if name == "out" else getattr(defaults, name)
+        p.add_argument(flag, type=typ, default=default, action=_Given, help=help_, **extra)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a ModelConfig field, e.g. --set n_layer=6 --set dropout=0.1")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+                   help="override a ModelConfig field, e.g. --set n_layer=6 --set dropout=0.1 "
+                   "(values are JSON; refused with --resume if it changes the run's model)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="start the run in --out again: removes only the files an earlier run "
+                   "wrote there, or trains in a non-empty directory that holds no run")
+    p.add_argument("--overwrite", dest="force", action="store_true",
+                   help=argparse.SUPPRESS)  # the old name of --force
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard events to OUT/tensorboard (needs tensorboard)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, given=frozenset())
 
 
 def parse_sets(items: list[str]) -> dict:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
         try:
             out[key.strip()] = json.loads(value)
@@ -60,37 +91,48 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
-def options_from_args(args: argparse.Namespace) -> dict:
-    opts = {field: getattr(args, flag[2:].replace("-", "_"))
-            for flag, (field, _, _) in FLAGS.items()}
-    opts = {k: v for k, v in opts.items() if v is not None}
-    if args.set:
-        opts["model"] = parse_sets(args.set)
-    if args.no_progress:
-        opts["progress"] = False
-    return opts
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the flags ask for (on --resume: the saved options, updated by them)."""
+    given = {field: getattr(args, field) for _, (field, _, _) in FLAGS.items()
+             if field in args.given}
+    sets = parse_sets(args.set)
+    switches = dict(progress=not args.no_progress, tensorboard=args.tensorboard,
+                    force=args.force, resume=args.resume)
+    if not args.resume:
+        opts = {field: getattr(args, field) for _, (field, _, _) in FLAGS.items()}
+        if opts["out"] is None:
+            opts["out"] = f"runs/{opts['preset']}"
+        return TrainConfig(**opts, model=sets, **switches)
+    if args.force:
+        return TrainConfig(**switches)  # refuses --resume with --force
+    from pathlib import Path
+
+    from sparse_transformer.cli.common import run_data
+    from sparse_transformer.train.checkpoint import load_train_meta
+
+    out = given["out"] if "out" in given else f"runs/{given.get('preset', TrainConfig.preset)}"
+    try:
+        meta = load_train_meta(Path(out))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"--resume: {err}") from None
+    saved = {k: v for k, v in dict(meta.get("options") or {}).items()
+             if k in TrainConfig.field_names() and k not in switches}
+    if "data" not in given and "data_root" not in given:
+        # the absolute data directory the run recorded; never prepared on resume
+        saved["data"] = str(run_data(meta, None, None).path)
+    saved.update(given, out=out)
+    saved["model"] = {**dict(saved.get("model") or {}), **sets}
+    return TrainConfig(**saved, **switches)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    cfg = config_from_args(args)  # every option checked before any work
 
-    from sparse_transformer.model.config import ModelConfig
-    from sparse_transformer.train.checkpoint import load_checkpoint
-    from sparse_transformer.train.loop import TrainConfig, train
+    from sparse_transformer.train.loop import train
 
-    opts = options_from_args(args)
-    opts.setdefault("out", f"runs/{opts.get('preset', 'wiki-small')}")
-    if args.resume:
-        ckpt = load_checkpoint(Path(opts["out"]), with_state=False)
-        saved = dict(ckpt.train.get("options", {}))
-        saved.update({k: v for k, v in opts.items() if k != "model"})
-        opts = saved
-    else:
-        # validate the model options before touching data or the run directory
-        ModelConfig.from_preset(opts.get("preset", "wiki-small"), **opts.get("model", {}))
-    opts.update(resume=args.resume, overwrite=args.overwrite)
-    cfg = TrainConfig(**opts)
     summary = train(cfg)
+    if summary["stopped_by"] is not None:
+        return 128 + summary["stopped_by"]
     if summary["valid_bpb"] is not None:
         tps = summary["tokens_per_s"] or 0.0
         print(f"step {summary['step']}: validation {summary['valid_bpb']:.4f} bits per byte; "

@@ -21,6 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+# The codec lives in the leaf module shared with sampling; it is re-exported here, where
+# preparation uses it.
+from sparse_transformer.codecs import (
+    MU,
+    mu_law_decode,
+    mu_law_encode,
+    to_mono,
+    write_audio_samples,
+)
 from sparse_transformer.data.atomic import prepared_writer
 from sparse_transformer.data.images import split_indices
 from sparse_transformer.data.resample import resample
@@ -38,43 +47,9 @@ __all__ = [
 ]
 
 SAMPLE_RATE = 12000  # paper: 12 kHz
-MU = 255  # 8-bit mu-law
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga")
 WESNOTH_DIR = "/usr/share/games/wesnoth/1.16/data/core/music"
 SILENCE_PEAK = 1.0 / 32768  # below one 16-bit step: nothing audible was recorded
-
-
-def mu_law_encode(x: np.ndarray, mu: int = MU) -> np.ndarray:
-    """float [-1, 1] [...] -> uint8 [...] (0..mu): F(x) = sign(x) ln(1 + mu|x|) / ln(1 + mu),
-    then ``mu + 1`` uniform levels over [-1, 1]. Values outside [-1, 1] are clipped."""
-    x = np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0)
-    y = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
-    return np.rint((y + 1.0) * (mu / 2.0)).astype(np.uint8)
-
-
-def mu_law_decode(q: np.ndarray, mu: int = MU) -> np.ndarray:
-    """uint8 [...] -> float32 [...] in [-1, 1]; inverse of `mu_law_encode` up to its rounding
-    (one level is 2/mu wide in the companded domain)."""
-    y = np.asarray(q, dtype=np.float64) * (2.0 / mu) - 1.0
-    x = np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu
-    return x.astype(np.float32)
-
-
-def to_mono(x: np.ndarray, source: str = "audio") -> np.ndarray:
-    """[T] or [T, C] float -> [T] by averaging the channels.
-
-    A 2-D array must be frames-first, as soundfile returns it; a [C, T] array (channels-first,
-    C <= 8 and T > C) is rejected instead of being averaged over time by mistake.
-    """
-    x = np.asarray(x)
-    if x.ndim == 1:
-        return x
-    if x.ndim != 2:
-        raise ValueError(f"{source}: audio must be [frames] or [frames, channels], got {x.shape}")
-    if x.shape[0] <= 8 and x.shape[1] > x.shape[0]:
-        raise ValueError(f"{source}: audio of shape {tuple(x.shape)} looks channels-first; "
-                         "pass [frames, channels]")
-    return x.mean(axis=1)
 
 
 def list_audio_files(folder: str | Path) -> list[Path]:
@@ -205,12 +180,6 @@ def _audio_folder(out_dir: Path, *, source: str | None = None,
     prepare_audio_folder(out_dir, path=source)
 
 
-def _write_audio(samples: np.ndarray, path: str | None, meta: dict) -> list[str]:
-    from sparse_transformer.sample.media import write_audio_samples
-
-    return write_audio_samples(samples, path, meta)
-
-
 def _register() -> None:
     from sparse_transformer.data.registry import register_dataset, register_writer
 
@@ -219,7 +188,7 @@ def _register() -> None:
                           "mu-law, split 90/5/5 by track")
     register_dataset("audio-folder", _audio_folder,
                      help="every WAV/FLAC/OGG under --path DIR -> 12 kHz mu-law, split by file")
-    register_writer("audio", _write_audio)
+    register_writer("audio", write_audio_samples)
 
 
 _register()

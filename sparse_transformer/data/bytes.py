@@ -24,6 +24,7 @@ class ByteData:
     name: str
     meta: dict
     splits: dict[str, np.ndarray] = field(repr=False)
+    path: Path | None = None  # absolute: the prepared directory or the raw file
 
     @property
     def kind(self) -> str:
@@ -56,8 +57,17 @@ def open_prepared(directory: str | Path) -> ByteData:
         raise FileNotFoundError(f"{d} has no meta.json; prepare it first") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{d / 'meta.json'} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{d / 'meta.json'} must hold a JSON object, not a "
+                         f"{type(meta).__name__}")
     splits = {s: _memmap(d / f"{s}.bin") for s in SPLITS}
-    return ByteData(meta.get("name", d.name), meta, splits)
+    sizes = meta.get("sizes")
+    for s, arr in splits.items():
+        # a size that disagrees means a damaged copy (or a preparation killed mid-commit)
+        if isinstance(sizes, dict) and isinstance(sizes.get(s), int) and sizes[s] != arr.size:
+            raise ValueError(f"{d / (s + '.bin')} has {arr.size} bytes, meta.json says "
+                             f"{sizes[s]}; prepare the data set again")
+    return ByteData(meta.get("name", d.name), meta, splits, d.resolve())
 
 
 def open_raw_file(path: str | Path) -> ByteData:
@@ -69,7 +79,8 @@ def open_raw_file(path: str | Path) -> ByteData:
     tr, va, te = split_by_position(data.size)
     meta = {"name": p.name, "kind": "text", "source": str(p.resolve()),
             "sizes": {"train": tr.stop, "valid": va.stop - va.start, "test": te.stop - te.start}}
-    return ByteData(p.name, meta, {"train": data[tr], "valid": data[va], "test": data[te]})
+    return ByteData(p.name, meta, {"train": data[tr], "valid": data[va], "test": data[te]},
+                    p.resolve())
 
 
 def resolve_data(spec: str, root: str | Path = "data", prepare_missing: bool = True) -> ByteData:
@@ -88,7 +99,8 @@ def resolve_data(spec: str, root: str | Path = "data", prepare_missing: bool = T
         d = Path(root) / spec
         if not (d / "meta.json").is_file():
             if not prepare_missing:
-                raise FileNotFoundError(f"data set {spec!r} is not prepared in {d}")
+                raise FileNotFoundError(f"data set {spec!r} is not prepared in {d}; prepare it "
+                                        f"with: sparse-transformer prepare {spec} --root {root}")
             prepare(spec, d, root=root)
         return open_prepared(d)
     raise FileNotFoundError(

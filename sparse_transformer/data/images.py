@@ -28,6 +28,8 @@ from typing import Iterable
 
 import numpy as np
 
+# The byte layout lives in the leaf module shared with sampling; re-exported here.
+from sparse_transformer.codecs import flatten_images, unflatten_images, write_image_samples
 from sparse_transformer.data import formats
 from sparse_transformer.data.atomic import prepared_writer
 
@@ -45,25 +47,6 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
 # ----------------------------------------------------------------------------- byte layout
-
-
-def flatten_images(images: np.ndarray) -> np.ndarray:
-    """uint8 [N, H, W, C] -> uint8 [N, H*W*C] in raster order, channels of a pixel consecutive."""
-    images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"expected images [N, H, W, C], got shape {tuple(images.shape)}")
-    if images.dtype != np.uint8:
-        raise TypeError(f"expected uint8 images (values 0-255), got {images.dtype}")
-    return np.ascontiguousarray(images).reshape(images.shape[0], -1)
-
-
-def unflatten_images(flat: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """uint8 [N, H*W*C] (or any array of whole records) -> [N, H, W, C]; the exact inverse."""
-    h, w, c = (int(s) for s in shape)
-    flat = np.asarray(flat)
-    if flat.size % (h * w * c) != 0:
-        raise ValueError(f"{flat.size} values are not a whole number of {h}x{w}x{c} images")
-    return flat.reshape(-1, h, w, c)
 
 
 def image_coordinates(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -312,12 +295,6 @@ def _image_folder(out_dir: Path, *, source: str | None = None, cache_dir: Path |
     prepare_image_folder(out_dir, path=source, size=size, channels=channels, mode=mode)
 
 
-def _write_image(samples: np.ndarray, path: str | None, meta: dict) -> list[str]:
-    from sparse_transformer.sample.media import write_image_samples  # PIL loads only when used
-
-    return write_image_samples(samples, path, meta)
-
-
 def _register() -> None:
     from sparse_transformer.data.registry import register_dataset, register_writer
 
@@ -330,7 +307,7 @@ def _register() -> None:
                      help="downsampled ImageNet 64x64 from --path DIR of npz batches")
     register_dataset("image-folder", _image_folder,
                      help="every PNG/JPEG under --path DIR, resized to 32x32x3, split by file")
-    register_writer("image", _write_image)
+    register_writer("image", write_image_samples)
 
 
 _register()

@@ -6,20 +6,26 @@ A prepared data set is a directory (by default ``./data/<name>/``) holding
     meta.json                      {"name", "kind": "text"|"image"|"audio", "record_size"
                                     (bytes per example, images only), "shape" [H, W, C]
                                     (images), "sample_rate" (audio), "source", "license",
-                                    "sizes": {"train": n, "valid": n, "test": n}}
+                                    "sizes": {"train": n, "valid": n, "test": n},
+                                    "files": the names this library wrote there}
+
+``prepare`` never deletes a file it did not write (``data/atomic.py`` has the rules).
 
 Modules register what they can prepare:
 
     register_dataset("wiki", prepare_wiki, help="...")
     # prepare_fn(out_dir: Path, *, source: str | None, cache_dir: Path) -> None
-    #   writes the files above, best through ``write_splits``; ``source`` is the user's
-    #   ``--path`` (a local file) or None; ``cache_dir`` holds downloads.
+    #   writes the files above into the fresh directory out_dir, best through
+    #   ``write_splits``; ``source`` is the user's ``--path`` (a local file) or None;
+    #   ``cache_dir`` holds downloads.
 
 and how samples of a kind are written:
 
-    register_writer("text", write_text)
-    # writer(samples: np.ndarray uint8 [S, N], path: str | None, meta: dict) -> list[str]
-    #   path None means stdout (text) or a default name; returns the files written.
+    register_writer("text", write_text_samples)
+    # writer(samples: np.ndarray uint8 [S, N], path: str | None, meta: dict, *,
+    #        force: bool = False) -> list[str]
+    #   path None means stdout (text) or a default name; an existing file is refused unless
+    #   force; returns the files written.
 
 Text lives in ``data/text.py``; images and audio (``data/images.py``, ``data/audio.py``) are
 imported here if present and register themselves.
@@ -29,14 +35,20 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-SPLITS = ("train", "valid", "test")
+from sparse_transformer.data.atomic import (
+    DATA_FILES,
+    SPLITS,
+    check_target,
+    commit,
+    prepared_writer,
+    staging_dir,
+)
 
 
 @dataclass(frozen=True)
@@ -89,47 +101,54 @@ def get_writer(kind: str) -> Callable[..., list[str]]:
 
 
 def prepare(name: str, out_dir: str | Path | None = None, *, source: str | None = None,
-            cache_dir: str | Path | None = None, root: str | Path = "data") -> Path:
-    """Prepare the registered data set ``name`` into ``out_dir`` (default ``root/name``)."""
+            cache_dir: str | Path | None = None, root: str | Path = "data",
+            force: bool = False) -> Path:
+    """Prepare the registered data set ``name`` into ``out_dir`` (default ``root/name``).
+
+    A directory that already holds a data set of ours is prepared again (our files replaced,
+    others kept). A non-empty directory that is not ours is refused unless ``force``, before
+    anything is downloaded or decoded.
+    """
     entries = datasets()
     if name not in entries:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(sorted(entries))}")
     out = Path(out_dir) if out_dir is not None else Path(root) / name
     cache = Path(cache_dir) if cache_dir is not None else Path(root) / ".cache"
-    out.mkdir(parents=True, exist_ok=True)
-    entries[name].prepare(out, source=source, cache_dir=cache)
-    if not (out / "meta.json").is_file():
-        raise RuntimeError(f"preparing {name!r} wrote no meta.json in {out}")
+    check_target(out, force)
+    # The preparer writes into a fresh directory; moving its files onto ``out`` is ours, so a
+    # preparer cannot delete anything there (a registered one may write files directly).
+    with staging_dir(out) as stage:
+        stage.mkdir()
+        entries[name].prepare(stage, source=source, cache_dir=cache)
+        try:
+            meta = json.loads((stage / "meta.json").read_text())
+        except (OSError, ValueError):
+            raise RuntimeError(f"preparing {name!r} wrote no valid meta.json") from None
+        if not isinstance(meta, dict):
+            raise RuntimeError(f"preparing {name!r} wrote a meta.json that is not an object")
+        if "files" not in meta:
+            meta["files"] = sorted(p.name for p in stage.iterdir())
+            (stage / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        commit(stage, out, force)
     return out
 
 
-def _atomic_write_bytes(path: Path, data: bytes | np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data.tobytes() if isinstance(data, np.ndarray) else data)
-    os.replace(tmp, path)
-
-
 def write_splits(out_dir: str | Path, *, name: str, kind: str, train, valid, test,
-                 **meta) -> dict:
-    """Write ``{train,valid,test}.bin`` (uint8) and ``meta.json`` atomically; returns meta.
+                 force: bool = False, **meta) -> dict:
+    """Write ``{train,valid,test}.bin`` (uint8) and ``meta.json`` as one commit; returns meta.
 
-    meta.json is written last, so a directory with a meta.json is a complete data set.
+    meta.json is written last, so a directory with a meta.json is a complete data set; the
+    rules for an existing ``out_dir`` are those of ``data.atomic.prepared_writer``.
     """
     if kind not in ("text", "image", "audio"):
         raise ValueError(f"kind must be text, image or audio, got {kind!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sizes = {}
-    for split, data in zip(SPLITS, (train, valid, test)):
-        arr = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray,
-                                                                       memoryview)) else data
-        arr = np.ascontiguousarray(arr, dtype=np.uint8).reshape(-1)
-        _atomic_write_bytes(out / f"{split}.bin", arr)
-        sizes[split] = int(arr.size)
-    full = {"name": name, "kind": kind, **meta, "sizes": sizes}
-    _atomic_write_bytes(out / "meta.json", json.dumps(full, indent=2).encode())
-    return full
+    with prepared_writer(out_dir, force) as w:
+        for split, data in zip(SPLITS, (train, valid, test)):
+            arr = np.frombuffer(data, dtype=np.uint8) if isinstance(
+                data, (bytes, bytearray, memoryview)) else data
+            w.write(split, np.ascontiguousarray(arr, dtype=np.uint8).reshape(-1))
+        w.meta = {"name": name, "kind": kind, **meta}
+    return {**w.meta, "sizes": dict(w.nbytes), "files": list(DATA_FILES)}
 
 
 def split_by_position(n: int, fractions=(0.90, 0.05, 0.05)) -> tuple[slice, slice, slice]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparse_transformer.codecs import write_text_samples
 from sparse_transformer.data.registry import (
     register_dataset,
     register_writer,
@@ -107,22 +108,9 @@ def prepare_enwik8(out_dir: Path, *, source: str | None = None, cache_dir: Path)
                  source=str(src.resolve()), license="Wikipedia text CC BY-SA")
 
 
-def write_text(samples: np.ndarray, path: str | None, meta: dict) -> list[str]:
-    """Write byte samples [S, N] to stdout (path None) or a file, separated by blank lines."""
-    chunks = [bytes(np.asarray(s, dtype=np.uint8)) for s in samples]
-    blob = b"\n\n".join(chunks) + b"\n"
-    if path is None:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(blob)
-        sys.stdout.flush()
-        return []
-    Path(path).write_bytes(blob)
-    return [str(path)]
-
-
 register_dataset("wiki", prepare_wiki,
                  help="6.1 MB of real English Wikipedia XML from the gensim 4.4.0 wheel "
                       "(default; fetched with pip download)")
 register_dataset("enwik8", prepare_enwik8,
                  help="the paper's Enwik8 from a local 100,000,000-byte file (--path enwik8)")
-register_writer("text", write_text)
+register_writer("text", write_text_samples)

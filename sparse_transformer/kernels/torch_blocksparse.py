@@ -93,10 +93,12 @@ def _tile_lists(cp: ComponentPlan, c: int, device: torch.device) -> tuple[torch.
     cache = cp.__dict__.setdefault("_torch_tiles", {})
     key = (c, device)
     if key not in cache:
-        fc, fi = cp.full_count[c].long(), cp.full_index[c].long()
-        pc, pi = cp.partial_count[c].long(), cp.partial_index[c].long()
+        # everything on the target device: the plan's tensors may live on any device (the
+        # dispatcher moves them to q's), so nothing here may assume the CPU
+        fc, fi = cp.full_count[c].to(device).long(), cp.full_index[c].to(device).long()
+        pc, pi = cp.partial_count[c].to(device).long(), cp.partial_index[c].to(device).long()
         index = torch.cat([fi, pi], dim=1)
-        col = torch.arange(index.shape[1])
+        col = torch.arange(index.shape[1], device=device)
         valid = torch.where(col < fi.shape[1], col[None] < fc[:, None], (col - fi.shape[1])[None] < pc[:, None])
         # move each row's valid entries to the front, so M is the longest row rather than the
         # sum of the full and partial widths
@@ -106,5 +108,5 @@ def _tile_lists(cp: ComponentPlan, c: int, device: torch.device) -> tuple[torch.
         index, valid = index[:, :width], valid[:, :width]
         # invalid entries point at tile 0 (any real tile) and are masked out
         index = torch.where(valid, index, torch.zeros_like(index))
-        cache[key] = (index.to(device), valid.to(device))
+        cache[key] = (index, valid)
     return cache[key]

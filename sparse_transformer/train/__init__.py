@@ -1,14 +1,19 @@
-"""Training (paper 6): the loop, checkpoints, data parallelism, precision and metrics."""
+"""Training (paper 6): the loop, its options, run directories, checkpoints, data parallelism
+and metrics."""
 
 __all__ = ["TrainConfig", "train", "load_checkpoint", "save_checkpoint"]
 
 
 def __getattr__(name: str):
-    # Lazy, so ``sparse_transformer.evaluate`` can import ``train.precision`` without a cycle.
-    if name in ("TrainConfig", "train"):
-        from sparse_transformer.train import loop
+    # Lazy: the CLI reads TrainConfig's defaults for --help without importing torch.
+    if name == "TrainConfig":
+        from sparse_transformer.train.config import TrainConfig
 
-        return getattr(loop, name)
+        return TrainConfig
+    if name == "train":
+        from sparse_transformer.train.loop import train
+
+        return train
     if name in ("load_checkpoint", "save_checkpoint"):
         from sparse_transformer.train import checkpoint
 

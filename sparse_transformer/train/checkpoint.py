@@ -10,7 +10,11 @@ A run directory holds ``checkpoints/step-XXXXXXXX/`` folders, each with
 
 and ``checkpoints/latest`` naming the newest folder. A folder is written under a temporary
 name and renamed into place, and ``latest`` is replaced with ``os.replace``, so an interrupted
-save never leaves a half-written checkpoint where a reader looks.
+save never leaves a half-written checkpoint where a reader looks; the temporary names a kill
+leaves behind are removed by ``clean_temporaries`` when the run next starts.
+
+Reading trusts nothing in the folder: ``latest`` must name a step folder beside it, the JSON
+files must hold objects, and weights that are not finite are refused.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +36,8 @@ from safetensors.torch import load_file, save_file
 from sparse_transformer.model.config import ModelConfig
 
 LATEST = "latest"
+_STEP_NAME = re.compile(r"step-\d{8}")
+_TEMPORARY = (".step-*.tmp-*", ".step-*.old-*", f".{LATEST}.tmp-*")
 
 
 @dataclass
@@ -113,6 +120,20 @@ def save_checkpoint(run_dir: str | Path, *, model: torch.nn.Module, model_config
     return final
 
 
+def clean_temporaries(run_dir: str | Path) -> list[str]:
+    """Remove what a save killed half way left in ``run_dir/checkpoints``; returns the names.
+
+    Call only while holding the run's lock: a live save of another process looks the same.
+    """
+    root = Path(run_dir) / "checkpoints"
+    removed = []
+    for pattern in _TEMPORARY:
+        for p in root.glob(pattern):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return sorted(removed)
+
+
 def _prune(root: Path, keep_last: int, keep: str) -> None:
     if keep_last <= 0:
         return
@@ -133,23 +154,37 @@ def find_checkpoint(path: str | Path) -> Path:
     for root in (p / "checkpoints", p):
         latest = root / LATEST
         if latest.is_file():
-            target = root / latest.read_text().strip()
-            if not target.is_dir():
-                raise ValueError(f"checkpoint {p}: 'latest' points at missing {target.name}")
+            name = latest.read_text(errors="replace").strip()
+            # only a step folder beside it: 'latest' must not lead a reader anywhere else
+            if not _STEP_NAME.fullmatch(name):
+                raise ValueError(f"checkpoint {p}: 'latest' names {name[:80]!r}, not a "
+                                 f"step-XXXXXXXX folder of {root}")
+            target = root / name
+            if not target.is_dir() or target.is_symlink():
+                raise ValueError(f"checkpoint {p}: 'latest' points at missing {name}")
             return target
     raise FileNotFoundError(f"{p} holds no checkpoint (no model.safetensors or checkpoints/latest)")
+
+
+def load_train_meta(path: str | Path) -> dict[str, Any]:
+    """train.json (options, data, step) of a run's latest checkpoint or of a step folder."""
+    d = find_checkpoint(path)
+    try:
+        return _read_object(d / "train.json")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"checkpoint {d}: train.json is missing or corrupt ({err})") from None
 
 
 def load_checkpoint(path: str | Path, with_state: bool = True) -> Checkpoint:
     """Read a checkpoint; any damage gives a ValueError naming the bad file."""
     d = find_checkpoint(path)
     try:
-        cfg = ModelConfig.from_dict(json.loads((d / "config.json").read_text()))
-    except (OSError, json.JSONDecodeError, TypeError) as err:
+        cfg = ModelConfig.from_dict(_read_object(d / "config.json"))
+    except (OSError, ValueError, TypeError) as err:
         raise ValueError(f"checkpoint {d}: config.json is missing or corrupt ({err})") from None
     try:
-        train = json.loads((d / "train.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        train = _read_object(d / "train.json")
+    except (OSError, ValueError) as err:
         raise ValueError(f"checkpoint {d}: train.json is missing or corrupt ({err})") from None
     try:
         weights = load_file(str(d / "model.safetensors"))
@@ -157,6 +192,10 @@ def load_checkpoint(path: str | Path, with_state: bool = True) -> Checkpoint:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(f"checkpoint {d}: model.safetensors is missing or corrupt ({msg})"
                          ) from None
+    for name, w in weights.items():
+        if w.is_floating_point() and not bool(torch.isfinite(w).all()):
+            raise ValueError(f"checkpoint {d}: the weights are not finite (NaN or inf in "
+                             f"{name}); the run diverged, use an earlier checkpoint")
     state = None
     if with_state:
         try:
@@ -165,6 +204,13 @@ def load_checkpoint(path: str | Path, with_state: bool = True) -> Checkpoint:
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ValueError(f"checkpoint {d}: state.pt is missing or corrupt ({msg})") from None
     return Checkpoint(d, cfg, weights, train, state)
+
+
+def _read_object(path: Path) -> dict:
+    obj = json.loads(path.read_text())
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, found a {type(obj).__name__}")
+    return obj
 
 
 def load_weights(model: torch.nn.Module, ckpt: Checkpoint) -> None:

@@ -5,23 +5,25 @@ setup (processes, seeds, precision) -> data -> model (+ DDP) -> AdamW -> loop: l
 clip at 1.0, step; evaluation in bits per byte, metrics, checkpoints at intervals.
 
 A run lives in one directory (``cfg.out``): metrics.csv, loss.png, run.json, checkpoints/.
+Every option is checked, the model built and the data opened before the directory is touched;
+then the process locks the directory (``rundir.RunLock``) for as long as it trains.
 ``resume=True`` continues the run from its latest checkpoint exactly as if it had not stopped
-(same batches, dropout masks and learning rates; single process). Ctrl-C stops after the
-current step and saves a checkpoint; a second Ctrl-C aborts.
+(same batches, dropout masks and learning rates; single process). Ctrl-C or SIGTERM stops
+after the current step and saves a checkpoint (``summary["stopped_by"]`` names the signal); a
+second signal aborts at once. The final checkpoint is saved before the final evaluation.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import importlib.util
 import json
 import math
 import os
-import shutil
 import signal
+import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,116 +33,62 @@ from sparse_transformer.data.bytes import ByteData, check_fits, random_batch, re
 from sparse_transformer.evaluate import LN2, evaluate_bpb
 from sparse_transformer.model.config import ModelConfig
 from sparse_transformer.model.transformer import SparseTransformer, loss_nats
+from sparse_transformer.precision import autocast, grad_scaler
 from sparse_transformer.train import distributed as D
+from sparse_transformer.train import rundir as R
 from sparse_transformer.train.checkpoint import (
+    Checkpoint,
+    clean_temporaries,
     load_checkpoint,
     load_weights,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from sparse_transformer.train.metrics import MetricsLogger, plot_loss_curve
-from sparse_transformer.train.precision import autocast, check_precision, grad_scaler
+from sparse_transformer.train.config import TrainConfig
+from sparse_transformer.train.metrics import MetricsLogger, plot_loss_curve, truncate_metrics
 from sparse_transformer.train.schedule import lr_at, lr_at_time, make_optimizer
 
-RUN_FILES = ("checkpoints", "metrics.csv", "loss.png", "run.json", "summary.json", "tensorboard")
+__all__ = ["TrainConfig", "train"]
 
 
-@dataclass
-class TrainConfig:
-    """Options of one training run (CLI flags of ``sparse-transformer train``)."""
+class Aborted(KeyboardInterrupt):
+    """A second stop signal: abort at once, without saving (exit status 128 + signum)."""
 
-    data: str = "wiki"                 # data set name, prepared directory, or any file
-    data_root: str = "data"            # where named data sets are prepared
-    preset: str = "wiki-small"         # ModelConfig preset ...
-    model: dict[str, Any] = field(default_factory=dict)  # ... with these field overrides
-    out: str = "runs/wiki-small"       # run directory
-    steps: int | None = None           # optimizer updates; default 1000 unless max_minutes
-    max_minutes: float | None = None   # wall-clock budget (evaluation included); without
-                                       # steps the cosine decay follows the clock
-    batch_size: int = 16               # windows per micro-batch per process
-    grad_accum: int = 1                # micro-batches per update
-    lr: float = 1e-3
-    warmup: int = 100                  # paper: 5,000 for its long runs
-    min_lr_ratio: float = 0.0          # cosine decays to lr * this
-    weight_decay: float = 0.01         # paper 6, matrices only
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    clip: float = 1.0                  # global gradient-norm clip (paper 6)
-    eval_every: int = 250              # updates between validation runs (0: only at the end)
-    eval_bytes: int = 131_072          # validation bytes scored at each evaluation (0: all)
-    eval_batch: int = 16
-    log_every: int = 10
-    save_every: int = 500              # updates between checkpoints (always one at the end)
-    keep_last: int = 2
-    seed: int = 1337
-    precision: str = "fp32"            # fp32 | bf16 | fp16 (dynamic loss scaling)
-    device: str = "auto"
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    tensorboard: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        self.betas = tuple(self.betas)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _check_run_dir(cfg: TrainConfig) -> list[Path]:
-    """Refuse to clobber an existing run unless asked; returns our files to replace."""
-    run = Path(cfg.out)
-    if run.exists() and not run.is_dir():
-        raise ValueError(f"--out {run} is a file, not a run directory")
-    ours = [run / f for f in RUN_FILES if (run / f).exists()]
-    if not cfg.resume and ours and not cfg.overwrite:
-        raise ValueError(f"{run} already holds a run; pass --resume to continue it or "
-                         f"--overwrite to start it again")
-    return [] if cfg.resume else ours
-
-
-def _make_run_dir(cfg: TrainConfig, info: D.DistInfo, replace: list[Path]) -> Path:
-    """Create the run directory (removing only files an earlier run of ours wrote)."""
-    run = Path(cfg.out)
-    D.barrier(info)
-    if info.is_main:
-        for p in replace:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-        run.mkdir(parents=True, exist_ok=True)
-    D.barrier(info)
-    return run
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class _StopFlag:
-    """First Ctrl-C: stop after this step and save. Second: abort."""
+    """First SIGINT (Ctrl-C) or SIGTERM (schedulers, ``timeout``): stop after this step and
+    save. A second one: abort. Only the main thread can install signal handlers."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.requested = False
-        self._old = None
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self) -> "_StopFlag":
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.signum is not None:
+            raise Aborted(signum)
+        self.signum = signum
 
     def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
 
 
 def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> dict[str, Any]:
@@ -149,7 +97,6 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> d
     ``callback(row)`` is called after every update with that step's metrics; setting
     ``row["stop"] = True`` stops the run as Ctrl-C would (used by tests).
     """
-    check_precision(cfg.precision, torch.device("cpu"))
     info = D.setup(cfg.device)
     try:
         return _train(cfg, info, callback)
@@ -158,25 +105,80 @@ def train(cfg: TrainConfig, callback: Callable[[dict], None] | None = None) -> d
 
 
 def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
-    dev = info.device
-    replace = _check_run_dir(cfg)
-    ckpt = None
-    if cfg.resume:
-        if not (Path(cfg.out) / "checkpoints").exists():
-            raise FileNotFoundError(f"--resume: {cfg.out} holds no checkpoint to resume")
-        ckpt = load_checkpoint(cfg.out)
+    # -- everything that can be refused, before the run directory is touched -----------------
+    run = Path(cfg.out)
+    R.check_start(run, resume=cfg.resume, force=cfg.force)
+    ckpt = load_checkpoint(run) if cfg.resume else None
+    if ckpt:
+        _check_resume(cfg, ckpt)
+    mcfg = ckpt.model_config if ckpt else ModelConfig.from_preset(cfg.preset, **cfg.model)
+    if cfg.eval_bytes and cfg.eval_bytes < mcfg.n_ctx:
+        raise ValueError(f"--eval-bytes must be 0 (all) or at least n_ctx={mcfg.n_ctx}, "
+                         f"got {cfg.eval_bytes}")
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ModuleNotFoundError("--tensorboard needs tensorboard", name="tensorboard")
 
-    # -- data: rank 0 prepares a missing named data set, the others wait --------------------
+    # -- data: a new run's rank 0 prepares a missing named data set; a resumed run never ------
     if info.is_main:
-        data = resolve_data(cfg.data, cfg.data_root)
+        data = resolve_data(cfg.data, cfg.data_root, prepare_missing=not cfg.resume)
     D.barrier(info)
     if not info.is_main:
         data = resolve_data(cfg.data, cfg.data_root, prepare_missing=False)
-
-    # -- model ----------------------------------------------------------------------------------
-    mcfg = ckpt.model_config if ckpt else ModelConfig.from_preset(cfg.preset, **cfg.model)
     _check_data(data, mcfg)
-    run = _make_run_dir(cfg, info, replace)  # only now that the inputs are known to be good
+
+    lock = _claim_run_dir(cfg, info, run, ckpt)
+    try:
+        return _run(cfg, info, callback, run, ckpt, mcfg, data)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _check_resume(cfg: TrainConfig, ckpt: Checkpoint) -> None:
+    """A resumed run keeps its model: a different preset or a changed field is refused."""
+    saved = ckpt.train.get("options") if isinstance(ckpt.train.get("options"), dict) else {}
+    preset = saved.get("preset")
+    if preset and cfg.preset != preset:
+        raise ValueError(f"--resume: {cfg.out} is a {preset!r} run; --preset {cfg.preset!r} "
+                         f"conflicts (leave --preset out)")
+    current = ckpt.model_config.to_dict()
+    for key, value in cfg.model.items():
+        if key not in current:
+            raise ValueError(f"--set {key}: ModelConfig has no field {key!r}")
+        try:
+            wanted = ModelConfig.from_dict({**current, key: value}).to_dict()[key]
+        except (ValueError, TypeError):
+            wanted = value
+        if wanted != current[key]:
+            raise ValueError(f"--resume cannot change the model: --set {key}={value!r} "
+                             f"conflicts with the run's {current[key]!r} (leave --set out)")
+
+
+def _claim_run_dir(cfg: TrainConfig, info: D.DistInfo, run: Path,
+                   ckpt: Checkpoint | None) -> R.RunLock | None:
+    """Rank 0 creates and locks the run directory, then makes it ready: the checks again
+    (now that no other process can change it), an earlier run's files removed (``force``),
+    a killed save's leftovers cleaned, metrics.csv cut back to the checkpoint (resume)."""
+    D.barrier(info)
+    lock = None
+    if info.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        lock = R.RunLock(run).acquire()
+        try:
+            R.remove_files(run, R.check_start(run, resume=cfg.resume, force=cfg.force))
+            clean_temporaries(run)
+            if ckpt is not None:
+                truncate_metrics(run / "metrics.csv", ckpt.step)
+        except BaseException:
+            lock.release()
+            raise
+    D.barrier(info)
+    return lock
+
+
+def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoint | None,
+         mcfg: ModelConfig, data: ByteData) -> dict[str, Any]:
+    dev = info.device
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = SparseTransformer(mcfg).to(dev)
     if ckpt:
@@ -198,6 +200,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
         total = None  # the run ends when the budget does
     elif total is None:
         total = 1000
+    step0 = step  # this session's first step: tokens/s counts only what it trained
     ddp = model
     if info.enabled:
         ddp = torch.nn.parallel.DistributedDataParallel(
@@ -206,12 +209,20 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
     train_split, valid_split = data.split("train"), data.split("valid")
     record = data.record_size if mcfg.embedding == "image" else None
     tokens_per_update = cfg.batch_size * cfg.grad_accum * mcfg.n_ctx * info.world_size
-    logger = MetricsLogger(run, cfg.tensorboard) if info.is_main else None
+    logger = None
     if info.is_main:
-        _write_json(run / "run.json", {"train": cfg.to_dict(), "model": mcfg.to_dict(),
-                                       "data": data.meta, "world_size": info.world_size,
-                                       "params": model.num_params()})
-    pbar = _progress(cfg, info, step, total)
+        # run.json first: its manifest makes every file below ours before it exists
+        files = sorted(set(R.RUN_FILES) - ({"tensorboard"} if not cfg.tensorboard else set())
+                       | set(R.read_manifest(run) or []))
+        run_info = {"train": cfg.to_dict(), "model": mcfg.to_dict(), "data": data.meta,
+                    "data_path": str(data.path), "world_size": info.world_size,
+                    "params": model.num_params(), "tensorboard": False, "files": files}
+        _write_json(run / R.RUN_JSON, run_info)
+        logger = MetricsLogger(run, cfg.tensorboard, purge_step=step + 1 if ckpt else None)
+        run_info["tensorboard"] = logger.tensorboard_written  # true only with event files
+        _write_json(run / R.RUN_JSON, run_info)
+    budget = 60 * cfg.max_minutes if cfg.max_minutes else float("inf")
+    pbar = _progress(cfg, info, step, total, budget)
 
     def evaluate() -> float:
         res = evaluate_bpb(model, valid_split, batch_size=cfg.eval_batch,
@@ -223,7 +234,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
         if not info.is_main:
             return
         train_meta = {"step": step, "total": total, "options": cfg.to_dict(),
-                      "data": data.meta, "reason": reason}
+                      "data": data.meta, "data_path": str(data.path), "reason": reason}
         state = {"optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "step": step,
                  "total": total, "elapsed_s": elapsed, "rng": rng_state(gen)}
         save_checkpoint(run, model=model, model_config=mcfg, train=train_meta, state=state,
@@ -234,9 +245,10 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
     t_start = time.time()
     elapsed = elapsed0
     # time budget (seconds from this start) and the time kept back for the final evaluation
-    budget = 60 * cfg.max_minutes if cfg.max_minutes else float("inf")
     eval_reserve = 0.0
     window_t, window_tokens, window_loss, window_n = time.time(), 0, 0.0, 0
+    row: dict | None = None  # the last step's metrics, logged after the final save
+    final = False
     model.train()
     with _StopFlag() as stop:
         while total is None or step < total:
@@ -281,15 +293,12 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
             # -- time budget: stop early enough for the final evaluation ----------------------
             out_of_time = elapsed - elapsed0 >= budget - eval_reserve
             final = (total is not None and step >= total) or out_of_time
-            if total is None and pbar is not None and step % cfg.log_every == 0:
-                pbar.total = max(step + 1, int(step * (budget - eval_reserve)
-                                               / max(1e-9, elapsed - elapsed0)))
 
             row = {"step": step, "lr": lr, "loss": loss_value, "train_bpb": loss_value / LN2,
                    "grad_norm": float(grad_norm), "loss_scale": float(scaler.get_scale())
                    if scaler.is_enabled() else None, "elapsed_s": elapsed,
                    "tokens": step * tokens_per_update}
-            if info.is_main and ((cfg.eval_every and step % cfg.eval_every == 0) or final):
+            if info.is_main and cfg.eval_every and step % cfg.eval_every == 0 and not final:
                 t_eval = time.time()
                 valid_bpb = evaluate()
                 eval_reserve = max(eval_reserve, time.time() - t_eval)
@@ -299,38 +308,64 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
             if callback is not None:
                 callback(row)
             stop_now = D.all_agree(info, stop.requested or bool(row.get("stop")) or out_of_time)
-            if step % cfg.log_every == 0 or "valid_bpb" in row or final or stop_now:
-                dt = max(1e-9, time.time() - window_t)
-                if window_tokens:
-                    row["tokens_per_s"] = window_tokens / dt
-                row["loss"] = window_loss / max(1, window_n)
-                row["train_bpb"] = row["loss"] / LN2
-                if logger:
-                    logger.log(row)
-                if pbar is not None:
-                    pbar.set_postfix(_postfix(row, valid_bpb), refresh=False)
-                window_t, window_tokens, window_loss, window_n = time.time(), 0, 0.0, 0
             if pbar is not None:
-                pbar.update(1)
+                if total is None:  # the bar follows the clock
+                    pbar.update(min(budget, elapsed - elapsed0) - pbar.n)
+                else:
+                    pbar.update(1)
             if final or stop_now:
-                if info.is_main and not final and not out_of_time:
-                    print(f"stopping at step {step}: saved; continue with --resume", flush=True)
-                break
+                break  # logged after the final save (and evaluation) below
+            if step % cfg.log_every == 0 or "valid_bpb" in row:
+                _log(row, logger, pbar, valid_bpb, window_t, window_tokens, window_loss,
+                     window_n, total)
+                window_t, window_tokens, window_loss, window_n = time.time(), 0, 0.0, 0
             if info.is_main and cfg.save_every and step % cfg.save_every == 0:
                 save("interval")
+        if step > step0:  # saved first: a failing evaluation must not lose a finished run
+            save("final" if final else "stopped")
     if pbar is not None:
         pbar.close()
-    save("final" if total is not None and step >= total else "stopped")
+    if stop.signum is not None and info.is_main:
+        print(f"stopped at step {step} by {signal.Signals(stop.signum).name}: checkpoint "
+              f"saved; continue with --resume", file=sys.stderr, flush=True)
+    elif row is not None and not final and info.is_main:
+        print(f"stopping at step {step}: saved; continue with --resume", file=sys.stderr,
+              flush=True)
+    if row is not None:
+        if final and stop.signum is None and info.is_main:
+            valid_bpb = evaluate()
+            row["valid_bpb"] = valid_bpb
+        _log(row, logger, None, valid_bpb, window_t, window_tokens, window_loss, window_n,
+             total)
+    session_s = max(1e-9, elapsed - elapsed0)
     summary = {"run_dir": str(run), "step": step, "total": total, "valid_bpb": valid_bpb,
-               "elapsed_s": elapsed, "params": model.num_params(),
-               "tokens_per_s": step * tokens_per_update / max(1e-9, elapsed - elapsed0)
-               if step else None, "losses": losses, "model": model}
+               "elapsed_s": elapsed, "session_steps": step - step0, "session_s": session_s,
+               "params": model.num_params(),
+               "tokens_per_s": (step - step0) * tokens_per_update / session_s
+               if step > step0 else None,
+               "stopped_by": stop.signum, "losses": losses, "model": model}
     if info.is_main:
         logger.close()
         plot_loss_curve(run / "metrics.csv", run / "loss.png")
         _write_json(run / "summary.json",
                     {k: v for k, v in summary.items() if k not in ("losses", "model")})
     return summary
+
+
+def _log(row: dict, logger: MetricsLogger | None, pbar, valid_bpb: float | None,
+         window_t: float, window_tokens: int, window_loss: float, window_n: int,
+         total: int | None) -> None:
+    """One metrics row: the loss averaged over the updates since the last row, tokens/s over
+    their training time (evaluations excluded)."""
+    dt = max(1e-9, time.time() - window_t)
+    if window_tokens:
+        row["tokens_per_s"] = window_tokens / dt
+    row["loss"] = window_loss / max(1, window_n)
+    row["train_bpb"] = row["loss"] / LN2
+    if logger:
+        logger.log(row)
+    if pbar is not None:
+        pbar.set_postfix(_postfix(row, valid_bpb, total), refresh=False)
 
 
 def _check_data(data: ByteData, mcfg: ModelConfig) -> None:
@@ -346,16 +381,23 @@ def _check_data(data: ByteData, mcfg: ModelConfig) -> None:
                              f"expects {tuple(mcfg.image_shape)}")
 
 
-def _progress(cfg: TrainConfig, info: D.DistInfo, step: int, total: int | None):
+def _progress(cfg: TrainConfig, info: D.DistInfo, step: int, total: int | None,
+              budget: float):
+    """A bar over the steps, or over the seconds of a time budget (its end is the clock's)."""
     if not (cfg.progress and info.is_main):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=step, unit="step", dynamic_ncols=True, desc="train")
+    if total is not None:
+        return tqdm(total=total, initial=step, unit="step", dynamic_ncols=True, desc="train")
+    return tqdm(total=budget, unit="s", dynamic_ncols=True, desc="train",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
+                           "[{elapsed}<{remaining}{postfix}]")
 
 
-def _postfix(row: dict, valid_bpb: float | None) -> dict:
-    out = {"loss": f"{row['loss']:.3f}", "bpb": f"{row['train_bpb']:.3f}"}
+def _postfix(row: dict, valid_bpb: float | None, total: int | None) -> dict:
+    out = {} if total is not None else {"step": row["step"]}
+    out.update(loss=f"{row['loss']:.3f}", bpb=f"{row['train_bpb']:.3f}")
     if valid_bpb is not None:
         out["val_bpb"] = f"{valid_bpb:.3f}"
     if row.get("tokens_per_s"):

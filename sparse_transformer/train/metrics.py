@@ -1,9 +1,10 @@
-"""Training metrics: a CSV file, TensorBoard when installed, and a loss-curve PNG."""
+"""Training metrics: a CSV file, TensorBoard events when asked for, and a loss-curve PNG."""
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 from pathlib import Path
 
 FIELDS = ("step", "tokens", "elapsed_s", "lr", "loss", "train_bpb", "tokens_per_s",
@@ -11,23 +12,33 @@ FIELDS = ("step", "tokens", "elapsed_s", "lr", "loss", "train_bpb", "tokens_per_
 
 
 class MetricsLogger:
-    """Appends rows to ``run_dir/metrics.csv`` (and TensorBoard events if available)."""
+    """Appends rows to ``run_dir/metrics.csv`` and, with ``tensorboard``, writes events to
+    ``run_dir/tensorboard`` (an ImportError if tensorboard is missing: it was asked for).
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True):
+    ``purge_step`` (a resumed run: the checkpoint's step + 1) hides TensorBoard events a killed
+    session wrote after its last checkpoint, as ``truncate_metrics`` does for the CSV.
+    """
+
+    def __init__(self, run_dir: str | Path, tensorboard: bool = False,
+                 purge_step: int | None = None):
         self.path = Path(run_dir) / "metrics.csv"
         new = not self.path.exists() or self.path.stat().st_size == 0
+        self._tb = None
+        self._tb_dir = Path(run_dir) / "tensorboard"
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self._tb_dir), purge_step=purge_step)
         self._file = open(self.path, "a", newline="")
         self._csv = csv.DictWriter(self._file, fieldnames=FIELDS, extrasaction="ignore")
         if new:
             self._csv.writeheader()
-        self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+            self._file.flush()
 
-                self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-            except ImportError:  # tensorboard is optional
-                self._tb = None
+    @property
+    def tensorboard_written(self) -> bool:
+        """Whether TensorBoard events are on disk (what run.json records, not what was asked)."""
+        return self._tb is not None and any(self._tb_dir.glob("events.out.tfevents.*"))
 
     def log(self, row: dict) -> None:
         self._csv.writerow({k: _fmt(row.get(k)) for k in FIELDS})
@@ -56,8 +67,36 @@ def read_metrics(path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def plot_loss_curve(csv_path: str | Path, png_path: str | Path) -> Path | None:
-    """Train and validation bits per byte against step; None if matplotlib is missing."""
+def truncate_metrics(path: str | Path, step: int) -> int:
+    """Keep only the rows of ``path`` up to ``step`` (a resumed run's checkpoint); returns the
+    number of rows dropped. The rows of a killed session after its last checkpoint would
+    otherwise appear twice once the resumed run logs those steps again."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    rows = read_metrics(path)
+    keep = [r for r in rows if _step(r) is not None and _step(r) <= step]
+    if len(keep) == len(rows):
+        return 0
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(keep)
+    os.replace(tmp, path)
+    return len(rows) - len(keep)
+
+
+def _step(row: dict) -> int | None:
+    try:
+        return int(row.get("step") or "")
+    except ValueError:
+        return None
+
+
+def plot_loss_curve(csv_path: str | Path, png_path: str | Path,
+                    unit: str = "bits per byte") -> Path | None:
+    """Train and validation loss in ``unit`` against step; None if matplotlib is missing."""
     try:
         import matplotlib
 
@@ -66,21 +105,22 @@ def plot_loss_curve(csv_path: str | Path, png_path: str | Path) -> Path | None:
     except ImportError:
         return None
     rows = read_metrics(csv_path)
-    tr = [(int(r["step"]), float(r["train_bpb"])) for r in rows if r["train_bpb"]]
-    va = [(int(r["step"]), float(r["valid_bpb"])) for r in rows if r["valid_bpb"]]
+    tr = [(int(r["step"]), float(r["train_bpb"])) for r in rows if r.get("train_bpb")]
+    va = [(int(r["step"]), float(r["valid_bpb"])) for r in rows if r.get("valid_bpb")]
     fig, ax = plt.subplots(figsize=(6, 4))
     if tr:
         ax.plot(*zip(*tr), label="train", lw=1)
     if va:
         ax.plot(*zip(*va), "o-", label="valid", lw=1.5)
     ax.set_xlabel("step")
-    ax.set_ylabel("bits per byte")
+    ax.set_ylabel(unit)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     png = Path(png_path)
-    tmp = png.with_name(f".{png.name}.tmp.png")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png.with_name(f".{png.stem}.tmp-{os.getpid()}.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(png)
+    os.replace(tmp, png)
     return png

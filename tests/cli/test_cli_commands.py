@@ -1,4 +1,5 @@
-"""Every CLI command on tiny data, in process and through the console script; bad input."""
+"""Every CLI command on tiny data, in process and through the console script (bad input:
+test_bad_inputs.py)."""
 
 import json
 import os
@@ -6,30 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 from sparse_transformer.cli import main
 from sparse_transformer.data.registry import register_dataset, write_splits
 
-TRAIN = ["--preset", "wiki-tiny", "--steps", "4", "--batch-size", "2", "--eval-bytes", "512",
-         "--eval-every", "0", "--no-progress", "--warmup", "1"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    f = tmp_path_factory.mktemp("data") / "corpus.txt"
-    f.write_bytes(b"<page><title>Anarchism</title><text>Anarchism is a philosophy.</text>"
-                  b"</page>\n" * 300)
-    return f
-
-
-@pytest.fixture(scope="module")
-def run_dir(corpus, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["train", "--data", str(corpus), "--out", str(out), *TRAIN]) == 0
-    return out
-
+DATA_SET = "cli-test-text"  # conftest.py
 
 def test_train_writes_a_run(run_dir):
     assert json.loads((run_dir / "summary.json").read_text())["step"] == 4
@@ -41,8 +22,12 @@ def test_train_resume_continues(corpus, run_dir, tmp_path):
 
     out = tmp_path / "again"
     shutil.copytree(run_dir, out)
-    assert main(["train", "--out", str(out), "--resume", "--steps", "6", "--no-progress"]) == 0
-    assert json.loads((out / "summary.json").read_text())["step"] == 6
+    assert main(["train", "--out", str(out), "--resume", "--steps", "6", "--no-progress",
+                 "--set", "n_layer=2", "--preset", "wiki-tiny"]) == 0  # same model: accepted
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["step"] == 6 and summary["session_steps"] == 2
+    run = json.loads((out / "run.json").read_text())
+    assert run["train"]["preset"] == "wiki-tiny" and run["train"]["batch_size"] == 2  # saved
 
 
 def test_eval_prints_model_and_compressors(run_dir, capsys):
@@ -82,48 +67,14 @@ def test_prepare_a_registered_data_set(tmp_path, capsys):
     assert "wiki" in capsys.readouterr().out
 
 
-def _fails(argv, capsys, needle):
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code != 0
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert needle in err, err
-    return err
-
-
-def test_bad_input_is_one_line_errors(corpus, run_dir, tmp_path, capsys):
-    out = str(tmp_path / "r")
-    _fails(["train", "--data", str(tmp_path / "missing.txt"), "--out", out, *TRAIN], capsys,
-           "missing.txt")
-    empty = tmp_path / "empty.txt"
-    empty.write_bytes(b"")
-    _fails(["train", "--data", str(empty), "--out", out, *TRAIN], capsys, "is empty")
-    _fails(["train", "--data", str(corpus), "--out", out, *TRAIN, "--set", "n_ctx=60"], capsys,
-           "divisible by the stride")
-    _fails(["train", "--data", str(corpus), "--out", out, *TRAIN, "--preset", "huge"], capsys,
-           "unknown preset 'huge'")
-    assert not Path(out).exists()  # nothing was created by the failed runs
-    # an existing run is neither overwritten nor appended to
-    before = (run_dir / "metrics.csv").read_bytes()
-    _fails(["train", "--data", str(corpus), "--out", str(run_dir), *TRAIN], capsys,
-           "already holds a run")
-    assert (run_dir / "metrics.csv").read_bytes() == before
-    _fails(["eval", "-c", str(tmp_path / "nothing")], capsys, "does not exist")
-    target = tmp_path / "keep.txt"
-    target.write_text("mine")
-    _fails(["sample", "-c", str(run_dir), "--out", str(target)], capsys, "exists")
-    assert target.read_text() == "mine"
-
-
-def test_corrupt_checkpoint(run_dir, tmp_path, capsys):
-    import shutil
-
-    bad = tmp_path / "bad"
-    shutil.copytree(run_dir, bad)
-    step = next((bad / "checkpoints").glob("step-*"))
-    (step / "model.safetensors").write_bytes(b"\x00garbage")
-    _fails(["eval", "-c", str(bad)], capsys, "model.safetensors is missing or corrupt")
-    _fails(["sample", "-c", str(bad)], capsys, "corrupt")
+def test_eval_elsewhere_reads_the_recorded_data_and_creates_nothing(run_dir, tmp_path, capsys,
+                                                                   monkeypatch):
+    # the run trained on a named data set under another root; from an empty directory eval
+    # finds it through the absolute path the run recorded, and prepares nothing here
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "-c", str(run_dir), "--json", "--no-compressors"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"] == DATA_SET
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_console_script_in_a_subprocess(corpus, run_dir):

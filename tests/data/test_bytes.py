@@ -16,7 +16,7 @@ from sparse_transformer.data.bytes import (
     random_batch,
     resolve_data,
 )
-from sparse_transformer.data.registry import split_by_position, write_splits
+from sparse_transformer.data.registry import get_writer, split_by_position, write_splits
 
 
 def test_raw_file_is_split_90_5_5_by_position(tmp_path):
@@ -116,9 +116,15 @@ def test_enwik8_needs_the_real_size(tmp_path):
 
 
 def test_text_writer(tmp_path, capsysbinary):
+    write = get_writer("text")
     samples = np.frombuffer(b"hello", dtype=np.uint8)[None]
-    assert T.write_text(samples, None, {}) == []
+    assert write(samples, None, {}) == []
     assert capsysbinary.readouterr().out == b"hello\n"
     out = tmp_path / "s.txt"
-    assert T.write_text(samples, str(out), {}) == [str(out)]
+    assert write(samples, str(out), {}) == [str(out)]
     assert out.read_bytes() == b"hello\n"
+    with pytest.raises(FileExistsError, match="pass --force"):  # a file is never replaced ...
+        write(samples[:, :2], str(out), {})
+    assert out.read_bytes() == b"hello\n"
+    assert write(samples[:, :2], str(out), {}, force=True) == [str(out)]  # ... unless asked
+    assert out.read_bytes() == b"he\n"

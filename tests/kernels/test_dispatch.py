@@ -113,3 +113,10 @@ def test_attention_compiles_through_torch_compile():
     torch.testing.assert_close(out, reference_attention(q.detach(), q.detach(), q.detach(), p),
                                atol=1e-5, rtol=1e-5)
     assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), -float("inf"), True])
+def test_scale_must_be_a_finite_number(scale):
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match="scale must be a finite number"):
+        attention(q, k, v, P.local(5), scale=scale)

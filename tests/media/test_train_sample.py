@@ -10,7 +10,7 @@ from PIL import Image
 
 from sparse_transformer.data.audio import prepare_audio_folder
 from sparse_transformer.data.images import prepare_image_folder
-from sparse_transformer.sample.media import media_report
+from sparse_transformer.cli.report import media_report
 from sparse_transformer.train.loop import TrainConfig, train
 
 TINY = dict(n_layer=1, d_model=16, n_head=2, n_ctx=64, attention="strided(stride=8, mode='split')")

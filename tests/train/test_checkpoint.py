@@ -92,3 +92,50 @@ def test_missing_checkpoint(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
         load_checkpoint(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("latest", ["../../etc", "/etc", "step-1", "step-00000003/../..", ""])
+def test_latest_resolves_only_to_a_step_folder_beside_it(tmp_path, latest):
+    _save(tmp_path)
+    (tmp_path / "run" / "checkpoints" / "latest").write_text(latest + "\n")
+    with pytest.raises(ValueError, match="not a step-XXXXXXXX folder"):
+        load_checkpoint(tmp_path / "run")
+
+
+def test_latest_may_not_be_a_link_out_of_the_run(tmp_path):
+    path, _, _, _ = _save(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    path.rename(elsewhere)
+    path.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ValueError, match="points at missing step-00000003"):
+        load_checkpoint(tmp_path / "run")
+
+
+def test_json_that_is_not_an_object_and_weights_that_are_not_finite(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path, _, _, _ = _save(tmp_path)
+    (path / "train.json").write_text("[]")
+    with pytest.raises(ValueError, match="train.json is missing or corrupt .expected a JSON "
+                                         "object, found a list"):
+        load_checkpoint(path)
+    (path / "train.json").write_text("{}")
+    weights = load_file(str(path / "model.safetensors"))
+    weights["head.weight"][0, 0] = float("inf")
+    save_file(weights, str(path / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"weights are not finite \(NaN or inf in head.weight\)"):
+        load_checkpoint(path)
+
+
+def test_clean_temporaries_removes_only_what_a_killed_save_left(tmp_path):
+    from sparse_transformer.train.checkpoint import clean_temporaries
+
+    _save(tmp_path)
+    root = tmp_path / "run" / "checkpoints"
+    (root / ".step-00000009.tmp-123").mkdir()
+    (root / ".step-00000003.old-123").mkdir()
+    (root / ".latest.tmp-123").write_text("step-00000009\n")
+    (root / "notes.txt").write_text("kept")
+    assert clean_temporaries(tmp_path / "run") == [".latest.tmp-123", ".step-00000003.old-123",
+                                                   ".step-00000009.tmp-123"]
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "notes.txt", "step-00000003"]

@@ -1,0 +1,103 @@
+"""``TrainConfig``: the options of one training run, all checked when it is built.
+
+It imports neither torch nor the model, so ``sparse-transformer train --help`` can show these
+defaults without loading torch. Checks that need the model (evaluation windows against n_ctx)
+or the disk (the run directory) happen in ``train.loop`` before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from sparse_transformer.checks import (
+    check_bool,
+    check_choice,
+    check_device,
+    check_float,
+    check_int,
+    check_text,
+)
+from sparse_transformer.precision import PRECISIONS
+
+MAX_SEED = 2**62  # torch seeds are 64-bit; each rank adds its rank to the seed
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a field: eval_bytes -> --eval-bytes."""
+    return "--" + name.replace("_", "-")
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run (CLI flags of ``sparse-transformer train``)."""
+
+    data: str = "wiki"                 # data set name, prepared directory, or any file
+    data_root: str = "data"            # where named data sets are prepared
+    preset: str = "wiki-small"         # ModelConfig preset ...
+    model: dict[str, Any] = field(default_factory=dict)  # ... with these field overrides
+    out: str = "runs/wiki-small"       # run directory
+    steps: int | None = None           # optimizer updates; default 1000 unless max_minutes
+    max_minutes: float | None = None   # wall-clock budget (evaluation included); without
+                                       # steps the cosine decay follows the clock
+    batch_size: int = 16               # windows per micro-batch per process
+    grad_accum: int = 1                # micro-batches per update
+    lr: float = 1e-3
+    warmup: int = 100                  # paper: 5,000 for its long runs
+    min_lr_ratio: float = 0.0          # cosine decays to lr * this
+    weight_decay: float = 0.01         # paper 6, matrices only
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    clip: float = 1.0                  # global gradient-norm clip (paper 6)
+    eval_every: int = 250              # updates between validation runs (0: only at the end)
+    eval_bytes: int = 131_072          # validation bytes scored at each evaluation (0: all)
+    eval_batch: int = 16
+    log_every: int = 10
+    save_every: int = 500              # updates between checkpoints (always one at the end)
+    keep_last: int = 2                 # checkpoints kept (0: all)
+    seed: int = 1337
+    precision: str = "fp32"            # fp32 | bf16 | fp16 (dynamic loss scaling)
+    device: str = "auto"
+    resume: bool = False
+    force: bool = False                # start again in a run directory that holds a run
+    progress: bool = True
+    tensorboard: bool = False          # also write TensorBoard events (needs tensorboard)
+
+    def __post_init__(self) -> None:
+        for name in ("data", "data_root", "preset", "out"):
+            check_text(flag(name), getattr(self, name))
+        if not isinstance(self.model, dict) or not all(isinstance(k, str) for k in self.model):
+            raise ValueError(f"model overrides must be a dict of field names, got {self.model!r}")
+        if self.steps is not None:
+            check_int(flag("steps"), self.steps, 1)
+        if self.max_minutes is not None:
+            check_float(flag("max_minutes"), self.max_minutes, 0, lo_open=True)
+        for name in ("batch_size", "grad_accum", "log_every", "eval_batch"):
+            check_int(flag(name), getattr(self, name), 1)
+        for name in ("warmup", "eval_every", "eval_bytes", "save_every", "keep_last"):
+            check_int(flag(name), getattr(self, name), 0)
+        check_int(flag("seed"), self.seed, 0, MAX_SEED)
+        check_float(flag("lr"), self.lr, 0, lo_open=True)
+        check_float(flag("min_lr_ratio"), self.min_lr_ratio, 0, 1)
+        check_float(flag("weight_decay"), self.weight_decay, 0)
+        check_float(flag("clip"), self.clip, 0, lo_open=True)
+        check_float("eps", self.eps, 0, lo_open=True)
+        betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
+        if len(betas) != 2:
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = tuple(check_float("betas", b, 0, 1, hi_open=True) for b in betas)
+        check_choice(flag("precision"), self.precision, PRECISIONS)
+        check_device(flag("device"), self.device)
+        for name in ("resume", "force", "progress", "tensorboard"):
+            check_bool(flag(name), getattr(self, name))
+        if self.resume and self.force:
+            raise ValueError("give --resume (continue the run) or --force (start it again), "
+                             "not both")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
