@@ -286,8 +286,8 @@ def _validate(q, k, v, pattern, backend: str, scale, check_finite: bool) -> None
         raise TypeError(f"attention: pattern must be a Pattern, got {type(pattern).__name__}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale)
-                                  and scale > 0):
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                              or not math.isfinite(scale) or scale <= 0):
         raise ValueError(f"attention: scale must be a finite number > 0, got {scale!r}")
     if q.shape[:3] != k.shape[:3] or q.shape[:3] != v.shape[:3]:
         raise ValueError(
