@@ -235,6 +235,18 @@ STUDIES: dict[str, list[list[str]]] = {
         ["ours", "ours"],
         ["ours head lr x10", "ours", "head_lr=10"],
     ],
+    # H200, 12 layers d 512: zero-started output matrix with a unigram bias and/or a larger
+    # output learning rate (the fixes that keep the paper's zero init).
+    "gpu-fix": [
+        ["ours unigram bias, head lr x10", "ours", "head_bias=unigram", "head_lr=10"],
+        ["ours unigram bias, head lr x30", "ours", "head_bias=unigram", "head_lr=30"],
+        ["ours head lr x100", "ours", "head_lr=100"],
+    ],
+    "gpu-enwik8-fix": [
+        ["ours unigram bias, head lr x30", "ours", "head_bias=unigram", "head_lr=30"],
+        ["ours head lr x30", "ours", "head_lr=30"],
+        ["ours head N(0,0.02)", "ours", "head_std=0.02"],
+    ],
     # CPU: what the zero-initialised output needs (the paper's init kept).
     "cpu-zero-head": [
         ["ours", "ours"],

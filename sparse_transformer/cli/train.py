@@ -12,6 +12,7 @@ import json
 
 from sparse_transformer.precision import PRECISIONS
 from sparse_transformer.train.config import TrainConfig
+from sparse_transformer.train.recipes import BASE, RECIPES
 
 # flag -> (TrainConfig field, type, help). Defaults come from TrainConfig; on --resume a flag
 # that is given replaces the saved value and one left out keeps it.
@@ -33,6 +34,9 @@ FLAGS = {
     "--warmup": ("warmup", int, "linear warm-up updates"),
     "--min-lr-ratio": ("min_lr_ratio", float, "cosine floor as a fraction of --lr, in [0, 1]"),
     "--weight-decay": ("weight_decay", float, "AdamW decay on matrices"),
+    "--output-lr-mult": ("output_lr_mult", float, "learning-rate factor of the zero-started "
+                         "output matrix (it would otherwise hold the model at unigram "
+                         "entropy for hundreds of updates; docs/training.md)"),
     "--clip": ("clip", float, "gradient-norm clip (> 0)"),
     "--eval-every": ("eval_every", int, "updates between validations (0: only at the end)"),
     "--eval-bytes": ("eval_bytes", int, "validation bytes per evaluation (0: all; else at "
@@ -57,10 +61,15 @@ class _Given(argparse.Action):
 
 def register(sub: argparse._SubParsersAction) -> None:
     defaults = TrainConfig()
-    p = sub.add_parser("train", help="train a model", description=__doc__)
+    p = sub.add_parser("train", help="train a model", description=__doc__,
+                       epilog=_recipes_epilog())
     for flag, (name, typ, help_) in FLAGS.items():
         extra = {"choices": PRECISIONS} if name == "precision" else {}
-        default = None if name == "out" else getattr(defaults, name)
+        if name in BASE:  # a recipe field: None until TrainConfig fills it from the preset
+            default = None
+            help_ = f"{help_} (default: the preset's recipe, else {BASE[name]})"
+        else:
+            default = None if name == "out" else getattr(defaults, name)
         p.add_argument(flag, type=typ, default=default, action=_Given, help=help_, **extra)
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a ModelConfig field, e.g. --set n_layer=6 --set dropout=0.1 "
@@ -74,8 +83,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=argparse.SUPPRESS)  # the old name of --force
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard events to OUT/tensorboard (needs tensorboard)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each residual block (one graph for all; on CUDA the "
+                   "layer norms, gelu and residual adds around the attention op are fused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run, given=frozenset())
+
+
+def _recipes_epilog() -> str:
+    lines = ["recipes (what a preset trains with unless a flag says otherwise; "
+             "train/recipes.py):"]
+    for preset, values in RECIPES.items():
+        lines.append(f"  {preset}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    return "\n".join(lines)
 
 
 def parse_sets(items: list[str]) -> dict:
@@ -97,7 +117,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
              if field in args.given}
     sets = parse_sets(args.set)
     switches = dict(progress=not args.no_progress, tensorboard=args.tensorboard,
-                    force=args.force, resume=args.resume)
+                    force=args.force, resume=args.resume, compile=args.compile)
     if not args.resume:
         opts = {field: getattr(args, field) for _, (field, _, _) in FLAGS.items()}
         if opts["out"] is None:

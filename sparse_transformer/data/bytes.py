@@ -135,6 +135,13 @@ def random_batch(data: np.ndarray, n_ctx: int, batch: int, generator: torch.Gene
     return torch.from_numpy(rows.astype(np.int64))
 
 
+def byte_log_frequencies(data: np.ndarray, max_bytes: int = 1 << 26) -> torch.Tensor:
+    """Float32 [256]: log relative frequency of each byte value in (the first ``max_bytes``
+    of) ``data``, with half a count added to every value so none is -inf."""
+    counts = np.bincount(np.asarray(data[:max_bytes]), minlength=256).astype(np.float64) + 0.5
+    return torch.from_numpy(np.log(counts / counts.sum())).float()
+
+
 def eval_windows(n_bytes: int, n_ctx: int, min_context: int = 0) -> list[tuple[int, int]]:
     """(start, first scored position) of each window so every byte is scored exactly once.
 

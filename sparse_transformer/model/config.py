@@ -86,6 +86,11 @@ class ModelConfig:
     W_p get a further 1/sqrt(2 n_layer) on the standard deviation (5.2)."""
     ln_eps: float = 1e-5
     """LayerNorm epsilon (not given in the paper; OpenAI's code uses 1e-5)."""
+    output_bias: bool = False
+    """A bias on the logits beside the zero-initialised output matrix (not in the paper). It
+    starts at zero; ``train`` sets it to the train bytes' log unigram frequencies before the
+    first update, so the model starts as the unigram model and W_out learns only what the
+    context adds (docs/training.md: why the zero-started output needs help)."""
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "d_model", "n_head", "n_ctx", "vocab_size"):

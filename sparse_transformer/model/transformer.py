@@ -124,7 +124,7 @@ class SparseTransformer(nn.Module):
         self.embed = Embedding(cfg)
         self.blocks = nn.ModuleList(Block(cfg, r) for r in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)  # W_out, untied
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.output_bias)  # W_out, untied
         self.reset_parameters()
 
     @torch.no_grad()
@@ -143,6 +143,24 @@ class SparseTransformer(nn.Module):
         nn.init.ones_(self.ln_f.weight)
         nn.init.zeros_(self.ln_f.bias)
         nn.init.zeros_(self.head.weight)  # the output logits matrix starts at 0 (paper 6)
+        if self.head.bias is not None:
+            nn.init.zeros_(self.head.bias)
+
+    @torch.no_grad()
+    def init_output_bias(self, log_frequencies: torch.Tensor) -> None:
+        """Start the logits at the unigram model: output bias = log frequency of each byte.
+
+        Needs ``output_bias=True``. ``train`` calls it for a new run with the train split's
+        frequencies (``data.bytes.byte_log_frequencies``).
+        """
+        if self.head.bias is None:
+            raise ValueError("init_output_bias: this model has no output bias "
+                             "(ModelConfig.output_bias=False)")
+        freq = torch.as_tensor(log_frequencies, dtype=self.head.bias.dtype)
+        if freq.shape != self.head.bias.shape or not bool(torch.isfinite(freq).all()):
+            raise ValueError(f"init_output_bias: expected {tuple(self.head.bias.shape)} finite "
+                             f"log frequencies, got shape {tuple(freq.shape)}")
+        self.head.bias.copy_(freq.to(self.head.bias.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2:

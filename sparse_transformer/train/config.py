@@ -20,6 +20,7 @@ from sparse_transformer.checks import (
     check_text,
 )
 from sparse_transformer.precision import PRECISIONS
+from sparse_transformer.train.recipes import recipe
 
 MAX_SEED = 2**62  # torch seeds are 64-bit; each rank adds its rank to the seed
 
@@ -38,26 +39,30 @@ class TrainConfig:
     preset: str = "wiki-small"         # ModelConfig preset ...
     model: dict[str, Any] = field(default_factory=dict)  # ... with these field overrides
     out: str = "runs/wiki-small"       # run directory
+    # Fields marked "recipe" default to the preset's recipe (train/recipes.py), else BASE there.
     steps: int | None = None           # optimizer updates; default 1000 unless max_minutes
-    max_minutes: float | None = None   # wall-clock budget (evaluation included); without
-                                       # steps the cosine decay follows the clock
-    batch_size: int = 16               # windows per micro-batch per process
+    max_minutes: float | None = None   # recipe; wall-clock budget (evaluation included);
+                                       # without steps the cosine decay follows the clock
+    batch_size: int | None = None      # recipe; windows per micro-batch per process
     grad_accum: int = 1                # micro-batches per update
-    lr: float = 1e-3
-    warmup: int = 100                  # paper: 5,000 for its long runs
-    min_lr_ratio: float = 0.0          # cosine decays to lr * this
-    weight_decay: float = 0.01         # paper 6, matrices only
+    lr: float | None = None            # recipe; peak learning rate
+    warmup: int | None = None          # recipe; paper: 5,000 for its long runs
+    min_lr_ratio: float | None = None  # recipe; cosine decays to lr * this
+    weight_decay: float | None = None  # recipe; paper 6, matrices only
+    output_lr_mult: float | None = None  # recipe; learning-rate factor of the zero-started
+                                       # output matrix W_out (train/recipes.py says why)
+    compile: bool = False              # torch.compile each residual block (CUDA: fused)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     clip: float = 1.0                  # global gradient-norm clip (paper 6)
-    eval_every: int = 250              # updates between validation runs (0: only at the end)
-    eval_bytes: int = 131_072          # validation bytes scored at each evaluation (0: all)
+    eval_every: int | None = None      # recipe; updates between validations (0: at the end)
+    eval_bytes: int | None = None      # recipe; validation bytes per evaluation (0: all)
     eval_batch: int = 16
     log_every: int = 10
     save_every: int = 500              # updates between checkpoints (always one at the end)
     keep_last: int = 2                 # checkpoints kept (0: all)
     seed: int = 1337
-    precision: str = "fp32"            # fp32 | bf16 | fp16 (dynamic loss scaling)
+    precision: str | None = None       # recipe; fp32 | bf16 | fp16 (dynamic loss scaling)
     device: str = "auto"
     resume: bool = False
     force: bool = False                # start again in a run directory that holds a run
@@ -67,6 +72,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("data", "data_root", "preset", "out"):
             check_text(flag(name), getattr(self, name))
+        self._apply_recipe()
         if not isinstance(self.model, dict) or not all(isinstance(k, str) for k in self.model):
             raise ValueError(f"model overrides must be a dict of field names, got {self.model!r}")
         if self.steps is not None:
@@ -89,11 +95,22 @@ class TrainConfig:
         self.betas = tuple(check_float("betas", b, 0, 1, hi_open=True) for b in betas)
         check_choice(flag("precision"), self.precision, PRECISIONS)
         check_device(flag("device"), self.device)
-        for name in ("resume", "force", "progress", "tensorboard"):
+        check_float(flag("output_lr_mult"), self.output_lr_mult, 0, lo_open=True)
+        for name in ("resume", "force", "progress", "tensorboard", "compile"):
             check_bool(flag(name), getattr(self, name))
         if self.resume and self.force:
             raise ValueError("give --resume (continue the run) or --force (start it again), "
                              "not both")
+
+    def _apply_recipe(self) -> None:
+        """Fill every recipe field left at None from the preset's recipe (then BASE)."""
+        values = recipe(self.preset)
+        budget_given = self.steps is not None or self.max_minutes is not None
+        for name, value in values.items():
+            if name == "max_minutes" and budget_given:
+                continue  # --steps or --max-minutes given: the recipe's budget does not apply
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -29,7 +29,13 @@ from typing import Any, Callable
 
 import torch
 
-from sparse_transformer.data.bytes import ByteData, check_fits, random_batch, resolve_data
+from sparse_transformer.data.bytes import (
+    ByteData,
+    byte_log_frequencies,
+    check_fits,
+    random_batch,
+    resolve_data,
+)
 from sparse_transformer.evaluate import LN2, evaluate_bpb
 from sparse_transformer.model.config import ModelConfig
 from sparse_transformer.model.transformer import SparseTransformer, loss_nats
@@ -47,7 +53,7 @@ from sparse_transformer.train.checkpoint import (
 )
 from sparse_transformer.train.config import TrainConfig
 from sparse_transformer.train.metrics import MetricsLogger, plot_loss_curve, truncate_metrics
-from sparse_transformer.train.schedule import lr_at, lr_at_time, make_optimizer
+from sparse_transformer.train.schedule import lr_at, lr_at_time, make_optimizer, set_lr
 
 __all__ = ["TrainConfig", "train"]
 
@@ -183,8 +189,10 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
     model = SparseTransformer(mcfg).to(dev)
     if ckpt:
         load_weights(model, ckpt)
+    elif mcfg.output_bias:  # a new run: the logits start as the train bytes' unigram model
+        model.init_output_bias(byte_log_frequencies(data.split("train")))
     opt = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
-                         eps=cfg.eps)
+                         eps=cfg.eps, output_lr_mult=cfg.output_lr_mult)
     scaler = grad_scaler(cfg.precision, dev)
     gen = torch.Generator().manual_seed(cfg.seed + info.rank)  # data seed + rank
     torch.manual_seed(cfg.seed + 1 + info.rank)  # dropout masks differ across ranks
@@ -201,6 +209,8 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
     elif total is None:
         total = 1000
     step0 = step  # this session's first step: tokens/s counts only what it trained
+    if cfg.compile:
+        model.compile_blocks()  # one graph serves every block; our attention op inside it
     ddp = model
     if info.enabled:
         ddp = torch.nn.parallel.DistributedDataParallel(
@@ -259,8 +269,7 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
             else:
                 lr = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=total,
                            min_lr_ratio=cfg.min_lr_ratio)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            set_lr(opt, lr)
             step_loss = torch.zeros((), device=dev)
             for micro in range(cfg.grad_accum):
                 x = random_batch(train_split, mcfg.n_ctx, cfg.batch_size, gen, record).to(dev)

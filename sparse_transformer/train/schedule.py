@@ -35,17 +35,44 @@ def lr_at_time(step: int, fraction: float, *, lr: float, warmup: int,
     return warm * (floor + (lr - floor) * 0.5 * (1.0 + math.cos(math.pi * f)))
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: matrices (decayed) and vectors (not decayed)."""
-    decay, no_decay = [], []
-    for _, p in sorted(model.named_parameters()):
+OUTPUT = "head.weight"  # the output matrix W_out of SparseTransformer
+
+
+def param_groups(model: nn.Module, weight_decay: float, output_lr_mult: float = 1.0
+                 ) -> list[dict]:
+    """AdamW groups: matrices (decayed), vectors (not decayed), and the output matrix.
+
+    Each group carries ``lr_mult``: the learning rate of a group is the schedule's rate times
+    it. The output matrix starts at zero (paper 6) and gets ``output_lr_mult`` (see
+    ``train/recipes.py`` for why); it is decayed like the other matrices.
+    """
+    decay, no_decay, output = [], [], []
+    for name, p in sorted(model.named_parameters()):
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+            if name == OUTPUT:
+                output.append(p)
+            else:
+                (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "lr_mult": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0}]
+    if output:
+        groups.append({"params": output, "weight_decay": weight_decay,
+                       "lr_mult": float(output_lr_mult)})
+    return groups
 
 
 def make_optimizer(model: nn.Module, *, lr: float, weight_decay: float,
-                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                   output_lr_mult: float = 1.0, fused: bool | None = None
                    ) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
+    """AdamW over ``param_groups``; ``fused`` defaults to on for CUDA parameters."""
+    if fused is None:
+        fused = all(p.is_cuda for p in model.parameters())
+    return torch.optim.AdamW(param_groups(model, weight_decay, output_lr_mult), lr=lr,
+                             betas=betas, eps=eps, fused=fused or None)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's rate to ``lr`` times its ``lr_mult``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)

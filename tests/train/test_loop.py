@@ -2,12 +2,14 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from sparse_transformer.train.checkpoint import load_checkpoint
 from sparse_transformer.train.loop import TrainConfig, train
-from sparse_transformer.train.schedule import lr_at, lr_at_time, param_groups
+from sparse_transformer.data.bytes import byte_log_frequencies
+from sparse_transformer.train.schedule import lr_at, lr_at_time, make_optimizer, param_groups, set_lr
 from sparse_transformer.model import ModelConfig, SparseTransformer
 
 
@@ -87,10 +89,29 @@ def test_schedules():
     assert lr_at_time(50, 0.5, lr=1.0, warmup=4) == pytest.approx(0.5)
 
 
-def test_weight_decay_only_on_matrices():
+def test_weight_decay_only_on_matrices_and_the_output_rate():
     model = SparseTransformer(ModelConfig.from_preset("wiki-tiny"))
-    decay, no_decay = param_groups(model, 0.01)
+    decay, no_decay, output = param_groups(model, 0.01, output_lr_mult=30.0)
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"])
     assert all(p.dim() == 1 for p in no_decay["params"])
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert output["params"] == [model.head.weight] and output["weight_decay"] == 0.01
+    assert output["lr_mult"] == 30.0 and decay["lr_mult"] == no_decay["lr_mult"] == 1.0
+    n = len(decay["params"]) + len(no_decay["params"]) + len(output["params"])
+    assert n == len(list(model.parameters()))
+    opt = make_optimizer(model, lr=1e-3, weight_decay=0.01, output_lr_mult=30.0)
+    set_lr(opt, 2e-3)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-3, 2e-3, 6e-2])
+
+
+def test_output_bias_starts_at_the_unigram_model():
+    cfg = ModelConfig.from_preset("wiki-tiny", output_bias=True)
+    model = SparseTransformer(cfg)
+    data = np.frombuffer(b"aab" * 100_000, dtype=np.uint8)
+    model.init_output_bias(byte_log_frequencies(data))
+    with torch.no_grad():
+        probs = model(torch.zeros(1, 8, dtype=torch.long)).softmax(-1)[0, 0]
+    assert probs[ord("a")] == pytest.approx(2 / 3, rel=1e-2)
+    assert probs[ord("b")] == pytest.approx(1 / 3, rel=1e-2)
+    with pytest.raises(ValueError, match="no output bias"):
+        SparseTransformer(ModelConfig.from_preset("wiki-tiny")).init_output_bias(probs.log())
