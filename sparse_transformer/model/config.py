@@ -212,8 +212,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The default data (wiki, 5.5 MB of train bytes) in 10 minutes on one H200: the Enwik8
     # pattern and width at 12 layers and a 2,048-byte context; dropout because 10 minutes are
     # dozens of epochs of these bytes. Its training recipe is in train/recipes.py.
-    "wiki-gpu": dict(n_layer=12, d_model=512, n_head=8, n_ctx=2048, dropout=0.1,
-                     attention="fixed(stride=128, summary=32, distinct=4)"),
+    "wiki-gpu": dict(n_layer=12, d_model=512, n_head=8, n_ctx=2048, dropout=0.25,
+                     attention="fixed(stride=128, summary=32, distinct=4)", output_bias=True),
     # --- small models for CPUs (minutes on 2 cores) ---------------------------------------
     # Unit-test size.
     "wiki-tiny": dict(n_layer=2, d_model=32, n_head=2, n_ctx=64,
