@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{row['peak_gib']:6.1f} GiB  x{row.get('speedup_vs_dense', float('nan')):.2f}"
                     if "step_s" in row else row["error"]))
                 save()
-    print("\nshape      mode                 attention       tokens/s   step ms  peak GiB  vs dense")
+    print("\nshape      mode                 attention       tokens/s   step ms  peak GiB  "
+          "vs dense")
     for r in rows:
         if "step_s" in r:
             mode = ("compiled" if r["compiled"] else "eager") + (

@@ -13,9 +13,8 @@ echo "== 1/4 prepare: English Wikipedia XML excerpt (gensim 4.4.0 wheel, 6.1 MB)
 $ST prepare wiki
 
 echo "== 2/4 train: preset wiki-small (fixed pattern l=16 c=4), ${MINUTES} min on $(nproc) CPU cores"
-$ST train --preset wiki-small --data wiki --out "$RUN" --overwrite \
-    --max-minutes "$MINUTES" --batch-size 8 --lr 2e-3 --warmup 50 \
-    --eval-every 100 --eval-bytes 32768 --save-every 200
+# Every other option comes from the preset's recipe (sparse_transformer/train/recipes.py).
+$ST train --preset wiki-small --data wiki --out "$RUN" --force --max-minutes "$MINUTES"
 
 echo "== 3/4 evaluate: first 60,000 bytes of the validation split"
 $ST eval --checkpoint "$RUN" --split valid --max-bytes 60000 --no-progress

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import textwrap
@@ -240,7 +241,15 @@ def _cost(args: argparse.Namespace) -> int:
                        head_dim=args.head_dim, json=args.json)
     c = opts.pattern.cost(opts.n_ctx, opts.block, opts.heads, opts.head_dim,
                           reorder=opts.reorder)
-    print(c.to_json() if opts.json else c)
+    from sparse_transformer.kernels.dispatch import auto_backend
+
+    picks = {dev: auto_backend(opts.pattern, opts.n_ctx, opts.heads, dev)
+             for dev in ("cuda", "cpu")}
+    if opts.json:
+        print(json.dumps({**json.loads(c.to_json()), "auto_backend": picks}, indent=2))
+    else:
+        print(c)
+        print(f'backend "auto" picks: {picks["cuda"]} on CUDA, {picks["cpu"]} on the CPU')
     return 0
 
 

@@ -277,7 +277,8 @@ def _validate(q, k, v, pattern, backend: str, scale, check_finite: bool) -> None
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"attention: {name} must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4:
-            raise ValueError(f"attention: {name} must have shape [B, H, N, D], got {tuple(x.shape)}")
+            raise ValueError(f"attention: {name} must have shape [B, H, N, D], "
+                             f"got {tuple(x.shape)}")
         if x.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"attention: {name} must be a floating tensor, got {x.dtype}")
     if isinstance(pattern, Schedule):
@@ -285,7 +286,8 @@ def _validate(q, k, v, pattern, backend: str, scale, check_finite: bool) -> None
     if not isinstance(pattern, Pattern):
         raise TypeError(f"attention: pattern must be a Pattern, got {type(pattern).__name__}")
     if backend not in BACKENDS:
-        raise ValueError(f"unknown attention backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of "
+                         f"{', '.join(BACKENDS)}")
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
                               or not math.isfinite(scale) or scale <= 0):
         raise ValueError(f"attention: scale must be a finite number > 0, got {scale!r}")

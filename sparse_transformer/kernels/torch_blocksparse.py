@@ -88,7 +88,8 @@ def _element_mask(cp: ComponentPlan, c: int, device: torch.device) -> torch.Tens
     return cache[key]
 
 
-def _tile_lists(cp: ComponentPlan, c: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _tile_lists(cp: ComponentPlan, c: int, device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Full and partial key tiles of class c merged into one padded [n_qt, M] list + validity."""
     cache = cp.__dict__.setdefault("_torch_tiles", {})
     key = (c, device)
@@ -99,7 +100,8 @@ def _tile_lists(cp: ComponentPlan, c: int, device: torch.device) -> tuple[torch.
         pc, pi = cp.partial_count[c].to(device).long(), cp.partial_index[c].to(device).long()
         index = torch.cat([fi, pi], dim=1)
         col = torch.arange(index.shape[1], device=device)
-        valid = torch.where(col < fi.shape[1], col[None] < fc[:, None], (col - fi.shape[1])[None] < pc[:, None])
+        valid = torch.where(col < fi.shape[1], col[None] < fc[:, None],
+                            (col - fi.shape[1])[None] < pc[:, None])
         # move each row's valid entries to the front, so M is the longest row rather than the
         # sum of the full and partial widths
         front = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)

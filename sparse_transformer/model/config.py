@@ -189,25 +189,31 @@ class ModelConfig:
 
 
 # Paper models (sections 6-7). Parameter counts are checked against the paper in the tests.
+# Every preset carries ``output_bias=True``: with the paper's zero-started output matrix, the
+# logits start at the train bytes' unigram model (docs/training.md, "Why the paper-sized
+# models stalled"); not in the paper, 256 parameters.
 PRESETS: dict[str, dict[str, Any]] = {
     # Enwik8 (7.2): 30 layers, d 512, 8 heads, fixed l=128 c=32, merged heads, dropout 0.4; 95M.
     # Distinct summary sub-blocks per head (V=4), OpenAI code's num_verts=4 with c=32.
     "enwik8": dict(n_layer=30, d_model=512, n_head=8, n_ctx=12288, dropout=0.4,
-                   attention="fixed(stride=128, summary=32, distinct=4)", recompute=True),
+                   attention="fixed(stride=128, summary=32, distinct=4)", recompute=True,
+                   output_bias=True),
     # CIFAR-10 (7.1): 128 layers, d 256, 2 heads, half-size ff and q/k, dropout 0.25; 59M.
     # Stride 96 = one image row of 32 px x 3 channels; one head per strided part (Eq. 8).
     "cifar10": dict(n_layer=128, d_model=256, n_head=2, n_ctx=3072, ff_mult=2.0, qk_ratio=0.5,
                     dropout=0.25, attention="strided(stride=96, mode='split')",
-                    embedding="image", image_shape=(32, 32, 3), recompute=True),
+                    embedding="image", image_shape=(32, 32, 3), recompute=True,
+                    output_bias=True),
     # ImageNet 64x64 (7.3): 48 layers, d 512, 16 heads, strided l=128, dropout 0.01; 152M.
     "imagenet64": dict(n_layer=48, d_model=512, n_head=16, n_ctx=12288, dropout=0.01,
                        attention="strided(stride=128, mode='split')", embedding="image",
-                       image_shape=(64, 64, 3), recompute=True),
+                       image_shape=(64, 64, 3), recompute=True, output_bias=True),
     # Classical music, Table 4 first row: 65,536 mu-law samples, 152M parameters (the
     # ImageNet-sized network), strided with l = 256 = sqrt(n); text-style (row, column)
     # position embedding, as the blog says the audio model only changes the embeddings.
     "audio-65k": dict(n_layer=48, d_model=512, n_head=16, n_ctx=65536, dropout=0.01,
-                      attention="strided(stride=256, mode='split')", recompute=True),
+                      attention="strided(stride=256, mode='split')", recompute=True,
+                      output_bias=True),
     # --- one GPU, the default data ---------------------------------------------------------
     # The default data (wiki, 5.5 MB of train bytes) in 10 minutes on one H200: the Enwik8
     # pattern and width at 12 layers and a 2,048-byte context; dropout because 10 minutes are
@@ -217,15 +223,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # --- small models for CPUs (minutes on 2 cores) ---------------------------------------
     # Unit-test size.
     "wiki-tiny": dict(n_layer=2, d_model=32, n_head=2, n_ctx=64,
-                      attention="fixed(stride=8, summary=2, distinct=2)"),
+                      attention="fixed(stride=8, summary=2, distinct=2)", output_bias=True),
     # The README's demo model: Enwik8's fixed pattern scaled down to a 256-byte context.
     "wiki-small": dict(n_layer=4, d_model=128, n_head=4, n_ctx=256, dropout=0.0,
-                       attention="fixed(stride=16, summary=4, distinct=2)"),
+                       attention="fixed(stride=16, summary=4, distinct=2)", output_bias=True),
     # Fashion-MNIST, whole 28x28 grayscale images; stride 28 = one image row.
     "fashion-mnist-small": dict(n_layer=4, d_model=128, n_head=2, n_ctx=784,
                                 attention="strided(stride=28, mode='split')",
-                                embedding="image", image_shape=(28, 28, 1)),
+                                embedding="image", image_shape=(28, 28, 1), output_bias=True),
     # Short mu-law audio clips (1,024 samples), strided l = 32 = sqrt(n).
     "audio-small": dict(n_layer=4, d_model=128, n_head=4, n_ctx=1024,
-                        attention="strided(stride=32, mode='split')"),
+                        attention="strided(stride=32, mode='split')", output_bias=True),
 }

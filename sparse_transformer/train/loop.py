@@ -265,7 +265,8 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
             if total is None:  # time budget: the cosine follows (rank 0's) wall clock
                 frac = (elapsed - elapsed0) / max(1e-9, budget - eval_reserve)
                 frac = D.broadcast_float(info, frac)
-                lr = lr_at_time(step, frac, lr=cfg.lr, warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio)
+                lr = lr_at_time(step, frac, lr=cfg.lr, warmup=cfg.warmup,
+                                min_lr_ratio=cfg.min_lr_ratio)
             else:
                 lr = lr_at(step, lr=cfg.lr, warmup=cfg.warmup, total=total,
                            min_lr_ratio=cfg.min_lr_ratio)

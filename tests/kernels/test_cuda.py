@@ -29,7 +29,8 @@ def _err(a, ref):
 
 
 def _grads(fn, base, go, cast, H, D):
-    """Output and d(qkv) of ``fn`` on q, k, v viewed out of one [B, N, 3 H D] leaf (model layout)."""
+    """Output and d(qkv) of ``fn`` on q, k, v viewed out of one [B, N, 3 H D] leaf (the
+    model's layout)."""
     B, N, _ = base.shape
     leaf = base.detach().to(cast).requires_grad_()
     q, k, v = (x.view(B, N, H, D).transpose(1, 2) for x in leaf.split(H * D, dim=-1))
@@ -50,7 +51,8 @@ def _check_backend(pattern, backend, dtype, B=2, H=8, N=1000, D=64):
                   H, D)
     for name, a, s, r in zip(("out", "dqkv"), ours, same, ref):
         bound = 2 * _err(s, r) + FLOOR[dtype] * max(1.0, float(r.abs().max()))
-        assert _err(a, r) <= bound, f"{pattern.name} {backend} {name}: {_err(a, r):.3g} > {bound:.3g}"
+        err = _err(a, r)
+        assert err <= bound, f"{pattern.name} {backend} {name}: {err:.3g} > {bound:.3g}"
 
 
 @pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: p.name)

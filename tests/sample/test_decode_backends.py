@@ -17,10 +17,11 @@ from sparse_transformer import ModelConfig, SparseTransformer
 from sparse_transformer import patterns as P
 from sparse_transformer.kernels.dispatch import load_backend
 
+from sparse_transformer.sample.incremental import IncrementalDecoder
+
 # The function each backend's work goes through: per plan component for "torch", the whole
 # pattern in one op for "triton".
 ENTRY = {"torch": "run_component", "triton": "sparse_attention"}
-from sparse_transformer.sample.incremental import IncrementalDecoder
 
 # backend -> (n_ctx, prompt length, attention schedule, dtype, tolerance)
 CASES = {

@@ -9,7 +9,13 @@ import torch
 from sparse_transformer.train.checkpoint import load_checkpoint
 from sparse_transformer.train.loop import TrainConfig, train
 from sparse_transformer.data.bytes import byte_log_frequencies
-from sparse_transformer.train.schedule import lr_at, lr_at_time, make_optimizer, param_groups, set_lr
+from sparse_transformer.train.schedule import (
+    lr_at,
+    lr_at_time,
+    make_optimizer,
+    param_groups,
+    set_lr,
+)
 from sparse_transformer.model import ModelConfig, SparseTransformer
 
 
