@@ -75,6 +75,11 @@ class ModelConfig:
     """(H, W, C) for ``embedding="image"``; bytes in raster order, channels consecutive."""
     recompute: bool = False
     """Recompute each residual block in the backward pass (paper 5.4, torch.utils.checkpoint)."""
+    recompute_group: int = 1
+    """Blocks per recompute checkpoint: the residual stream is kept once per group of this many
+    blocks, so the kept activations shrink by this factor at no extra compute (each block is
+    still re-run once); the backward then holds one group's activations at a time. For very
+    long sequences (1M tokens: 2 GiB of fp32 residual per block at d 512)."""
     backend: str = "auto"
     """Attention backend passed to ``sparse_transformer.attention``."""
     init: str = "openai"
@@ -93,7 +98,7 @@ class ModelConfig:
     context adds (docs/training.md: why the zero-started output needs help)."""
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "d_model", "n_head", "n_ctx", "vocab_size"):
+        for name in ("n_layer", "d_model", "n_head", "n_ctx", "vocab_size", "recompute_group"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"ModelConfig.{name} must be a positive int, got {v!r}")

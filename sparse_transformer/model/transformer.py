@@ -102,6 +102,12 @@ class Block(nn.Module):
         return x + self.drop(self.ff(self.ln2(x)))
 
 
+def _run_blocks(blocks: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
+    for block in blocks:
+        h = block(h)
+    return h
+
+
 class SparseTransformer(nn.Module):
     """Bytes [B, N] (N <= n_ctx) -> logits [B, N, vocab]; logits[:, i] predict x[:, i] from x[:, :i].
 
@@ -166,12 +172,16 @@ class SparseTransformer(nn.Module):
         if x.dim() != 2:
             raise ValueError(f"expected tokens [B, N], got shape {tuple(x.shape)}")
         h = self.embed(x)  # [B, N, D]
-        for block in self.blocks:
-            if self.cfg.recompute and self.training and torch.is_grad_enabled():
-                # Keep only the residual stream; re-run the block in the backward with the
-                # same RNG state so dropout masks replay (paper 5.4, Fig. 4).
-                h = checkpoint(block, h, use_reentrant=False, preserve_rng_state=True)
-            else:
+        if self.cfg.recompute and self.training and torch.is_grad_enabled():
+            # Keep only the residual stream (once per group of blocks); re-run the blocks in
+            # the backward with the same RNG state so dropout masks replay (paper 5.4, Fig. 4).
+            g = self.cfg.recompute_group
+            for start in range(0, len(self.blocks), g):
+                group = self.blocks[start:start + g]
+                h = checkpoint(_run_blocks, group, h, use_reentrant=False,
+                               preserve_rng_state=True)
+        else:
+            for block in self.blocks:
                 h = block(h)
         return self.head(self.ln_f(h))  # [B, N, vocab]
 

@@ -36,7 +36,7 @@ from sparse_transformer.data.bytes import (
     random_batch,
     resolve_data,
 )
-from sparse_transformer.evaluate import LN2, evaluate_bpb
+from sparse_transformer.evaluate import LN2, compressor_bpb, evaluate_bpb
 from sparse_transformer.model.config import ModelConfig
 from sparse_transformer.model.transformer import SparseTransformer, loss_nats
 from sparse_transformer.precision import autocast, grad_scaler
@@ -356,7 +356,11 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
                "stopped_by": stop.signum, "losses": losses, "model": model}
     if info.is_main:
         logger.close()
-        plot_loss_curve(run / "metrics.csv", run / "loss.png")
+        unit = "bits per dim" if mcfg.embedding == "image" else "bits per byte"
+        scored = valid_split[:cfg.eval_bytes] if cfg.eval_bytes else valid_split
+        plot_loss_curve(run / "metrics.csv", run / "loss.png", unit,
+                        title=f"{run.name}: {cfg.preset} on {data.name}, {step} updates",
+                        references={k: v for k, v in compressor_bpb(scored[:1 << 20]).items()})
         _write_json(run / "summary.json",
                     {k: v for k, v in summary.items() if k not in ("losses", "model")})
     return summary

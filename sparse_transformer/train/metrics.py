@@ -95,8 +95,13 @@ def _step(row: dict) -> int | None:
 
 
 def plot_loss_curve(csv_path: str | Path, png_path: str | Path,
-                    unit: str = "bits per byte") -> Path | None:
-    """Train and validation loss in ``unit`` against step; None if matplotlib is missing."""
+                    unit: str = "bits per byte", title: str | None = None,
+                    references: dict[str, float] | None = None) -> Path | None:
+    """Train and validation loss in ``unit`` against step; None if matplotlib is missing.
+
+    ``title`` names the run; ``references`` draws horizontal lines, e.g. what lzma, bz2 and
+    zlib achieve on the validation bytes, so a reader sees whether the model beats them.
+    """
     try:
         import matplotlib
 
@@ -112,6 +117,12 @@ def plot_loss_curve(csv_path: str | Path, png_path: str | Path,
         ax.plot(*zip(*tr), label="train", lw=1)
     if va:
         ax.plot(*zip(*va), "o-", label="valid", lw=1.5)
+    for i, (name, value) in enumerate(sorted((references or {}).items(), key=lambda t: t[1])):
+        ax.axhline(value, color="grey", ls=":", lw=0.8)
+        ax.annotate(f"{name} {value:.2f}", (1.0, value), xycoords=("axes fraction", "data"),
+                    ha="right", va="bottom", fontsize=7, color="dimgrey")
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.set_xlabel("step")
     ax.set_ylabel(unit)
     ax.grid(alpha=0.3)
