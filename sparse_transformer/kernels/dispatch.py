@@ -33,6 +33,7 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 
+from sparse_transformer.kernels.device_cache import on_device
 from sparse_transformer.kernels.reference import reference_attention
 from sparse_transformer.patterns import (
     Pattern,
@@ -218,11 +219,11 @@ def blocksparse_attention(
     if only is not None and only.order == 0 and only.heads == tuple(range(H)):
         # One natural-order component with every head: no gather, permutation or restack.
         out, _ = backend.run_component(q.contiguous(), k.contiguous(), v.contiguous(),
-                                       only.to(q.device), scale, **backend_kwargs)
+                                       on_device(only, q.device), scale, **backend_kwargs)
         return out[:, :, :N] if pad else out
     parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(H)]
     for cp in plan.components:
-        cp = cp.to(q.device)
+        cp = on_device(cp, q.device)
         if cp.heads == tuple(range(H)):  # one component holds every head: no gather copy
             qc, kc, vc = q, k, v
         else:  # cached on the device: a fresh host->device copy would sync every call

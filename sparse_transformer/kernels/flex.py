@@ -19,6 +19,7 @@ import warnings
 
 import torch
 
+from sparse_transformer.kernels.device_cache import component_table
 from sparse_transformer.patterns import ComponentPlan
 from sparse_transformer.patterns.export import component_block_mask
 
@@ -61,15 +62,10 @@ def _recompile_budget():
     return dc.patch(**patch)
 
 
-_BLOCK_MASKS: dict[tuple[int, torch.device], object] = {}
-
-
 def _block_mask(cp: ComponentPlan, device: torch.device):
-    """The component's BlockMask on ``device``, built once (plans themselves are cached)."""
-    key = (id(cp), device)
-    if key not in _BLOCK_MASKS:
-        _BLOCK_MASKS[key] = (cp, component_block_mask(cp, device))  # cp kept: id stays unique
-    return _BLOCK_MASKS[key][1]
+    """The component's BlockMask on ``device``, built once."""
+    return component_table(cp, "flex block mask", device,
+                           lambda: component_block_mask(cp, device))
 
 
 def run_component(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from sparse_transformer.kernels.device_cache import component_table
 from sparse_transformer.kernels.reference import masked_softmax_attention
 from sparse_transformer.patterns import ComponentPlan
 
@@ -72,9 +73,7 @@ def _element_mask(cp: ComponentPlan, c: int, device: torch.device) -> torch.Tens
     It depends only on the plan, so it is computed once per (plan, class, device) and reused by
     every call and every layer with the same pattern; its size is N x active keys per query.
     """
-    cache = cp.__dict__.setdefault("_torch_masks", {})
-    key = (c, device)
-    if key not in cache:
+    def build() -> torch.Tensor:
         index, valid = _tile_lists(cp, c, device)
         nqt, M = index.shape
         qb, kb = cp.q_block, cp.k_block
@@ -84,16 +83,15 @@ def _element_mask(cp: ComponentPlan, c: int, device: torch.device) -> torch.Tens
         allowed = torch.zeros(nqt, qb, M * kb, dtype=torch.bool, device=device)
         for term in cp.terms[c]:
             allowed |= term.allowed(i, j)
-        cache[key] = allowed & valid.repeat_interleave(kb, dim=1)[:, None, :]
-    return cache[key]
+        return allowed & valid.repeat_interleave(kb, dim=1)[:, None, :]
+
+    return component_table(cp, "torch element mask", device, build, key=c)
 
 
 def _tile_lists(cp: ComponentPlan, c: int, device: torch.device
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Full and partial key tiles of class c merged into one padded [n_qt, M] list + validity."""
-    cache = cp.__dict__.setdefault("_torch_tiles", {})
-    key = (c, device)
-    if key not in cache:
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
         # everything on the target device: the plan's tensors may live on any device (the
         # dispatcher moves them to q's), so nothing here may assume the CPU
         fc, fi = cp.full_count[c].to(device).long(), cp.full_index[c].to(device).long()
@@ -109,6 +107,6 @@ def _tile_lists(cp: ComponentPlan, c: int, device: torch.device
         width = max(int(valid.sum(1).max()), 1)
         index, valid = index[:, :width], valid[:, :width]
         # invalid entries point at tile 0 (any real tile) and are masked out
-        index = torch.where(valid, index, torch.zeros_like(index))
-        cache[key] = (index, valid)
-    return cache[key]
+        return torch.where(valid, index, torch.zeros_like(index)), valid
+
+    return component_table(cp, "torch tile lists", device, build, key=c)

@@ -108,20 +108,15 @@ class ComponentPlan:
         return fc, fi, pc, pi
 
     def to(self, device: torch.device | str) -> "ComponentPlan":
-        return _component_to(self, torch.device(device))
-
-
-def _component_to(cp: ComponentPlan, device: torch.device) -> ComponentPlan:
-    cache = cp.__dict__.setdefault("_device_copies", {})
-    if device not in cache:
-        cache[device] = ComponentPlan(
-            heads=cp.heads, order=cp.order, terms=cp.terms,
-            head_class=cp.head_class.to(device),
-            full_count=cp.full_count.to(device), full_index=cp.full_index.to(device),
-            partial_count=cp.partial_count.to(device), partial_index=cp.partial_index.to(device),
-            pairs=cp.pairs, n_ctx=cp.n_ctx, q_block=cp.q_block, k_block=cp.k_block,
+        """A copy with the index tensors on ``device`` (backends cache theirs: kernels/)."""
+        return ComponentPlan(
+            heads=self.heads, order=self.order, terms=self.terms,
+            head_class=self.head_class.to(device),
+            full_count=self.full_count.to(device), full_index=self.full_index.to(device),
+            partial_count=self.partial_count.to(device),
+            partial_index=self.partial_index.to(device),
+            pairs=self.pairs, n_ctx=self.n_ctx, q_block=self.q_block, k_block=self.k_block,
         )
-    return cache[device]
 
 
 @dataclass
