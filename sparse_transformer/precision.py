@@ -1,8 +1,8 @@
 """Mixed precision (paper 5.6): fp32 weights, bf16 or fp16 activations, fp32 attention logits.
 
 "fp16" follows the paper: fp16 activations and gradients with dynamic loss scaling. We use
-``torch.amp.GradScaler`` configured as the scheme of OpenAI's code (paper.md section 3): start
-at 2^16, halve and skip the update when a gradient is inf/NaN, double after 1,000 consecutive
+``torch.amp.GradScaler`` configured as the scheme of OpenAI's code (blocksparse's enwik8
+example): start at 2^16, halve and skip the update when a gradient is inf/NaN, double after 1,000 consecutive
 finite steps. "bf16" needs no loss scaling. Attention logits and softmax always run in fp32
 (``model.transformer.attend`` switches autocast off around the kernels, which upcast).
 

@@ -1,8 +1,8 @@
-"""Raw audio as bytes: decode, mono, 12 kHz, 8-bit mu-law (paper.md section 5, Table 4).
+"""Raw audio as bytes: decode, mono, 12 kHz, 8-bit mu-law (paper 7.4, Table 4).
 
 The paper models "classical music ... 12 kHz ... 8-bit mu-law" as a byte stream with the same
 architecture as text, only the position embeddings differ (row/column of a matrix of width l,
-paper.md section 2). A prepared audio data set is one uint8 stream per split (tracks back to
+paper 5.3). A prepared audio data set is one uint8 stream per split (tracks back to
 back); training reads random windows. Splits are made by whole tracks (90/5/5 of the files,
 shuffled with seed 0), so validation and test measure unseen music.
 

@@ -1,7 +1,7 @@
 """Readers for the standard on-disk formats of image data sets, returning uint8 [N, H, W, C].
 
 Every reader returns images in HWC layout (row, column, channel), the order in which
-`sparse_transformer.data.images` flattens them into byte sequences (paper.md section 2,
+`sparse_transformer.data.images` flattens them into byte sequences (paper 5.3,
 "Embeddings": row, column and channel of each byte). Readers raise a one-line ``ValueError``
 naming the file when it is not in the expected format.
 

@@ -3,11 +3,11 @@
 An image of shape (H, W, C) is modelled as H*W*C bytes (values 0-255, vocabulary 256) in raster
 order with the channels of a pixel consecutive: byte i has row i // (W*C), column (i // C) % W
 and channel i % C, the three coordinates whose learned tables are summed into its position
-embedding (paper.md section 2, "Embeddings", Eq. 15). A prepared image data set stores whole
+embedding (paper 5.3, Eq. 15). A prepared image data set stores whole
 images back to back, so record k of a split is bytes [k*H*W*C, (k+1)*H*W*C) and training draws
 whole records (n_ctx = record_size).
 
-Splits (paper.md section 4/5):
+Splits (paper 7.1, 7.3):
 - cifar10: train = first 48,000 images of data_batch_1..5, valid = last 2,000, test = test_batch
   (the paper's 48,000 / 2,000 split; best model reported on the test set).
 - imagenet64: train = train_data_batch_*.npz less the last ``valid_size`` (10,000) images,

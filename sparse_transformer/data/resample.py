@@ -1,6 +1,6 @@
 """Rational-ratio resampling by a polyphase windowed-sinc filter, in numpy only.
 
-The paper trains on audio at 12 kHz (paper.md section 5, Table 4); sources come at 44.1 or
+The paper trains on audio at 12 kHz (paper 7.4, Table 4); sources come at 44.1 or
 48 kHz. We resample by up/down = new_rate/old_rate in lowest terms: conceptually insert up-1
 zeros between samples, low-pass at min(old, new)/2, keep every down-th sample. The low-pass is
 a Kaiser-windowed sinc with ``zeros`` zero crossings on each side of the slower rate and

@@ -1,6 +1,6 @@
 """ModelConfig: every architectural choice of a Sparse Transformer, as one JSON-able dataclass.
 
-Presets follow the paper (sections 6-7; /work/shared/paper.md sections 2 and 4) plus small
+Presets follow the paper (sections 6-7) plus small
 models that train in minutes on a laptop CPU. ``ModelConfig.from_preset("enwik8")`` gives the
 95M-parameter Enwik8 model, ``ModelConfig.from_preset("wiki-small")`` the CPU demo model.
 
@@ -85,9 +85,9 @@ class ModelConfig:
     init: str = "openai"
     """How to read the paper's N(0, 0.125/sqrt(d_in)) (section 6), which does not define its
     notation: "openai" (default) follows OpenAI's later code (distribution_augmentation),
-    std = sqrt(0.125/d_in), as paper.md section 2 recommends; "std" reads the second argument
-    literally as the standard deviation, std = 0.125/sqrt(d_in), 2.8x smaller at d = 128,
-    which learned clearly slower in our small CPU runs (docs/training.md). Either way W_2 and
+    std = sqrt(0.125/d_in); "std" reads the second argument literally as the standard
+    deviation, std = 0.125/sqrt(d_in), 2.8x smaller at d = 128, which learned clearly slower
+    in our small CPU runs (docs/training.md). Either way W_2 and
     W_p get a further 1/sqrt(2 n_layer) on the standard deviation (5.2)."""
     ln_eps: float = 1e-5
     """LayerNorm epsilon (not given in the paper; OpenAI's code uses 1e-5)."""

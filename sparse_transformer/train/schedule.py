@@ -1,4 +1,4 @@
-"""Learning-rate schedule and optimizer set-up (paper 6; /work/shared/paper.md section 4).
+"""Learning-rate schedule and optimizer set-up (paper 6).
 
 The paper: Adam, linear warm-up (5,000 iterations), cosine decay "as in Radford et al. 2018",
 weight decay 0.01, gradient clipping at 1.0. It leaves open Adam's betas (we use 0.9/0.999,
