@@ -1,6 +1,6 @@
 """``train(cfg)``: the training loop of the paper (section 6), top to bottom.
 
-setup (processes, seeds, precision) -> data -> model (+ DDP) -> AdamW
+setup (processes, seeds, precision) -> data -> model (+ DDP, or FSDP2 with ``shard``) -> AdamW
 -> loop: learning rate (linear warm-up, cosine decay), gradient accumulation (DDP syncs on the
 last micro-step only), clip at 1.0, step; evaluation in bits per byte, metrics, checkpoints at
 intervals.
@@ -117,6 +117,9 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
     # -- everything that can be refused, before the run directory is touched -----------------
     run = Path(cfg.out)
     R.check_start(run, resume=cfg.resume, force=cfg.force)
+    if cfg.shard and not info.enabled:
+        raise ValueError("--shard needs several processes: launch with torchrun "
+                         "--nproc_per_node N (N >= 2)")
     ckpt = load_checkpoint(run) if cfg.resume else None
     if ckpt:
         _check_resume(cfg, ckpt)
@@ -166,13 +169,18 @@ def _check_resume(cfg: TrainConfig, ckpt: Checkpoint) -> None:
 
 def _check_resume_processes(cfg: TrainConfig, ckpt: Checkpoint, info: D.DistInfo) -> None:
     """Exact resume restores each rank's RNG and data position, so it needs as many
-    processes as saved them."""
+    processes as saved them, and the optimizer state's layout (``--shard`` or not)."""
     saved = len(rank_rng_states(ckpt.state))
     if saved != info.world_size:
         how = ("in one process (without torchrun)" if saved == 1
                else f"with torchrun --nproc_per_node {saved}")
-        raise ValueError(f"--resume: {cfg.out} was trained by {saved} process(es), this is "
-                         f"{info.world_size}; resume it {how}")
+        raise ValueError(f"--resume: {cfg.out} was trained by {saved} process"
+                         f"{'es' if saved > 1 else ''}, this is {info.world_size}; resume it "
+                         f"{how}")
+    sharded = bool(ckpt.state.get("shard", False))
+    if sharded != cfg.shard:
+        raise ValueError(f"--resume: {cfg.out} was trained {'with' if sharded else 'without'} "
+                         f"--shard; resume it {'with' if sharded else 'without'} --shard")
 
 
 def _claim_run_dir(cfg: TrainConfig, info: D.DistInfo, run: Path,
@@ -201,14 +209,20 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
          mcfg: ModelConfig, data: ByteData) -> dict[str, Any]:
     dev = info.device
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    model = SparseTransformer(mcfg)
+    model = SparseTransformer(mcfg)  # on the CPU: --shard moves only shards to the device
     if ckpt:
         load_weights(model, ckpt)
     elif mcfg.output_bias:  # a new run: the logits start as the train bytes' unigram model
         model.init_output_bias(byte_log_frequencies(data.split("train")))
     if cfg.compile:
         model.compile_blocks()  # one graph serves every block; our attention op inside it
-    ddp = D.data_parallel(model.to(dev), info)
+    if cfg.shard:
+        # imported only when asked: torch.distributed.fsdp takes about a second to import
+        from sparse_transformer.train import sharding
+
+        ddp = model = sharding.shard_model(model, dev, cfg.precision)
+    else:
+        ddp = D.data_parallel(model.to(dev), info)
     opt = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
                          eps=cfg.eps, output_lr_mult=cfg.output_lr_mult)
     scaler = grad_scaler(cfg.precision, dev)
@@ -217,7 +231,10 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
     step, total, elapsed0 = 0, cfg.steps, 0.0
     if ckpt:
         state = ckpt.state
-        opt.load_state_dict(state["optimizer"])
+        if cfg.shard:
+            sharding.load_optimizer_state(model, opt, state["optimizer"])
+        else:
+            opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"]) if state.get("scaler") else None
         set_rng_state(rank_rng_states(state)[info.rank], gen, dev)
         step, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
@@ -244,23 +261,31 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
         run_info["tensorboard"] = logger.tensorboard_written  # true only with event files
         _write_json(run / R.RUN_JSON, run_info)
     budget = 60 * cfg.max_minutes if cfg.max_minutes else float("inf")
+    evaluates = info.is_main or cfg.shard  # a sharded forward needs every rank (same windows)
     pbar = _progress(cfg, info, step, total, budget)
 
     def evaluate() -> float:
         res = evaluate_bpb(model, valid_split, batch_size=cfg.eval_batch,
                            max_bytes=cfg.eval_bytes or None, record_size=record,
                            precision=cfg.precision, device=dev)
+        if cfg.shard:  # a forward without a backward leaves the root unit's weights gathered
+            model.reshard()
         return res.bits_per_byte
 
     def save(reason: str) -> None:
-        rngs = D.gather_objects(info, rng_state(gen, dev))  # every rank takes part
+        # every rank takes part: its RNG state is gathered, a sharded model's tensors too
+        rngs = D.gather_objects(info, rng_state(gen, dev))
+        if cfg.shard:
+            weights, optim = sharding.full_state_dicts(model, opt)
+        else:
+            weights, optim = model.state_dict(), opt.state_dict()
         if not info.is_main:
             return
         train_meta = {"step": step, "total": total, "options": cfg.to_dict(),
                       "data": data.meta, "data_path": str(data.path), "reason": reason}
-        state = {"optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                 "total": total, "elapsed_s": elapsed, "rng": rngs}
-        save_checkpoint(run, model=model, model_config=mcfg, train=train_meta, state=state,
+        state = {"optimizer": optim, "scaler": scaler.state_dict(), "step": step,
+                 "total": total, "elapsed_s": elapsed, "rng": rngs, "shard": cfg.shard}
+        save_checkpoint(run, model=weights, model_config=mcfg, train=train_meta, state=state,
                         keep_last=cfg.keep_last)
 
     losses: list[float] = []
@@ -321,7 +346,7 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
                    "grad_norm": float(grad_norm), "loss_scale": float(scaler.get_scale())
                    if scaler.is_enabled() else None, "elapsed_s": elapsed,
                    "tokens": step * tokens_per_update}
-            if info.is_main and cfg.eval_every and step % cfg.eval_every == 0 and not final:
+            if evaluates and cfg.eval_every and step % cfg.eval_every == 0 and not final:
                 t_eval = time.time()
                 valid_bpb = evaluate()
                 eval_reserve = max(eval_reserve, time.time() - t_eval)
@@ -356,7 +381,7 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
         print(f"stopping at step {step}: saved; continue with --resume", file=sys.stderr,
               flush=True)
     if row is not None:
-        if final and not signalled and info.is_main:
+        if final and not signalled and evaluates:
             valid_bpb = evaluate()
             row["valid_bpb"] = valid_bpb
         _log(row, logger, None, valid_bpb, window_t, window_tokens, window_loss, window_n,

@@ -3,10 +3,10 @@ ranks stay in sync, and a run stopped and resumed equals the run that never stop
 
 import pytest
 import torch
+from gloo_launch import launch  # tests/train/gloo_launch.py
 
 from sparse_transformer.train.checkpoint import load_checkpoint
 from sparse_transformer.train.loop import TrainConfig, train
-from gloo_launch import launch  # tests/train/gloo_launch.py
 
 STEPS, CUT = 4, 2
 
@@ -76,7 +76,7 @@ def test_resume_with_another_number_of_processes_is_refused(ddp_runs):
     tmp, _ = ddp_runs
     data = str(tmp / "corpus.txt")
     before = (tmp / "cut" / "metrics.csv").read_bytes()
-    with pytest.raises(ValueError, match=r"trained by 2 process\(es\), this is 1; resume it "
+    with pytest.raises(ValueError, match=r"trained by 2 processes, this is 1; resume it "
                                          r"with torchrun --nproc_per_node 2"):
         train(cfg_for(data, str(tmp / "cut"), resume=True, steps=STEPS + 1))
     assert (tmp / "cut" / "metrics.csv").read_bytes() == before  # refused before any work
