@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from sparse_transformer.precision import PRECISIONS
 from sparse_transformer.train.config import TrainConfig
@@ -86,6 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each residual block (one graph for all; on CUDA the "
                    "layer norms, gelu and residual adds around the attention op are fused)")
+    p.add_argument("--shard", action="store_true",
+                   help="under torchrun: shard parameters, gradients and optimizer state "
+                   "across the processes (FSDP2, one unit per residual block) instead of "
+                   "replicating them (DDP); give it again with --resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run, given=frozenset())
 
@@ -117,7 +122,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
              if field in args.given}
     sets = parse_sets(args.set)
     switches = dict(progress=not args.no_progress, tensorboard=args.tensorboard,
-                    force=args.force, resume=args.resume, compile=args.compile)
+                    force=args.force, resume=args.resume, compile=args.compile,
+                    shard=args.shard)
     if not args.resume:
         opts = {field: getattr(args, field) for _, (field, _, _) in FLAGS.items()}
         if opts["out"] is None:
@@ -153,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     summary = train(cfg)
     if summary["stopped_by"] is not None:
         return 128 + summary["stopped_by"]
-    if summary["valid_bpb"] is not None:
+    # under torchrun every rank returns a summary (with --shard every rank evaluates): one line
+    if summary["valid_bpb"] is not None and os.environ.get("RANK", "0") == "0":
         tps = summary["tokens_per_s"] or 0.0
         print(f"step {summary['step']}: validation {summary['valid_bpb']:.4f} bits per byte; "
               f"{summary['elapsed_s']:.0f} s, {tps:,.0f} tokens/s; run in {summary['run_dir']}")

@@ -5,7 +5,8 @@ A run directory holds ``checkpoints/step-XXXXXXXX/`` folders, each with
     model.safetensors   the model's weights (safe to load from anyone)
     config.json         the ModelConfig
     train.json          the training options and data description
-    state.pt            optimizer, loss scaler, step and RNG states: only tensors, numbers,
+    state.pt            optimizer, loss scaler, step, and the RNG and data-generator states
+                        of every rank (``rng``: a list in rank order): only tensors, numbers,
                         strings, lists and dicts, so ``torch.load(weights_only=True)`` reads it
 
 and ``checkpoints/latest`` naming the newest folder. A folder is written under a temporary
@@ -24,6 +25,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,8 +56,14 @@ class Checkpoint:
 
 
 # -- RNG state as weights_only-safe values ---------------------------------------------------
-def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
-    """Python, numpy, torch (and CUDA) RNG states as tensors and plain values."""
+def rng_state(generator: torch.Generator | None = None,
+              device: torch.device | None = None) -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA) RNG states as tensors and plain values.
+
+    A CUDA ``device``: that GPU's state only (a rank under torchrun touches only its own GPU;
+    reading every GPU's state would make each rank a context on all of them). Without one:
+    every GPU's state, as a list.
+    """
     np_state = np.random.get_state()
     py_version, py_ints, py_gauss = random.getstate()
     out: dict[str, Any] = {
@@ -65,14 +73,18 @@ def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
                   "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
+    if device is not None and device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    elif device is None and torch.cuda.is_available():
         out["cuda"] = torch.cuda.get_rng_state_all()
     if generator is not None:
         out["data"] = generator.get_state()
     return out
 
 
-def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None,
+                  device: torch.device | None = None) -> None:
+    """Restore what ``rng_state`` saved (one GPU's state goes to ``device``)."""
     py = state["python"]
     random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
     n = state["numpy"]
@@ -80,9 +92,18 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = Non
                          n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        if isinstance(state["cuda"], torch.Tensor):
+            torch.cuda.set_rng_state(state["cuda"], device if device is not None else "cuda")
+        else:
+            torch.cuda.set_rng_state_all(state["cuda"])
     if generator is not None and "data" in state:
         generator.set_state(state["data"])
+
+
+def rank_rng_states(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The RNG states of a saved training state, one per rank (an older single dict: one)."""
+    rng = state["rng"]
+    return [rng] if isinstance(rng, dict) else list(rng)
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -90,9 +111,14 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, default=str))
 
 
-def save_checkpoint(run_dir: str | Path, *, model: torch.nn.Module, model_config: ModelConfig,
-                    train: dict[str, Any], state: dict[str, Any], keep_last: int = 2) -> Path:
-    """Write ``run_dir/checkpoints/step-XXXXXXXX`` atomically and point ``latest`` at it."""
+def save_checkpoint(run_dir: str | Path, *, model: torch.nn.Module | Mapping[str, torch.Tensor],
+                    model_config: ModelConfig, train: dict[str, Any], state: dict[str, Any],
+                    keep_last: int = 2) -> Path:
+    """Write ``run_dir/checkpoints/step-XXXXXXXX`` atomically and point ``latest`` at it.
+
+    ``model`` is the model or its full state dict (a sharded model's, gathered by
+    ``train.sharding.full_state_dicts``).
+    """
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{int(train['step']):08d}"
@@ -101,7 +127,8 @@ def save_checkpoint(run_dir: str | Path, *, model: torch.nn.Module, model_config
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    weights = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     _write_json(tmp / "config.json", model_config.to_dict())
     _write_json(tmp / "train.json", train)

@@ -52,6 +52,7 @@ class TrainConfig:
     output_lr_mult: float | None = None  # recipe; learning-rate factor of the zero-started
                                        # output matrix W_out (train/recipes.py says why)
     compile: bool = False              # torch.compile each residual block (CUDA: fused)
+    shard: bool = False                # FSDP2 over the torchrun processes (train/sharding.py)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     clip: float = 1.0                  # global gradient-norm clip (paper 6)
@@ -96,8 +97,13 @@ class TrainConfig:
         check_choice(flag("precision"), self.precision, PRECISIONS)
         check_device(flag("device"), self.device)
         check_float(flag("output_lr_mult"), self.output_lr_mult, 0, lo_open=True)
-        for name in ("resume", "force", "progress", "tensorboard", "compile"):
+        for name in ("resume", "force", "progress", "tensorboard", "compile", "shard"):
             check_bool(flag(name), getattr(self, name))
+        if self.shard and self.precision == "fp16":
+            # torch.amp.GradScaler checks only the local gradients for inf/NaN: with sharded
+            # gradients the ranks could disagree on skipping a step
+            raise ValueError("--shard trains in fp32 or bf16, not fp16 (its loss scaler is not "
+                             "shard-aware); use --precision bf16")
         if self.resume and self.force:
             raise ValueError("give --resume (continue the run) or --force (start it again), "
                              "not both")

@@ -1,21 +1,23 @@
 """``train(cfg)``: the training loop of the paper (section 6), top to bottom.
 
-setup (processes, seeds, precision) -> data -> model (+ DDP) -> AdamW -> loop: learning rate
-(linear warm-up, cosine decay), gradient accumulation (DDP syncs on the last micro-step only),
-clip at 1.0, step; evaluation in bits per byte, metrics, checkpoints at intervals.
+setup (processes, seeds, precision) -> data -> model (+ DDP, or FSDP2 with ``shard``) -> AdamW
+-> loop: learning rate (linear warm-up, cosine decay), gradient accumulation (DDP syncs on the
+last micro-step only), clip at 1.0, step; evaluation in bits per byte, metrics, checkpoints at
+intervals.
 
 A run lives in one directory (``cfg.out``): metrics.csv, loss.png, run.json, checkpoints/.
 Every option is checked, the model built and the data opened before the directory is touched;
 then the process locks the directory (``rundir.RunLock``) for as long as it trains.
 ``resume=True`` continues the run from its latest checkpoint exactly as if it had not stopped
-(same batches, dropout masks and learning rates; single process). Ctrl-C or SIGTERM stops
-after the current step and saves a checkpoint (``summary["stopped_by"]`` names the signal); a
-second signal aborts at once. The final checkpoint is saved before the final evaluation.
+(same batches, dropout masks and learning rates; with several processes each rank's RNG and
+data position are restored, so the number of processes must stay the same). Ctrl-C or SIGTERM
+stops after the current step and saves a checkpoint (``summary["stopped_by"]`` names the
+signal); a second signal aborts at once. The final checkpoint is saved before the final
+evaluation.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import math
@@ -47,6 +49,7 @@ from sparse_transformer.train.checkpoint import (
     clean_temporaries,
     load_checkpoint,
     load_weights,
+    rank_rng_states,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -114,9 +117,13 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
     # -- everything that can be refused, before the run directory is touched -----------------
     run = Path(cfg.out)
     R.check_start(run, resume=cfg.resume, force=cfg.force)
+    if cfg.shard and not info.enabled:
+        raise ValueError("--shard needs several processes: launch with torchrun "
+                         "--nproc_per_node N (N >= 2)")
     ckpt = load_checkpoint(run) if cfg.resume else None
     if ckpt:
         _check_resume(cfg, ckpt)
+        _check_resume_processes(cfg, ckpt, info)
     mcfg = ckpt.model_config if ckpt else ModelConfig.from_preset(cfg.preset, **cfg.model)
     if cfg.eval_bytes and cfg.eval_bytes < mcfg.n_ctx:
         raise ValueError(f"--eval-bytes must be 0 (all) or at least n_ctx={mcfg.n_ctx}, "
@@ -160,6 +167,22 @@ def _check_resume(cfg: TrainConfig, ckpt: Checkpoint) -> None:
                              f"conflicts with the run's {current[key]!r} (leave --set out)")
 
 
+def _check_resume_processes(cfg: TrainConfig, ckpt: Checkpoint, info: D.DistInfo) -> None:
+    """Exact resume restores each rank's RNG and data position, so it needs as many
+    processes as saved them, and the optimizer state's layout (``--shard`` or not)."""
+    saved = len(rank_rng_states(ckpt.state))
+    if saved != info.world_size:
+        how = ("in one process (without torchrun)" if saved == 1
+               else f"with torchrun --nproc_per_node {saved}")
+        raise ValueError(f"--resume: {cfg.out} was trained by {saved} process"
+                         f"{'es' if saved > 1 else ''}, this is {info.world_size}; resume it "
+                         f"{how}")
+    sharded = bool(ckpt.state.get("shard", False))
+    if sharded != cfg.shard:
+        raise ValueError(f"--resume: {cfg.out} was trained {'with' if sharded else 'without'} "
+                         f"--shard; resume it {'with' if sharded else 'without'} --shard")
+
+
 def _claim_run_dir(cfg: TrainConfig, info: D.DistInfo, run: Path,
                    ckpt: Checkpoint | None) -> R.RunLock | None:
     """Rank 0 creates and locks the run directory, then makes it ready: the checks again
@@ -186,11 +209,20 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
          mcfg: ModelConfig, data: ByteData) -> dict[str, Any]:
     dev = info.device
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    model = SparseTransformer(mcfg).to(dev)
+    model = SparseTransformer(mcfg)  # on the CPU: --shard moves only shards to the device
     if ckpt:
         load_weights(model, ckpt)
     elif mcfg.output_bias:  # a new run: the logits start as the train bytes' unigram model
         model.init_output_bias(byte_log_frequencies(data.split("train")))
+    if cfg.compile:
+        model.compile_blocks()  # one graph serves every block; our attention op inside it
+    if cfg.shard:
+        # imported only when asked: torch.distributed.fsdp takes about a second to import
+        from sparse_transformer.train import sharding
+
+        ddp = model = sharding.shard_model(model, dev, cfg.precision)
+    else:
+        ddp = D.data_parallel(model.to(dev), info)
     opt = make_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas,
                          eps=cfg.eps, output_lr_mult=cfg.output_lr_mult)
     scaler = grad_scaler(cfg.precision, dev)
@@ -199,9 +231,12 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
     step, total, elapsed0 = 0, cfg.steps, 0.0
     if ckpt:
         state = ckpt.state
-        opt.load_state_dict(state["optimizer"])
+        if cfg.shard:
+            sharding.load_optimizer_state(model, opt, state["optimizer"])
+        else:
+            opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"]) if state.get("scaler") else None
-        set_rng_state(state["rng"], gen)
+        set_rng_state(rank_rng_states(state)[info.rank], gen, dev)
         step, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
         total = cfg.steps or int(state["total"])
     if cfg.max_minutes is not None and not cfg.steps:
@@ -209,12 +244,6 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
     elif total is None:
         total = 1000
     step0 = step  # this session's first step: tokens/s counts only what it trained
-    if cfg.compile:
-        model.compile_blocks()  # one graph serves every block; our attention op inside it
-    ddp = model
-    if info.enabled:
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     train_split, valid_split = data.split("train"), data.split("valid")
     record = data.record_size if mcfg.embedding == "image" else None
@@ -232,22 +261,31 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
         run_info["tensorboard"] = logger.tensorboard_written  # true only with event files
         _write_json(run / R.RUN_JSON, run_info)
     budget = 60 * cfg.max_minutes if cfg.max_minutes else float("inf")
+    evaluates = info.is_main or cfg.shard  # a sharded forward needs every rank (same windows)
     pbar = _progress(cfg, info, step, total, budget)
 
     def evaluate() -> float:
         res = evaluate_bpb(model, valid_split, batch_size=cfg.eval_batch,
                            max_bytes=cfg.eval_bytes or None, record_size=record,
                            precision=cfg.precision, device=dev)
+        if cfg.shard:  # a forward without a backward leaves the root unit's weights gathered
+            model.reshard()
         return res.bits_per_byte
 
     def save(reason: str) -> None:
+        # every rank takes part: its RNG state is gathered, a sharded model's tensors too
+        rngs = D.gather_objects(info, rng_state(gen, dev))
+        if cfg.shard:
+            weights, optim = sharding.full_state_dicts(model, opt)
+        else:
+            weights, optim = model.state_dict(), opt.state_dict()
         if not info.is_main:
             return
         train_meta = {"step": step, "total": total, "options": cfg.to_dict(),
                       "data": data.meta, "data_path": str(data.path), "reason": reason}
-        state = {"optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                 "total": total, "elapsed_s": elapsed, "rng": rng_state(gen)}
-        save_checkpoint(run, model=model, model_config=mcfg, train=train_meta, state=state,
+        state = {"optimizer": optim, "scaler": scaler.state_dict(), "step": step,
+                 "total": total, "elapsed_s": elapsed, "rng": rngs, "shard": cfg.shard}
+        save_checkpoint(run, model=weights, model_config=mcfg, train=train_meta, state=state,
                         keep_last=cfg.keep_last)
 
     losses: list[float] = []
@@ -275,8 +313,7 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
             for micro in range(cfg.grad_accum):
                 x = random_batch(train_split, mcfg.n_ctx, cfg.batch_size, gen, record).to(dev)
                 last = micro == cfg.grad_accum - 1
-                sync = ddp.no_sync() if info.enabled and not last else contextlib.nullcontext()
-                with sync:
+                with D.grad_sync(ddp, sync=last):
                     with autocast(cfg.precision, dev):
                         logits = ddp(x)
                     loss = loss_nats(logits, x)
@@ -302,13 +339,15 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
 
             # -- time budget: stop early enough for the final evaluation ----------------------
             out_of_time = elapsed - elapsed0 >= budget - eval_reserve
+            if math.isfinite(budget):  # rank 0's clock decides, so every rank stops together
+                out_of_time = D.rank0_flag(info, out_of_time)
             final = (total is not None and step >= total) or out_of_time
 
             row = {"step": step, "lr": lr, "loss": loss_value, "train_bpb": loss_value / LN2,
                    "grad_norm": float(grad_norm), "loss_scale": float(scaler.get_scale())
                    if scaler.is_enabled() else None, "elapsed_s": elapsed,
                    "tokens": step * tokens_per_update}
-            if info.is_main and cfg.eval_every and step % cfg.eval_every == 0 and not final:
+            if evaluates and cfg.eval_every and step % cfg.eval_every == 0 and not final:
                 t_eval = time.time()
                 valid_bpb = evaluate()
                 eval_reserve = max(eval_reserve, time.time() - t_eval)
@@ -329,10 +368,11 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
                 _log(row, logger, pbar, valid_bpb, window_t, window_tokens, window_loss,
                      window_n, total)
                 window_t, window_tokens, window_loss, window_n = time.time(), 0, 0.0, 0
-            if info.is_main and cfg.save_every and step % cfg.save_every == 0:
+            if cfg.save_every and step % cfg.save_every == 0:
                 save("interval")
         if step > step0:  # saved first: a failing evaluation must not lose a finished run
             save("final" if final else "stopped")
+        signalled = D.all_agree(info, stop.signum is not None)  # a signal to any rank
     if pbar is not None:
         pbar.close()
     if stop.signum is not None and info.is_main:
@@ -342,7 +382,7 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
         print(f"stopping at step {step}: saved; continue with --resume", file=sys.stderr,
               flush=True)
     if row is not None:
-        if final and stop.signum is None and info.is_main:
+        if final and not signalled and evaluates:
             valid_bpb = evaluate()
             row["valid_bpb"] = valid_bpb
         _log(row, logger, None, valid_bpb, window_t, window_tokens, window_loss, window_n,

@@ -1,44 +1,82 @@
-"""DistributedDataParallel with 2 CPU processes on gloo (as torchrun would launch them)."""
+"""DistributedDataParallel with 2 CPU processes on gloo (as torchrun would launch them): the
+ranks stay in sync, and a run stopped and resumed equals the run that never stopped."""
 
-import socket
-
+import pytest
 import torch
-import torch.multiprocessing as mp
+from gloo_launch import launch  # tests/train/gloo_launch.py
 
+from sparse_transformer.train.checkpoint import load_checkpoint
 from sparse_transformer.train.loop import TrainConfig, train
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+STEPS, CUT = 4, 2
 
 
-def _worker(rank: int, world: int, port: int, data: str, out: str, result_dir: str) -> None:
-    import os
-
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    cfg = TrainConfig(data=data, preset="wiki-tiny", out=out, steps=3, batch_size=2, lr=3e-3,
-                      warmup=1, eval_every=0, eval_bytes=512, save_every=0, progress=False,
-                      tensorboard=False, device="cpu")
-    s = train(cfg)
-    torch.save({"state": s["model"].state_dict(), "losses": s["losses"]},
-               f"{result_dir}/rank{rank}.pt")
+def cfg_for(data: str, out: str, **kw) -> TrainConfig:
+    # dropout on and two micro-batches: every rank's RNG and DDP's no_sync matter
+    base = dict(data=data, preset="wiki-tiny", out=out, steps=STEPS, batch_size=2,
+                grad_accum=2, lr=3e-3, warmup=1, eval_every=0, eval_bytes=512, eval_batch=4,
+                save_every=0, progress=False, tensorboard=False, device="cpu",
+                model={"dropout": 0.1})
+    return TrainConfig(**{**base, **kw})
 
 
-def test_two_processes_stay_in_sync(byte_file, tmp_path):
-    out = tmp_path / "run"
-    mp.start_processes(_worker, args=(2, _free_port(), str(byte_file), str(out), str(tmp_path)),
-                       nprocs=2, join=True, start_method="spawn")
-    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+def _worker(rank: int, data: str, tmp: str) -> None:
+    full = train(cfg_for(data, f"{tmp}/full"))
+
+    def stop_on_rank1(row):  # a stop asked on one rank stops every rank
+        if rank == 1 and row["step"] == CUT:
+            row["stop"] = True
+
+    first = train(cfg_for(data, f"{tmp}/cut"), callback=stop_on_rank1)
+    second = train(cfg_for(data, f"{tmp}/cut", resume=True))
+    torch.save({"full": full["losses"], "cut": first["losses"], "resumed": second["losses"],
+                "steps": [first["step"], second["step"]],
+                "state": full["model"].state_dict()}, f"{tmp}/rank{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    """Two ranks: a run of STEPS updates, and the same run stopped at CUT and resumed."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    data = tmp / "corpus.txt"
+    data.write_bytes(b"the sparse transformer reads bytes of wikipedia text. " * 800)
+    launch(_worker, str(data), str(tmp))
+    return tmp, [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+def test_two_processes_stay_in_sync(ddp_runs):
+    tmp, (r0, r1) = ddp_runs
     # same initial weights and averaged gradients: identical weights after every step
     for k in r0["state"]:
         assert torch.equal(r0["state"][k], r1["state"][k]), k
-    # each rank drew its own batches (data seed + rank)
-    assert r0["losses"] != r1["losses"]
-    # the model did move, and only rank 0 wrote the run
-    assert torch.count_nonzero(r0["state"]["head.weight"]) > 0
-    assert (out / "checkpoints" / "latest").exists() and (out / "metrics.csv").exists()
+    assert r0["full"] != r1["full"]  # each rank drew its own batches (data seed + rank)
+    assert torch.count_nonzero(r0["state"]["head.weight"]) > 0  # the model did move
+    # only rank 0 wrote the run
+    assert (tmp / "full" / "checkpoints" / "latest").exists()
+    assert (tmp / "full" / "metrics.csv").exists()
+
+
+def test_resume_with_two_processes_is_exact(ddp_runs):
+    tmp, ranks = ddp_runs
+    for rank, r in enumerate(ranks):
+        assert r["steps"] == [CUT, STEPS], rank
+        # every rank's batches and dropout masks continue where they stopped
+        assert r["cut"] + r["resumed"] == r["full"], rank
+    full = load_checkpoint(tmp / "full")
+    cut = load_checkpoint(tmp / "cut")
+    assert full.weights.keys() == cut.weights.keys()
+    for k in full.weights:
+        assert torch.equal(full.weights[k], cut.weights[k]), k
+    # each rank's RNG and data-generator states, in rank order, read with weights_only=True
+    rng = cut.state["rng"]
+    assert len(rng) == 2 and not torch.equal(rng[0]["data"], rng[1]["data"])
+
+
+def test_resume_with_another_number_of_processes_is_refused(ddp_runs):
+    tmp, _ = ddp_runs
+    data = str(tmp / "corpus.txt")
+    before = (tmp / "cut" / "metrics.csv").read_bytes()
+    with pytest.raises(ValueError, match=r"trained by 2 processes, this is 1; resume it "
+                                         r"with torchrun --nproc_per_node 2"):
+        train(cfg_for(data, str(tmp / "cut"), resume=True, steps=STEPS + 1))
+    assert (tmp / "cut" / "metrics.csv").read_bytes() == before  # refused before any work
