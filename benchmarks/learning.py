@@ -442,24 +442,30 @@ def plot(path_json: Path, path_png: Path) -> None:
     import matplotlib.pyplot as plt
 
     res = json.loads(path_json.read_text())
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for row in res["rows"]:
+    fig, ax = plt.subplots(figsize=(10, 5))
+    colors = plt.get_cmap("tab20").colors
+    for i, row in enumerate(res["rows"]):
         xs = [c["step"] for c in row["curve"]]
         ys = [c["valid_bpb"] for c in row["curve"]]
         style = "--" if row["model"] == "ref" else "-"
-        ax.plot(xs, ys, style, label=f"{row['name']} ({row['final_valid_bpb']:.3f})")
+        ax.plot(xs, ys, style, color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20],
+                label=f"{row['name']} ({row['final_valid_bpb']:.3f})")
+    finals = [r["final_valid_bpb"] for r in res["rows"]]
+    refs = list(res.get("compressors", {}).values())
+    lo = min(finals + refs) - 0.15
+    hi = max(finals) + 1.2
     for name, v in res.get("compressors", {}).items():
         ax.axhline(v, color="grey", lw=0.8, ls=":")
-        ax.text(0, v, f" {name} {v:.2f}", va="bottom", fontsize=7, color="grey")
+        ax.annotate(f"{name} {v:.2f}", (1.0, v), xycoords=("axes fraction", "data"),
+                    ha="right", va="bottom", fontsize=7, color="dimgrey")
     ax.set_xlabel("updates (same batches for every curve)")
     ax.set_ylabel("validation bits per byte")
     cfg = res["config"]
     ax.set_title(f"{res['title']}: preset {cfg['preset']}, {cfg['steps']} updates, "
                  f"batch {cfg['batch']}", fontsize=9)
-    lo = min(c["valid_bpb"] for r in res["rows"] for c in r["curve"])
-    ax.set_ylim(max(0.0, lo - 0.2), min(8.0, lo + 3.0))
+    ax.set_ylim(max(0.0, lo), hi)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path_png, dpi=110)
     plt.close(fig)
