@@ -119,8 +119,10 @@ def plot_loss_curve(csv_path: str | Path, png_path: str | Path,
         ax.plot(*zip(*va), "o-", label="valid", lw=1.5)
     for i, (name, value) in enumerate(sorted((references or {}).items(), key=lambda t: t[1])):
         ax.axhline(value, color="grey", ls=":", lw=0.8)
-        ax.annotate(f"{name} {value:.2f}", (1.0, value), xycoords=("axes fraction", "data"),
-                    ha="right", va="bottom", fontsize=7, color="dimgrey")
+        side = i % 2  # alternate right and left ends: close values do not overprint
+        ax.annotate(f"{name} {value:.2f}", (1.0 - side, value),
+                    xycoords=("axes fraction", "data"), ha=("right", "left")[side],
+                    va="bottom", fontsize=7, color="dimgrey")
     if title:
         ax.set_title(title, fontsize=9)
     ax.set_xlabel("step")
