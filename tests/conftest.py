@@ -24,3 +24,29 @@ def _hygiene():
     torch.backends.cudnn.allow_tf32 = False
     yield
     torch.set_default_dtype(dtype)
+
+
+# The function each attention backend's work goes through: per plan component for "torch", the
+# whole pattern in one op for "triton".
+BACKEND_ENTRY = {"torch": "run_component", "triton": "sparse_attention"}
+
+
+@pytest.fixture
+def count_backend_calls(monkeypatch):
+    """count_backend_calls(backend) -> a list that grows by one per call of the backend's entry.
+
+    Lets a test assert that a block-sparse backend really ran, not a dense fallback.
+    """
+    def install(backend: str) -> list:
+        from sparse_transformer.kernels.dispatch import load_backend
+
+        module, calls, entry = load_backend(backend), [], BACKEND_ENTRY[backend]
+        run = getattr(module, entry)
+
+        def counted(*args, **kwargs):
+            calls.append(1)
+            return run(*args, **kwargs)
+
+        monkeypatch.setattr(module, entry, counted)
+        return calls
+    return install

@@ -32,6 +32,7 @@ from sparse_transformer.kernels.triton_fwd import (
     gathered_columns,
     memory_position,
     program_slot,
+    query_tile,
 )
 
 
@@ -85,16 +86,9 @@ def dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
               DP: tl.constexpr, DVP: tl.constexpr,
               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
               PREC: tl.constexpr, REORDER: tl.constexpr):
-    qt = n_qt - 1 - tl.program_id(0)
-    b, h, prm, c, merge = program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride)
-    row = c * n_qt + qt
-    rows = qt * QB + tl.arange(0, QB)
-    prow = memory_position(rows, stride, groups, REORDER)
-    real = prow < N
-    dk = tl.arange(0, DP)
-    dv = tl.arange(0, DVP)
-    q = tl.load(Q + b * sqb + h * sqh + prow[:, None] * sqn + dk[None, :],
-                mask=real[:, None] & (dk[None, :] < D), other=0.0)
+    b, h, prm, merge, row, rows, prow, real, dk, dv, q = query_tile(
+        Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, D, n_qt, prm_stride,
+        stride, groups, QB, DP, DVP, REORDER)
     do = tl.load(DO + b * sdb + h * sdh + prow[:, None] * sdn + dv[None, :],
                  mask=real[:, None] & (dv[None, :] < DV), other=0.0)
     stat = (b * H + h) * N + prow

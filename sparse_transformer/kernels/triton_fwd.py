@@ -138,6 +138,28 @@ def program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride):
 
 
 @triton.jit
+def query_tile(Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, D, n_qt,
+               prm_stride, stride, groups, QB: tl.constexpr, DP: tl.constexpr,
+               DVP: tl.constexpr, REORDER: tl.constexpr):
+    """Prologue of the forward and dQ programs: this program's query tile and its q rows.
+
+    Returns (batch, head, class params, merge flag, row of the tile lists, component
+    positions, their memory positions, which are real, head-dim ranges, the q tile). The
+    heaviest (last) query tiles run first: causal-like rows grow with the tile index.
+    """
+    qt = n_qt - 1 - tl.program_id(0)
+    b, h, prm, c, merge = program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride)
+    rows = qt * QB + tl.arange(0, QB)
+    prow = memory_position(rows, stride, groups, REORDER)
+    real = prow < N
+    dk = tl.arange(0, DP)
+    dv = tl.arange(0, DVP)
+    q = tl.load(Q + b * sqb + h * sqh + prow[:, None] * sqn + dk[None, :],
+                mask=real[:, None] & (dk[None, :] < D), other=0.0)
+    return b, h, prm, merge, c * n_qt + qt, rows, prow, real, dk, dv, q
+
+
+@triton.jit
 def _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, count, rows, prm, scale_log2,
                N, D, DV, dk, dv, stride, groups,
                KB: tl.constexpr, GATHER: tl.constexpr, MASKED: tl.constexpr,
@@ -175,17 +197,9 @@ def fwd_kernel(Q, K, V, O, LSE, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, FC, FI, PC, P
                DP: tl.constexpr, DVP: tl.constexpr,
                K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
                PREC: tl.constexpr, REORDER: tl.constexpr):
-    # Heaviest (last) query tiles first: causal-like rows grow with the tile index.
-    qt = n_qt - 1 - tl.program_id(0)
-    b, h, prm, c, merge = program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride)
-    row = c * n_qt + qt
-    rows = qt * QB + tl.arange(0, QB)
-    prow = memory_position(rows, stride, groups, REORDER)
-    real = prow < N
-    dk = tl.arange(0, DP)
-    dv = tl.arange(0, DVP)
-    q = tl.load(Q + b * sqb + h * sqh + prow[:, None] * sqn + dk[None, :],
-                mask=real[:, None] & (dk[None, :] < D), other=0.0)
+    b, h, prm, merge, row, rows, prow, real, dk, dv, q = query_tile(
+        Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, D, n_qt, prm_stride,
+        stride, groups, QB, DP, DVP, REORDER)
     Kb = K + b * skb + h * skh
     Vb = V + b * svb + h * svh
     m_i = tl.full([QB], float("-inf"), tl.float32)

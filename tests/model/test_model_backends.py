@@ -17,10 +17,6 @@ from sparse_transformer import ModelConfig, SparseTransformer
 from sparse_transformer import patterns as P
 from sparse_transformer.kernels.dispatch import load_backend
 
-# The function each backend's work goes through: per plan component for "torch", the whole
-# pattern in one op for "triton".
-ENTRY = {"torch": "run_component", "triton": "sparse_attention"}
-
 # backend -> (n_ctx, attention schedule: one pattern per layer, dtype, tolerance)
 CASES = {
     "torch": (256, "schedule(strided(stride=16, mode='split'), "
@@ -59,30 +55,13 @@ def assert_plans_skip_tiles(model: SparseTransformer, n: int) -> None:
         assert tiles < causal, f"layer {r}: {tiles} of {causal} causal tiles: nothing skipped"
 
 
-@pytest.fixture
-def count_components(monkeypatch):
-    """count_components(backend) -> list that grows by one per run_component call."""
-    def install(backend: str) -> list:
-        module, calls = load_backend(backend), []
-        entry = ENTRY[backend]
-        run = getattr(module, entry)
-
-        def counted(*args, **kwargs):
-            calls.append(1)
-            return run(*args, **kwargs)
-
-        monkeypatch.setattr(module, entry, counted)
-        return calls
-    return install
-
-
 @pytest.mark.parametrize("backend", list(CASES))
-def test_logits_and_gradients_match_the_reference(backend, count_components):
+def test_logits_and_gradients_match_the_reference(backend, count_backend_calls):
     model, ref = _models(backend)
     n_ctx, _, _, tol = CASES[backend]
     assert_plans_skip_tiles(model, n_ctx)
     x = torch.randint(0, 256, (2, n_ctx))
-    calls = count_components(backend)
+    calls = count_backend_calls(backend)
     loss = model.loss(x)
     loss.backward()
     assert len(calls) >= model.cfg.n_layer  # the block-sparse backend computed every layer

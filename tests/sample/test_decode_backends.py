@@ -19,10 +19,6 @@ from sparse_transformer.kernels.dispatch import load_backend
 
 from sparse_transformer.sample.incremental import IncrementalDecoder
 
-# The function each backend's work goes through: per plan component for "torch", the whole
-# pattern in one op for "triton".
-ENTRY = {"torch": "run_component", "triton": "sparse_attention"}
-
 # backend -> (n_ctx, prompt length, attention schedule, dtype, tolerance)
 CASES = {
     "torch": (512, 300, "schedule(strided(stride=16, mode='split'), "
@@ -67,26 +63,13 @@ def _assert_plans_skip_tiles(model: SparseTransformer, n: int) -> None:
         assert tiles < causal, f"layer {r}: {tiles} of {causal} causal tiles: nothing skipped"
 
 
-def _counting(monkeypatch, backend: str) -> list:
-    module, calls = load_backend(backend), []
-    entry = ENTRY[backend]
-    run = getattr(module, entry)
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return run(*args, **kwargs)
-
-    monkeypatch.setattr(module, entry, counted)
-    return calls
-
-
 @pytest.mark.parametrize("backend", list(CASES))
-def test_prefill_on_the_backend_then_steps_match_the_reference(backend, monkeypatch):
+def test_prefill_on_the_backend_then_steps_match_the_reference(backend, count_backend_calls):
     model, ref = _models(backend)
     n_ctx, prompt, _, _, tol = CASES[backend]
     _assert_plans_skip_tiles(model, prompt + 1)  # the prefill runs prompt + 1 positions
     x = torch.randint(0, 256, (2, n_ctx))
-    calls = _counting(monkeypatch, backend)
+    calls = count_backend_calls(backend)
     dec = IncrementalDecoder(model, 2, cuda_graph=False)
     got = [dec.prefill(x[:, :prompt]).clone()]
     assert len(calls) >= model.cfg.n_layer
@@ -98,11 +81,11 @@ def test_prefill_on_the_backend_then_steps_match_the_reference(backend, monkeypa
 
 
 @pytest.mark.parametrize("backend", list(CASES))
-def test_sampling_draws_the_reference_bytes(backend, monkeypatch):
+def test_sampling_draws_the_reference_bytes(backend, count_backend_calls):
     model, ref = _models(backend)
     _, prompt, _, _, _ = CASES[backend]
     text = bytes(range(32, 127)) * 4  # printable ASCII, long enough for either prompt
-    calls = _counting(monkeypatch, backend)
+    calls = count_backend_calls(backend)
     out = model.generate(text[:prompt], 12, seed=3)  # the prefill runs on the backend
     assert len(calls) >= model.cfg.n_layer
     assert out == ref.generate(text[:prompt], 12, seed=3)
