@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
-from triton.testing import do_bench
+from attention import bench, bench_graph  # benchmarks/attention.py: the same timing rules
 
 from sparse_transformer import attention
 from sparse_transformer import patterns as P
@@ -50,17 +50,8 @@ def measure(pattern, backend, B, H, N, D) -> dict:
     for _ in range(3):
         call()
     torch.cuda.synchronize()
-    eager = do_bench(call, warmup=100, rep=400, return_mode="median")
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            call()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        call()
-    kernels = do_bench(graph.replay, warmup=100, rep=400, return_mode="median")
+    eager = bench(call)
+    kernels = bench_graph(call)  # the same call replayed from a CUDA graph
     return {"call_ms": eager, "kernels_ms": kernels, "overhead": eager / kernels}
 
 

@@ -26,6 +26,27 @@ def _hygiene():
     torch.set_default_dtype(dtype)
 
 
+def assert_plans_skip_tiles(model, n: int) -> None:
+    """Every layer's plan at the model's backend tile sizes computes fewer tiles than causal,
+    so a test on it cannot pass on a dense path."""
+    from sparse_transformer import patterns as P
+    from sparse_transformer.kernels.dispatch import load_backend
+
+    cfg = model.cfg
+    dtype = next(model.parameters()).dtype
+    qb, kb = load_backend(cfg.backend).block_sizes(cfg.d_qk // cfg.n_head, dtype,
+                                                   torch.device("cpu"))
+    causal = P.causal().plan(n, cfg.n_head, qb, kb).tiles_computed()
+    for r in range(cfg.n_layer):
+        tiles = cfg.layer_pattern(r).plan(n, cfg.n_head, qb, kb).tiles_computed()
+        assert tiles < causal, f"layer {r}: {tiles} of {causal} causal tiles: nothing skipped"
+
+
+@pytest.fixture(name="assert_plans_skip_tiles")
+def _assert_plans_skip_tiles_fixture():
+    return assert_plans_skip_tiles
+
+
 # The function each attention backend's work goes through: per plan component for "torch", the
 # whole pattern in one op for "triton".
 BACKEND_ENTRY = {"torch": "run_component", "triton": "sparse_attention"}

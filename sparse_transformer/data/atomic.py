@@ -63,15 +63,22 @@ def check_target(out_dir: str | Path, force: bool = False) -> list[str]:
     manifest = read_manifest(out)
     if manifest is not None:
         return [name for name in manifest if name in present]
-    if not force:
-        raise ValueError(f"{out} is not empty and holds no prepared data set; choose another "
-                         f"directory or pass --force (files not written by sparse-transformer "
-                         f"are kept)")
-    clash = [name for name in DATA_FILES if name in present]
-    if clash:
-        raise ValueError(f"{out / clash[0]} was not written by sparse-transformer; move it "
-                         f"away or choose another directory")
+    refuse_unowned(out, present, DATA_FILES, force, "prepared data set", "directory")
     return []
+
+
+def refuse_unowned(directory: Path, present: list[str], our_names, force: bool, holds: str,
+                   instead: str) -> None:
+    """A non-empty ``directory`` with no manifest of ours: refused without ``force``; with it,
+    a file there named like one of ours (``our_names``) is the user's and is refused too."""
+    if not force:
+        raise ValueError(f"{directory} is not empty and holds no {holds}; choose another "
+                         f"{instead} or pass --force (files not written by sparse-transformer "
+                         f"are kept)")
+    clash = [name for name in our_names if name in present]
+    if clash:
+        raise ValueError(f"{directory / clash[0]} was not written by sparse-transformer; move it "
+                         f"away or choose another {instead}")
 
 
 def commit(src: Path, out_dir: str | Path, force: bool = False) -> None:

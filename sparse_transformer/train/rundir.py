@@ -19,6 +19,8 @@ import os
 import shutil
 from pathlib import Path
 
+from sparse_transformer.data.atomic import refuse_unowned
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: runs are not locked
@@ -70,13 +72,7 @@ def check_start(run: Path, *, resume: bool, force: bool) -> list[str]:
             raise ValueError(f"{run} already holds a run; pass --resume to continue it or "
                              f"--force to start it again")
         return [name for name in manifest if name != LOCK and (run / name).exists()]
-    if not force:
-        raise ValueError(f"{run} is not empty and holds no run; choose another --out or pass "
-                         f"--force (files not written by sparse-transformer are kept)")
-    clash = [name for name in RUN_FILES if name in present]
-    if clash:
-        raise ValueError(f"{run / clash[0]} was not written by sparse-transformer; move it "
-                         f"away or choose another --out")
+    refuse_unowned(run, present, RUN_FILES, force, "run", "--out")
     return []
 
 

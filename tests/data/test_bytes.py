@@ -1,8 +1,6 @@
 """Byte data: prepared directories, raw files split 90/5/5, windows, the eval cover, wiki prep."""
 
 import bz2
-import hashlib
-import io
 import zipfile
 
 import numpy as np

@@ -14,7 +14,8 @@ from sparse_transformer.kernels import reference_attention
 
 @st.composite
 def pattern_and_heads(draw):
-    kind = draw(st.sampled_from(["causal", "local", "strided", "column", "fixed", "union", "per_head"]))
+    kind = draw(st.sampled_from(["causal", "local", "strided", "column", "fixed", "union",
+                                 "per_head"]))
     l = draw(st.integers(1, 12))
     if kind == "causal":
         return P.causal(), draw(st.integers(1, 3))
@@ -43,7 +44,8 @@ def _max_errors(backend_out, ref_out, inputs, grad):
 
 
 @settings(max_examples=60, deadline=None)
-@given(pattern_and_heads(), st.integers(1, 150), st.integers(1, 2), st.sampled_from([(8, 8), (5, 12), (16, 4)]))
+@given(pattern_and_heads(), st.integers(1, 150), st.integers(1, 2),
+       st.sampled_from([(8, 8), (5, 12), (16, 4)]))
 def test_float64_matches_reference_exactly(ph, N, B, dims):
     pattern, H = ph
     D, Dv = dims

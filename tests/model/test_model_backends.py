@@ -14,8 +14,6 @@ import pytest
 import torch
 
 from sparse_transformer import ModelConfig, SparseTransformer
-from sparse_transformer import patterns as P
-from sparse_transformer.kernels.dispatch import load_backend
 
 # backend -> (n_ctx, attention schedule: one pattern per layer, dtype, tolerance)
 CASES = {
@@ -43,20 +41,9 @@ def _models(backend: str) -> tuple[SparseTransformer, SparseTransformer]:
     return model, ref
 
 
-def assert_plans_skip_tiles(model: SparseTransformer, n: int) -> None:
-    """Every layer's plan at the backend's tile sizes computes fewer tiles than causal."""
-    cfg = model.cfg
-    head_dim = cfg.d_qk // cfg.n_head
-    dtype = next(model.parameters()).dtype
-    qb, kb = load_backend(cfg.backend).block_sizes(head_dim, dtype, torch.device("cpu"))
-    causal = P.causal().plan(n, cfg.n_head, qb, kb).tiles_computed()
-    for r in range(cfg.n_layer):
-        tiles = cfg.layer_pattern(r).plan(n, cfg.n_head, qb, kb).tiles_computed()
-        assert tiles < causal, f"layer {r}: {tiles} of {causal} causal tiles: nothing skipped"
-
-
 @pytest.mark.parametrize("backend", list(CASES))
-def test_logits_and_gradients_match_the_reference(backend, count_backend_calls):
+def test_logits_and_gradients_match_the_reference(backend, count_backend_calls,
+        assert_plans_skip_tiles):
     model, ref = _models(backend)
     n_ctx, _, _, tol = CASES[backend]
     assert_plans_skip_tiles(model, n_ctx)

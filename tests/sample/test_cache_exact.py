@@ -17,16 +17,6 @@ from sparse_transformer.sample.incremental import CachedNextLogits, IncrementalD
 N_CTX = 48
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Hundreds of tiny ops per token: with other jobs on the 2 cores, intra-op threads only
-    # contend (measured 40x slower), so these tests run single-threaded.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(attention: str, *, n_head: int = 4, embedding: str = "text",
            dtype: torch.dtype = torch.float32, n_layer: int = 2, **kw) -> SparseTransformer:
     extra = dict(embedding="image", image_shape=(4, 4, 3)) if embedding == "image" else dict(

@@ -14,14 +14,6 @@ from sparse_transformer.model import ModelConfig, SparseTransformer
 from sparse_transformer.sample.generate import generate
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: threads only contend (see test_cache_exact.py)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model() -> SparseTransformer:
     cfg = ModelConfig(n_layer=2, d_model=32, n_head=4, n_ctx=64,
                       attention="strided(stride=8, mode='split')")

@@ -14,8 +14,6 @@ import pytest
 import torch
 
 from sparse_transformer import ModelConfig, SparseTransformer
-from sparse_transformer import patterns as P
-from sparse_transformer.kernels.dispatch import load_backend
 
 from sparse_transformer.sample.incremental import IncrementalDecoder
 
@@ -26,14 +24,6 @@ CASES = {
     "triton": (128, 100, "schedule(strided(stride=16, mode='split'), "
                          "fixed(stride=32, summary=8, distinct=2))", torch.float32, 2e-5),
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: threads only contend (see test_cache_exact.py)
-    yield
-    torch.set_num_threads(n)
 
 
 def _models(backend: str) -> tuple[SparseTransformer, SparseTransformer]:
@@ -52,22 +42,12 @@ def _models(backend: str) -> tuple[SparseTransformer, SparseTransformer]:
     return model, ref
 
 
-def _assert_plans_skip_tiles(model: SparseTransformer, n: int) -> None:
-    cfg = model.cfg
-    dtype = next(model.parameters()).dtype
-    qb, kb = load_backend(cfg.backend).block_sizes(cfg.d_qk // cfg.n_head, dtype,
-                                                   torch.device("cpu"))
-    causal = P.causal().plan(n, cfg.n_head, qb, kb).tiles_computed()
-    for r in range(cfg.n_layer):
-        tiles = cfg.layer_pattern(r).plan(n, cfg.n_head, qb, kb).tiles_computed()
-        assert tiles < causal, f"layer {r}: {tiles} of {causal} causal tiles: nothing skipped"
-
-
 @pytest.mark.parametrize("backend", list(CASES))
-def test_prefill_on_the_backend_then_steps_match_the_reference(backend, count_backend_calls):
+def test_prefill_on_the_backend_then_steps_match_the_reference(backend, count_backend_calls,
+        assert_plans_skip_tiles):
     model, ref = _models(backend)
     n_ctx, prompt, _, _, tol = CASES[backend]
-    _assert_plans_skip_tiles(model, prompt + 1)  # the prefill runs prompt + 1 positions
+    assert_plans_skip_tiles(model, prompt + 1)  # the prefill runs prompt + 1 positions
     x = torch.randint(0, 256, (2, n_ctx))
     calls = count_backend_calls(backend)
     dec = IncrementalDecoder(model, 2, cuda_graph=False)

@@ -20,14 +20,6 @@ from sparse_transformer import ModelConfig, SparseTransformer
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sampling.md"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: threads only contend (see test_cache_exact.py)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model() -> SparseTransformer:
     torch.manual_seed(0)
     model = SparseTransformer(ModelConfig.from_preset("wiki-tiny"))

@@ -3,6 +3,7 @@
 import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,3 +36,12 @@ def launch(fn: Callable[..., None], *args: Any) -> None:
     """Run ``fn(rank, *args)`` on ranks 0 and 1; an exception on either fails the caller."""
     mp.start_processes(_entry, args=(_free_port(), fn, args), nprocs=WORLD, join=True,
                        start_method="spawn")
+
+
+def run_ranks(fn: Callable[..., None], tmp: Path) -> list[dict]:
+    """``fn(rank, corpus, tmp)`` on both ranks over a small text corpus written in ``tmp``;
+    each rank saves its results to ``tmp/rank{r}.pt``, which are returned in rank order."""
+    data = tmp / "corpus.txt"
+    data.write_bytes(b"the sparse transformer reads bytes of wikipedia text. " * 800)
+    launch(fn, str(data), str(tmp))
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]

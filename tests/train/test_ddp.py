@@ -3,7 +3,7 @@ ranks stay in sync, and a run stopped and resumed equals the run that never stop
 
 import pytest
 import torch
-from gloo_launch import launch  # tests/train/gloo_launch.py
+from gloo_launch import run_ranks  # tests/train/gloo_launch.py
 
 from sparse_transformer.train.checkpoint import load_checkpoint
 from sparse_transformer.train.loop import TrainConfig, train
@@ -38,10 +38,7 @@ def _worker(rank: int, data: str, tmp: str) -> None:
 def ddp_runs(tmp_path_factory):
     """Two ranks: a run of STEPS updates, and the same run stopped at CUT and resumed."""
     tmp = tmp_path_factory.mktemp("ddp")
-    data = tmp / "corpus.txt"
-    data.write_bytes(b"the sparse transformer reads bytes of wikipedia text. " * 800)
-    launch(_worker, str(data), str(tmp))
-    return tmp, [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return tmp, run_ranks(_worker, tmp)
 
 
 def test_two_processes_stay_in_sync(ddp_runs):

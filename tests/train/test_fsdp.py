@@ -3,7 +3,7 @@ losses are DDP's, the checkpoint is a from_pretrained model, and a resume is exa
 
 import pytest
 import torch
-from gloo_launch import launch  # tests/train/gloo_launch.py
+from gloo_launch import run_ranks  # tests/train/gloo_launch.py
 
 from sparse_transformer.cli import main
 from sparse_transformer.model import SparseTransformer
@@ -58,10 +58,7 @@ def _worker(rank: int, data: str, tmp: str) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fsdp")
-    data = tmp / "corpus.txt"
-    data.write_bytes(b"the sparse transformer reads bytes of wikipedia text. " * 800)
-    launch(_worker, str(data), str(tmp))
-    return tmp, [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return tmp, run_ranks(_worker, tmp)
 
 
 def test_each_rank_holds_only_its_shard(runs):
