@@ -18,6 +18,7 @@ import functools
 import warnings
 
 import torch
+from torch._dynamo import exc as _dynamo_exc
 
 from sparse_transformer.kernels.device_cache import component_table
 from sparse_transformer.patterns import ComponentPlan
@@ -43,6 +44,13 @@ def block_sizes(head_dim: int, dtype: torch.dtype, device: torch.device) -> tupl
 # a long benchmark and then fall back to *eager* Flex, which builds the whole score matrix (32-128
 # GiB at N = 16,384-65,536). So the limit is raised for these calls and hitting it is an error.
 RECOMPILE_LIMIT = 64
+
+
+# What dynamo raises when the limit is hit with fail_on_recompile_limit_hit set (the exception's
+# older name in torch < 2.7: FailOnCacheLimitHit).
+_LIMIT_HIT = tuple(getattr(_dynamo_exc, n) for n in
+                   ("FailOnRecompileLimitHit", "FailOnCacheLimitHit")
+                   if hasattr(_dynamo_exc, n))
 
 
 @functools.cache
@@ -91,7 +99,15 @@ def run_component(
     with quiet:
         if q.device.type != "cuda":  # eager CPU Flex is the documented dense fallback: no nag
             warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
-        return _call(fn, q, k, v, bm, scale)
+        try:
+            return _call(fn, q, k, v, bm, scale)
+        except _LIMIT_HIT as err:
+            raise RuntimeError(
+                f"flex backend: this process has compiled FlexAttention for "
+                f"{RECOMPILE_LIMIT} distinct call shapes (batch, heads, length, head dims, "
+                f"dtype, grad mode), the most it allows; running eager Flex instead would build "
+                f"the whole score matrix. Set sparse_transformer.kernels.flex.RECOMPILE_LIMIT "
+                f"higher, or use backend='triton'") from err
 
 
 def _call(fn, q, k, v, bm, scale):

@@ -109,14 +109,39 @@ def test_default_call_has_no_host_sync(backend):
     torch.cuda.synchronize()
 
 
-def test_flex_many_shapes_stay_compiled():
-    """More distinct shapes than dynamo's default recompile limit (8): no eager fallback."""
-    p = P.strided(64, "split")  # two components of H/2 heads each call
-    for n in (512, 640, 768, 896, 1024):  # x (grad, no grad) = 10 compiles > 8
-        q = torch.randn(1, 4, n, 32, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        attention(q, q, q, p, backend="flex").sum().backward()
-        with torch.no_grad():
-            attention(q, q, q, p, backend="flex")
+def _flex_calls(lengths):
+    p = P.fixed(64, 16, 2)  # one plan component: one compiled graph per call shape
+    for n in lengths:
+        q = torch.randn(1, 4, n, 32, device="cuda", dtype=torch.bfloat16)
+        attention(q, q, q, p, backend="flex")
+
+
+def test_flex_compiles_every_shape_past_dynamos_limit():
+    """Each distinct shape gets its own compiled Flex kernel, also past dynamo's recompile
+    limit, with no eager fallback. The limit is lowered to 1 here to stand for its default of 8
+    (each compile takes seconds): the backend must raise it for its calls."""
+    import torch._dynamo.config as dc
+    from torch._dynamo.utils import counters
+
+    lengths = (384, 512, 640, 768)
+    counters.clear()
+    with dc.patch(recompile_limit=1):
+        _flex_calls(lengths)
+    assert counters["stats"]["unique_graphs"] == len(lengths), dict(counters["stats"])
+    assert not any("recompile" in k.lower() for k in counters["unimplemented"]), \
+        dict(counters["unimplemented"])
+
+
+def test_flex_refuses_to_run_eager_past_its_own_limit(monkeypatch):
+    """Past RECOMPILE_LIMIT a clear error, never the eager fallback that builds the whole score
+    matrix."""
+    import torch._dynamo.config as dc
+
+    from sparse_transformer.kernels import flex
+
+    monkeypatch.setattr(flex, "RECOMPILE_LIMIT", 1)
+    with dc.patch(recompile_limit=1), pytest.raises(RuntimeError, match="RECOMPILE_LIMIT"):
+        _flex_calls((896, 1024))  # lengths no other test compiles: the second must be refused
 
 
 def test_compiled_model_step_has_no_graph_break():
