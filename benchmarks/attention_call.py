@@ -1,10 +1,10 @@
 """Benchmark: one ``attention()`` call (forward + backward) vs the same work without host cost.
 
 A benchmark, not a test (GPU). For each pattern, q, k, v are strided views of one [B, N, 3 H D]
-bf16 buffer (the model's layout) and one call is ``torch.autograd.grad(attention(...), (q, k,
-v), dO)``. "call" times it eagerly, as a training step runs it; "kernels" replays the same call
-captured in a CUDA graph, which removes every host-side cost (Python, dispatch, launches) and
-leaves the GPU work. Their ratio is the host overhead of the library (issue 10: <= 1.15x).
+bf16 buffer (the model's layout) and one call is ``torch.autograd.grad((attention(...) *
+dO).sum(), (q, k, v))``. "call" times it eagerly, as a training step runs it; "kernels"
+replays the same call captured in a CUDA graph, which removes every host-side cost (Python,
+dispatch, launches) and leaves the GPU work. Their ratio is the host overhead of the library (issue 10: <= 1.15x).
 Also dense cuDNN causal through ``scaled_dot_product_attention`` at the same shape.
 
     python benchmarks/attention_call.py --out results_dir [--n 16384 --batch 4]
@@ -45,7 +45,10 @@ def measure(pattern, backend, B, H, N, D) -> dict:
 
     def call():
         out = attention(q, k, v, pattern, backend=backend)
-        return torch.autograd.grad(out, (q, k, v), go)
+        # The initial gradient is made inside the call: one passed in from outside a CUDA-graph
+        # capture makes the backward wait on the legacy stream, which invalidates the capture
+        # (cudaErrorStreamCaptureImplicit, for SDPA as well: benchmarks/capture_probe.py).
+        return torch.autograd.grad((out * go).sum(), (q, k, v))
 
     for _ in range(3):
         call()
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "attention-call.json").write_text(json.dumps(
             {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-             "setup": "bf16, q/k/v strided views of [B, N, 3HD], fwd+bwd via autograd.grad, "
+             "setup": "bf16, q/k/v strided views of [B, N, 3HD], fwd+bwd via autograd.grad of (out * dO).sum(), "
                       "median of triton.testing.do_bench", "rows": rows}, indent=1))
     return 0
 
