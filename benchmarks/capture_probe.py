@@ -21,6 +21,8 @@ VARIANTS = {
     "sdpa causal, (out * go).sum() backward": ("sdpa", "causal", "sum", "global"),
     "triton fixed, (out * go).sum() backward": ("triton", "fixed", "sum", "global"),
     "triton strided split, (out * go).sum()": ("triton", "split", "sum", "global"),
+    "no attention: a matmul, .sum() backward": ("none", "causal", "matmul", "global"),
+    "no attention: a matmul, relaxed mode": ("none", "causal", "matmul", "relaxed"),
 }
 
 
@@ -37,7 +39,11 @@ def child(backend: str, pattern: str, what: str, mode: str) -> None:
     q, k, v = (x.view(B, N, H, D).transpose(1, 2) for x in base.split(H * D, dim=-1))
     go = torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16)
 
+    w = torch.randn(D, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+
     def call():
+        if what == "matmul":  # the control without attention: leaf w, q a view of a leaf
+            return torch.autograd.grad((q @ w).float().sum(), (q, w))
         out = attention(q, k, v, p, backend=backend)
         if what == "grad":  # an initial gradient made outside the capture
             return torch.autograd.grad(out, (q, k, v), go)
