@@ -1,0 +1,101 @@
+"""Host cost of one ``attention()`` call: where the CPU time of a call goes (GPU; diagnostic).
+
+At a tiny shape the GPU work of a call is a few microseconds, so the wall time per call of
+back-to-back calls is the host's time: Python, PyTorch's dispatcher and autograd, Triton's
+launcher. Rows: our op (forward without grad, forward with grad, forward + backward) for a
+one-component pattern (local) and a two-component one (strided split), SDPA's forward +
+backward as the baseline of PyTorch's own autograd path, one bare Triton launch of a trivial
+kernel, and a cProfile of our forward + backward (the top entries by own time).
+
+    python benchmarks/host_cost.py [--out results_dir]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import triton
+import triton.language as tl
+
+from sparse_transformer import attention
+from sparse_transformer import patterns as P
+
+
+@triton.jit
+def _touch(x_ptr):
+    tl.store(x_ptr, tl.load(x_ptr) + 1)
+
+
+def per_call_us(fn, calls: int = 200, repeats: int = 5) -> float:
+    for _ in range(10):
+        fn()
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e6 / calls)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    B, H, N, D = 1, 8, 512, 64
+    base = torch.randn(B, N, 3 * H * D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    q, k, v = (x.view(B, N, H, D).transpose(1, 2) for x in base.split(H * D, dim=-1))
+    go = torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16)
+    rows = {}
+
+    def ours(p, grad: bool):
+        def fn():
+            out = attention(q, k, v, p, backend="triton")
+            return torch.autograd.grad(out, (q, k, v), go) if grad else out
+        return fn
+
+    for name, p in (("local(128)", P.local(128)), ("strided(128, split)", P.strided(128, "split"))):
+        with torch.no_grad():
+            rows[f"{name} forward, no grad"] = per_call_us(ours(p, False))
+        rows[f"{name} forward, grad on"] = per_call_us(ours(p, False))
+        rows[f"{name} forward + backward"] = per_call_us(ours(p, True))
+    rows["sdpa causal forward + backward"] = per_call_us(
+        lambda: torch.autograd.grad(attention(q, k, v, P.causal(), backend="sdpa"), (q, k, v), go))
+    x = torch.zeros(1, device="cuda")
+    rows["one bare Triton launch"] = per_call_us(lambda: _touch[(1,)](x))
+    for k_, v_ in rows.items():
+        print(f"{k_:42s} {v_:8.1f} us", flush=True)
+
+    fn = ours(P.strided(128, "split"), True)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(200):
+        fn()
+    torch.cuda.synchronize()
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
+    print(text.getvalue())
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "host-cost.json").write_text(json.dumps(
+            {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+             "triton": triton.__version__, "shape": [B, H, N, D],
+             "us_per_call": rows}, indent=1))
+        (args.out / "host-cost-profile.txt").write_text(text.getvalue())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
