@@ -1,10 +1,13 @@
 """``backend="triton"``: the whole pattern as one PyTorch custom op over our Triton kernels.
 
 ``sparse_attention(q, k, v, pattern, scale)`` runs every component of the pattern's plan
-(``patterns/plan.py``) and returns [B, H, N, Dv]. It is registered as two custom ops,
-``sparse_transformer::sparse_attention_fwd`` and ``_bwd``, with fake (meta) kernels and an
-autograd formula, so ``torch.compile`` traces a model through it with no graph break. What
-makes one call cheap on the host:
+(``patterns/plan.py``) and returns [B, H, N, Dv]. The launches (``forward_launches``,
+``backward_launches``) are registered as two custom ops, ``sparse_transformer::
+sparse_attention_fwd`` and ``_bwd``, with fake (meta) kernels and an autograd formula, so
+``torch.compile`` traces a model through them with no graph break; an eager call runs the same
+launches through a plain ``autograd.Function``, which skips the custom ops' Python dispatch
+(hundreds of microseconds a call on an H200's host, benchmarks/host_cost.py). What makes one
+call cheap on the host:
 
 * inputs are read through their strides, so q, k, v sliced out of the model's fused qkv
   projection ([B, N, H, D] memory, viewed as [B, H, N, D]) are never copied; the output is
@@ -203,10 +206,9 @@ def _token_major(B: int, H: int, N: int, D: int, like: torch.Tensor,
     return like.new_empty(B, N, H, D, dtype=dtype or like.dtype).transpose(1, 2)
 
 
-# -- the custom ops ----------------------------------------------------------------------------
-@torch.library.custom_op("sparse_transformer::sparse_attention_fwd", mutates_args=())
-def sparse_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str,
-                         scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+# -- the launches ------------------------------------------------------------------------------
+def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str,
+                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """out [B, H, N, Dv] (q's dtype, token-major memory) and lse [B, H, N] (float32)."""
     B, H, N, D = q.shape
     DV = v.shape[-1]
@@ -229,16 +231,9 @@ def sparse_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, patt
     return out, lse
 
 
-@sparse_attention_fwd.register_fake
-def _(q, k, v, pattern, scale):
-    B, H, N, _ = q.shape
-    return _token_major(B, H, N, v.shape[-1], q), q.new_empty(B, H, N, dtype=torch.float32)
-
-
-@torch.library.custom_op("sparse_transformer::sparse_attention_bwd", mutates_args=())
-def sparse_attention_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                         out: torch.Tensor, lse: torch.Tensor, pattern: str, scale: float
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      out: torch.Tensor, lse: torch.Tensor, pattern: str, scale: float
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) in the inputs' dtype (token-major memory), given d out."""
     B, H, N, D = q.shape
     DV = v.shape[-1]
@@ -284,6 +279,19 @@ def sparse_attention_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v
     return dq, dk, dv
 
 
+# -- the custom ops: what torch.compile traces ---------------------------------------------------
+sparse_attention_fwd = torch.library.custom_op(
+    "sparse_transformer::sparse_attention_fwd", forward_launches, mutates_args=())
+sparse_attention_bwd = torch.library.custom_op(
+    "sparse_transformer::sparse_attention_bwd", backward_launches, mutates_args=())
+
+
+@sparse_attention_fwd.register_fake
+def _(q, k, v, pattern, scale):
+    B, H, N, _ = q.shape
+    return _token_major(B, H, N, v.shape[-1], q), q.new_empty(B, H, N, dtype=torch.float32)
+
+
 @sparse_attention_bwd.register_fake
 def _(dout, q, k, v, out, lse, pattern, scale):
     B, H, N, D = q.shape
@@ -305,6 +313,27 @@ def _backward(ctx, dout, _dlse):
 
 
 sparse_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+# -- the eager path: the same launches without the custom-op machinery -------------------------
+class _EagerAttention(torch.autograd.Function):
+    """What an eager call runs. Measured on an H200 host (benchmarks/host_cost.py): the custom
+    op's Python dispatch and its autograd wrapper cost several hundred microseconds a call,
+    most of it in the backward, which at the model's shapes is more than the strided kernels'
+    GPU time. Only ``out`` is an output here, so no zero gradient is made for lse either."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, pattern: str, scale: float):
+        out, lse = forward_launches(q, k, v, pattern, scale)
+        ctx.pattern, ctx.scale = pattern, scale
+        ctx.save_for_backward(q, k, v, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = backward_launches(dout, q, k, v, out, lse, ctx.pattern, ctx.scale)
+        return dq, dk, dv, None, None
 
 
 def check_inputs(q: torch.Tensor, v: torch.Tensor) -> None:
@@ -333,9 +362,10 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern:
         return sparse_attention(q.float(), k.float(), v.float(), pattern,
                                 scale).to(torch.bfloat16)
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    out, _ = sparse_attention_fwd(q, k, v, pattern.name, float(scale))
-    return out
+    if torch.compiler.is_compiling():  # traced: the custom op, which compiles with no break
+        return sparse_attention_fwd(q, k, v, pattern.name, float(scale))[0]
+    return _EagerAttention.apply(q, k, v, pattern.name, float(scale))
 
 
 __all__ = ["block_sizes", "sparse_attention", "sparse_attention_fwd", "sparse_attention_bwd",
-           "device_tables", "DETERMINISTIC", "CONFIG"]
+           "forward_launches", "backward_launches", "device_tables", "DETERMINISTIC", "CONFIG"]

@@ -208,3 +208,15 @@ def test_key_tile_grouping():
     assert fc.shape[1] == 2  # 8 key tiles of 32 -> 2 blocks of 128
     fixed = P.fixed(128, 32).plan(256, 1, 128, 32).components[0]
     assert T._group_key_tiles(*fixed.key_side())[0].shape[1] == 8
+
+
+def test_an_eager_call_skips_the_custom_op_machinery():
+    """Eager calls run the launches through a plain autograd.Function (its Python dispatch is
+    cheaper than the custom op's); under torch.compile the custom op is traced instead (see
+    test_custom_ops_and_compile, which compares the two)."""
+    p = P.strided(8, "split")
+    q = torch.randn(1, 2, 40, 16, device=DEVICE, requires_grad=True)
+    out = attention(q, q, q, p, backend="triton")
+    assert type(out.grad_fn).__name__ == "_EagerAttentionBackward"
+    with torch.no_grad():
+        torch.testing.assert_close(attention(q, q, q, p, backend="triton"), out.detach())
