@@ -56,7 +56,13 @@ from sparse_transformer.train.checkpoint import (
 )
 from sparse_transformer.train.config import TrainConfig
 from sparse_transformer.train.metrics import MetricsLogger, plot_loss_curve, truncate_metrics
-from sparse_transformer.train.schedule import lr_at, lr_at_time, make_optimizer, set_lr
+from sparse_transformer.train.schedule import (
+    lr_at,
+    lr_at_time,
+    make_optimizer,
+    param_groups,
+    set_lr,
+)
 
 __all__ = ["TrainConfig", "train"]
 
@@ -124,6 +130,7 @@ def _train(cfg: TrainConfig, info: D.DistInfo, callback) -> dict[str, Any]:
     if ckpt:
         _check_resume(cfg, ckpt)
         _check_resume_processes(cfg, ckpt, info)
+        _check_resume_optimizer(cfg, ckpt)
     mcfg = ckpt.model_config if ckpt else ModelConfig.from_preset(cfg.preset, **cfg.model)
     if cfg.eval_bytes and cfg.eval_bytes < mcfg.n_ctx:
         raise ValueError(f"--eval-bytes must be 0 (all) or at least n_ctx={mcfg.n_ctx}, "
@@ -181,6 +188,22 @@ def _check_resume_processes(cfg: TrainConfig, ckpt: Checkpoint, info: D.DistInfo
     if sharded != cfg.shard:
         raise ValueError(f"--resume: {cfg.out} was trained {'with' if sharded else 'without'} "
                          f"--shard; resume it {'with' if sharded else 'without'} --shard")
+
+
+def _check_resume_optimizer(cfg: TrainConfig, ckpt: Checkpoint) -> None:
+    """The saved optimizer state must have this version's parameter groups (runs saved before
+    the output matrix got its own group have two, not three): refused before any work."""
+    saved = ckpt.state.get("optimizer", {}).get("param_groups")
+    with torch.device("meta"):  # the groups' sizes only: no memory, no initialisation cost
+        model = SparseTransformer(ckpt.model_config)
+    want = [len(g["params"]) for g in param_groups(model, 0.0)]
+    got = [len(g["params"]) for g in saved] if isinstance(saved, list) else None
+    if got != want:
+        raise ValueError(
+            f"--resume: the optimizer state in {cfg.out} has parameter groups of sizes {got}, "
+            f"this version of sparse-transformer uses {want} (the output matrix has a group of "
+            f"its own), so the run cannot be resumed exactly; its weights still load with "
+            f"SparseTransformer.from_pretrained({str(cfg.out)!r})")
 
 
 def _claim_run_dir(cfg: TrainConfig, info: D.DistInfo, run: Path,

@@ -122,3 +122,22 @@ def test_output_bias_starts_at_the_unigram_model():
     with pytest.raises(ValueError, match="no output bias"):
         plain = ModelConfig.from_preset("wiki-tiny", output_bias=False)
         SparseTransformer(plain).init_output_bias(probs.log())
+
+
+def test_resume_refuses_an_optimizer_state_of_another_group_layout(byte_file, tmp_path):
+    """Runs saved before the output matrix had a parameter group of its own hold two groups;
+    --resume says so, before any work, instead of torch's bare 'different number of parameter
+    groups' from deep inside the loop."""
+    run = tmp_path / "run"
+    train(cfg_for(byte_file, run, steps=2))
+    state_file = sorted(run.glob("checkpoints/step-*/state.pt"))[-1]
+    state = torch.load(state_file, weights_only=True)
+    decay, no_decay, output = state["optimizer"]["param_groups"]
+    decay["params"] = sorted(decay["params"] + output["params"])  # the older layout
+    state["optimizer"]["param_groups"] = [decay, no_decay]
+    torch.save(state, state_file)
+    before = (run / "metrics.csv").read_bytes()
+    with pytest.raises(ValueError, match=r"parameter groups of sizes \[\d+, \d+\].*"
+                                         r"from_pretrained"):
+        train(cfg_for(byte_file, run, steps=4, resume=True))
+    assert (run / "metrics.csv").read_bytes() == before  # nothing touched
