@@ -17,14 +17,13 @@ import cProfile
 import io
 import json
 import pstats
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import triton
 import triton.language as tl
+from attention_call import wall_ms  # benchmarks/attention_call.py: the same timing
 
 from sparse_transformer import attention
 from sparse_transformer import patterns as P
@@ -35,18 +34,10 @@ def _touch(x_ptr):
     tl.store(x_ptr, tl.load(x_ptr) + 1)
 
 
-def per_call_us(fn, calls: int = 200, repeats: int = 5) -> float:
+def per_call_us(fn, calls: int = 200) -> float:
     for _ in range(10):
         fn()
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e6 / calls)
-    return statistics.median(times)
+    return 1e3 * wall_ms(fn, calls=calls)
 
 
 def main(argv: list[str] | None = None) -> int:
