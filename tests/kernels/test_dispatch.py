@@ -42,13 +42,6 @@ def test_auto_resolves_on_cpu(n, pattern, want):
     assert resolve_backend("auto", q, pattern) == want
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_auto_resolves_to_triton_on_cuda():
-    pytest.importorskip("triton")
-    q = torch.empty(1, 2, 64, 8, device="cuda")
-    assert resolve_backend("auto", q, P.causal()) == "triton"
-
-
 def test_auto_runs_the_backend_it_resolves_to(monkeypatch):
     from sparse_transformer.kernels import torch_blocksparse
 

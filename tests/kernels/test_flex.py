@@ -63,6 +63,7 @@ def test_flex_cpu_backward_refused():
         attention(q, q, q, P.causal(), backend="flex")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(DEVICE != "cuda", reason="FlexAttention backward needs CUDA")
 def test_flex_gradients_cuda():  # pragma: no cover - CI has no GPU
     p = P.strided(8, "merge")
