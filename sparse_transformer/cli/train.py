@@ -164,4 +164,8 @@ def run(args: argparse.Namespace) -> int:
         tps = summary["tokens_per_s"] or 0.0
         print(f"step {summary['step']}: validation {summary['valid_bpb']:.4f} bits per byte; "
               f"{summary['elapsed_s']:.0f} s, {tps:,.0f} tokens/s; run in {summary['run_dir']}")
+        if summary.get("best_step") is not None and summary["best_step"] != summary["step"]:
+            print(f"best validation {summary['best_valid_bpb']:.4f} at step "
+                  f"{summary['best_step']}, kept in {summary['run_dir']}/checkpoints/best "
+                  f"(give that path to eval, sample or from_pretrained)")
     return 0
