@@ -56,6 +56,7 @@ MODALITIES: dict[str, dict[str, Any]] = {
             "dense": {"attention": "causal", "embed_stride": 128},
             "fixed": {"attention": "fixed(stride=128, summary=32, distinct=4)"},
             "strided": {},  # the preset's strided(128, split)
+            "gpt": None,  # the plain GPT of benchmarks/learning.py at the preset's size
         },
         "min_contexts": (1024, 4096, 8192),  # paper Table 3, for the preset's own variant
     },
@@ -117,6 +118,10 @@ def train_modality(args: argparse.Namespace) -> None:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(spec['variants'])}")
     for variant in variants:
+        if spec["variants"][variant] is None:
+            rows += _train_reference_gpt(args, spec, data, device, device_name, shared)
+            rows_path.write_text(json.dumps(rows, indent=1))
+            continue
         run = Path(args.runs) / f"{args.modality}-{variant}"
         model_over = {**spec["variants"][variant], **shared}
         cfg = TrainConfig(data=spec["data"], data_root=args.data_root, preset=spec["preset"],
@@ -175,6 +180,91 @@ def train_modality(args: argparse.Namespace) -> None:
         _pack(out / f"{variant}.tar", run, samples)
         del model
         torch.cuda.empty_cache() if device == "cuda" else None
+
+
+def _train_reference_gpt(args, spec: dict, data, device: str, device_name: str,
+                         shared: dict) -> list[dict]:
+    """The plain GPT of benchmarks/learning.py (dense causal SDPA, learned absolute positions,
+    N(0, 0.02) weights) at the preset's depth, width, heads and context, trained with the
+    preset's recipe (rate, warm-up, decay, batch, bf16, clip 1) for the same minutes, the
+    cosine following the clock; scored on test with its best-validation weights."""
+    import copy
+    import types
+
+    import torch
+
+    from sparse_transformer import ModelConfig
+    from sparse_transformer.data.bytes import random_batch
+    from sparse_transformer.evaluate import evaluate_bpb
+    from sparse_transformer.precision import autocast
+    from sparse_transformer.train.recipes import recipe
+    from sparse_transformer.train.schedule import lr_at_time
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from learning import RefGPT, optimizer
+
+    mcfg = ModelConfig.from_preset(spec["preset"], **shared)
+    rec = {**recipe(spec["preset"]), **_train_overrides(args)}
+    torch.manual_seed(args.seed)
+    dev = torch.device(device)
+    model = RefGPT(mcfg.n_layer, mcfg.d_model, mcfg.n_head, mcfg.n_ctx).to(dev)
+    model.cfg = types.SimpleNamespace(n_ctx=mcfg.n_ctx)  # what evaluate_bpb reads
+    opt = optimizer(model, rec["lr"], rec["weight_decay"], 0.999, fused=device == "cuda")
+    gen = torch.Generator().manual_seed(args.seed)
+    train, valid = data.split("train"), data.split("valid")[:rec["eval_bytes"] or None]
+    budget, step, best, best_state, best_step = 60 * args.minutes, 0, math.inf, None, 0
+    x = random_batch(train, mcfg.n_ctx, rec["batch_size"], gen).to(dev)
+    with autocast(rec["precision"], dev):  # warm-up step: compilation outside the minutes
+        torch.nn.functional.cross_entropy(model(x).float().flatten(0, 1), x.flatten()).backward()
+    opt.zero_grad(set_to_none=True)
+    _log(f"{args.modality}/gpt: training {args.minutes} min, {sum(p.numel() for p in model.parameters()):,} parameters")
+    t0 = time.time()
+    while (elapsed := time.time() - t0) < budget:
+        lr = lr_at_time(step, elapsed / budget, lr=rec["lr"], warmup=rec["warmup"],
+                        min_lr_ratio=rec["min_lr_ratio"])
+        for g in opt.param_groups:
+            g["lr"] = lr * g["lr_mult"]
+        x = random_batch(train, mcfg.n_ctx, rec["batch_size"], gen).to(dev)
+        with autocast(rec["precision"], dev):
+            logits = model(x)
+        torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x.flatten()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        if rec["eval_every"] and step % rec["eval_every"] == 0:
+            bpb = evaluate_bpb(model, valid, batch_size=args.eval_batch,
+                               precision=rec["precision"], device=dev).bits_per_byte
+            if bpb < best:
+                best, best_step, best_state = bpb, step, copy.deepcopy(model.state_dict())
+    train_s = time.time() - t0
+    bpb = evaluate_bpb(model, valid, batch_size=args.eval_batch, precision=rec["precision"],
+                       device=dev).bits_per_byte
+    if bpb < best or best_state is None:
+        best, best_step = bpb, step
+    else:
+        model.load_state_dict(best_state)
+    tokens = step * rec["batch_size"] * mcfg.n_ctx
+    _log(f"{args.modality}/gpt: {step} updates in {train_s:.0f} s, {tokens / train_s:,.0f} "
+         f"tokens/s, best valid {best} at {best_step}")
+    base = {"modality": args.modality, "data": spec["data"], "preset": spec["preset"],
+            "variant": "gpt", "attention": "plain GPT (dense causal, absolute positions)",
+            "backend": "sdpa" if device == "cuda" else "sdpa (cpu)", "minutes": args.minutes,
+            "updates": step, "tokens": tokens, "tokens_per_s": tokens / train_s,
+            "best_step": best_step, "best_valid_bpb": best,
+            "params": sum(p.numel() for p in model.parameters()), "unit": spec["unit"],
+            "device": device_name, "commit": args.commit, "precision": rec["precision"],
+            "eval_precision": "bf16" if device == "cuda" else "fp32"}
+    out = []
+    for name, stream in (("text100m", data.split("test")), ("wiki", _wiki_part(data))):
+        stream = stream[:args.test_bytes or None]
+        res = evaluate_bpb(model, stream, batch_size=args.eval_batch,
+                           precision=base["eval_precision"], device=dev)
+        out.append({**base, "data": name, "split": "test", "min_context": 0,
+                    "bits": round(res.bits_per_byte, 4), "scored": res.n_scored})
+        _log(f"  {name} test: {res.bits_per_byte:.4f} bits/byte")
+    del model, opt
+    return out
 
 
 def _warm_up(cfg, device: str) -> None:
