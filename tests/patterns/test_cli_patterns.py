@@ -77,7 +77,7 @@ def test_list(capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["show", "fixed", "--stride", "0", "--summary", "4"], "stride must be > 0"),
+    (["show", "fixed", "--stride", "0", "--summary", "4"], "--stride must be an integer >= 1"),
     (["show", "fixed", "--stride", "4", "--summary", "8"], "summary (8) must be <= stride (4)"),
     (["show", "nonsense"], "unknown pattern 'nonsense'"),
     (["show", "fixed", "--stride", "4"], "needs --summary"),
