@@ -98,7 +98,7 @@ def read_object(path: str | Path, what: str | None = None) -> dict[str, Any]:
 
 
 # -- helpers: one field of an object ------------------------------------------------------------
-def _optional_int(obj: dict, key: str, what: str, lo: int, hi: int = INT64_MAX) -> None:
+def _optional_int(obj: dict, key: str, what: str, lo: int, hi: int | None = None) -> None:
     if obj.get(key) is not None:
         check_int(f"{what}: {key}", obj[key], lo, hi)
 

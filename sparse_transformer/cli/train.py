@@ -222,9 +222,11 @@ def _check_memory(cfg: TrainConfig, mcfg: Any) -> None:
     check_memory(f"training {cfg.preset} with --batch-size {cfg.batch_size}",
                  training_bytes(mcfg, cfg.batch_size, cfg.precision, shards), have, where,
                  "use a smaller --batch-size (and --grad-accum for the same batch) or model")
-    check_memory(f"evaluating with --eval-batch {cfg.eval_batch}",
-                 forward_bytes(mcfg, cfg.eval_batch, cfg.precision), have, where,
-                 "use a smaller --eval-batch")
+    if cfg.eval_bytes:  # a batch holds at most the windows there are to score
+        batch = min(cfg.eval_batch, -(-cfg.eval_bytes // mcfg.n_ctx))
+        check_memory(f"evaluating with --eval-batch {cfg.eval_batch}",
+                     forward_bytes(mcfg, batch, cfg.precision), have, where,
+                     "use a smaller --eval-batch")
 
 
 class TrainLog:
@@ -272,9 +274,16 @@ class TrainLog:
         budget = (f"{cfg.steps:,} updates" if cfg.steps else
                   f"{cfg.max_minutes:g} minutes" if cfg.max_minutes else "1,000 updates")
         start = f"resumed at step {row['step'] - 1:,}; " if cfg.resume else ""
-        return (f"train {model}; data {cfg.data}; {start}{budget} of {cfg.batch_size} x "
-                f"{cfg.grad_accum} windows, lr {cfg.lr:g}, warm-up {cfg.warmup}, "
-                f"{cfg.precision} on {cfg.device}; run in {cfg.out}")
+        window = f" x {m.n_ctx} bytes" if m is not None else " windows"
+        accum = f" x {cfg.grad_accum} micro-batches" if cfg.grad_accum > 1 else ""
+        device = cfg.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return (f"train {model}; data {cfg.data}; {start}{budget} of batch {cfg.batch_size}"
+                f"{window}{accum}, lr {cfg.lr:g}, warm-up {cfg.warmup}, {cfg.precision} on "
+                f"{device}; run in {cfg.out}")
 
     def _row_line(self, row: dict) -> str:
         from math import log

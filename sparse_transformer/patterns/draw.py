@@ -200,14 +200,15 @@ def draw_pattern(pattern: Pattern, n_ctx: int, n_heads: int | None = None,
     pattern.check_heads(n_heads)
     block = max(1, n_ctx // 16) if block is None else _check_positive_int("block", block)
     panels, plan = _panels(pattern, n_ctx, n_heads, block, reorder)
+    heading = describe(pattern) if title is None else title
 
     Figure = _figure_cls()
     cols = min(len(panels), 4)
     rows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(_PANEL_IN[0] * cols, _PANEL_IN[1] * rows + 0.9), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, (mask, computed, pad, title, reordered) in zip(axes.flat, panels):
-        _panel(ax, mask, computed, pad, block, title, reordered)
+    for ax, (mask, computed, pad, label, reordered) in zip(axes.flat, panels):
+        _panel(ax, mask, computed, pad, block, label, reordered)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
 
@@ -218,8 +219,7 @@ def draw_pattern(pattern: Pattern, n_ctx: int, n_heads: int | None = None,
     width = int(_TITLE_CHARS_PER_IN * _PANEL_IN[0] * cols)
     stats = (f"n = {n_ctx}, {heads}, {block} x {block} tiles: {done:,} of {causal:,} causal "
              f"tiles computed ({done / causal:.0%})")
-    head = describe(pattern) if title is None else title
-    fig.suptitle("\n".join(textwrap.fill(s, width) for s in (head, stats)), fontsize=9)
+    fig.suptitle("\n".join(textwrap.fill(s, width) for s in (heading, stats)), fontsize=9)
     _legend(fig, any(p[2] is not None and p[2].any() for p in panels), cols)
     if path is None:
         return fig
