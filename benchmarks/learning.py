@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    from sparse_transformer.evaluate import compressor_bpb
+    from sparse_transformer.baselines import stream_bits as compressor_bpb
 
     result = {"title": args.title, "config": {k: v for k, v in vars(args).items()
                                               if k not in ("out", "plot", "variant",

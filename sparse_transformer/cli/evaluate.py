@@ -1,9 +1,15 @@
-"""sparse-transformer eval: bits per byte of a checkpoint, beside lzma/bz2/zlib (paper 7).
+"""sparse-transformer eval: bits per byte of a checkpoint, beside classical compressors (paper 7).
 
 Scores every byte of a split once. With --min-context M, windows slide by n_ctx - M and only
 their last n_ctx - M bytes are scored, so each byte sees at least M earlier bytes (paper
 Table 3). The data is the one the run trained on (the absolute path it recorded) unless --data
 says otherwise; eval never downloads or prepares data.
+
+Beside the model it prints what classical compressors spend on the same bytes: PPMd (order 16)
+after reading the whole train split, xz, bz2 and zlib on the bytes alone, and for images PNG
+(sparse_transformer/baselines.py). For a whole split they come from meta.json, where prepare
+stored them; for --max-bytes they are computed (PPMd reads the train split first: seconds to a
+minute).
 """
 
 from __future__ import annotations
@@ -65,7 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
                    help="activations: fp32, bf16 or fp16 (attention logits stay fp32)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--no-compressors", action="store_true", help="skip lzma/bz2/zlib")
+    p.add_argument("--no-compressors", action="store_true",
+                   help="skip the compressor baselines (PPMd, xz, bz2, zlib, PNG)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -78,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
                        not args.no_progress and not args.json)
 
     from sparse_transformer.cli.common import run_data
-    from sparse_transformer.evaluate import compressor_bpb, evaluate_bpb
+    from sparse_transformer.evaluate import evaluate_bpb
     from sparse_transformer.train.checkpoint import load_model
+    from sparse_transformer.baselines import describe
     from sparse_transformer.train.distributed import pick_device
 
     device = pick_device(opts.device)
@@ -99,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
            "split": opts.split, "bytes": int(split.size), "scored": res.n_scored,
            "min_context": res.min_context, "model_bpb": res.bits_per_byte}
     if opts.compressors:
-        out["compressors_bpb"] = compressor_bpb(split)
+        out["baselines_bpb"] = split_baselines(data, opts.split, split)
     if opts.json:
         print(json.dumps(out))
         return 0
@@ -107,6 +115,23 @@ def run(args: argparse.Namespace) -> int:
     ctx = f", min context {res.min_context}" if res.min_context else ""
     unit = "bits per dim" if data.kind == "image" else "bits per byte"  # images: byte = dim
     print(f"  sparse transformer  {res.bits_per_byte:.4f} {unit}{ctx}")
-    for name, bpb in sorted(out.get("compressors_bpb", {}).items(), key=lambda kv: kv[1]):
-        print(f"  {name:<18s}  {bpb:.4f} {unit}")
+    for name, bpb in sorted(out.get("baselines_bpb", {}).items(), key=lambda kv: kv[1]):
+        print(f"  {name:<18s}  {bpb:.4f} {unit}  ({describe(name)})")
     return 0
+
+
+def split_baselines(data, split_name: str, scored) -> dict[str, float]:
+    """The baselines of the scored bytes: stored in meta.json for a whole split, else computed
+    (PPMd reads the train split as context first)."""
+    import sys
+
+    from sparse_transformer.baselines import baselines
+
+    stored = (data.meta.get("baselines") or {}).get(split_name)
+    if isinstance(stored, dict) and scored.size == data.split(split_name).size:
+        return {k: float(v) for k, v in stored.items()}
+    shape = tuple(data.meta["shape"]) if data.kind == "image" and data.meta.get("shape") else None
+    print(f"computing the compressor baselines of {scored.size:,} bytes (PPMd reads the "
+          f"{data.split('train').size:,} train bytes first) ...", file=sys.stderr, flush=True)
+    return baselines(scored, context=data.split("train"), image_shape=shape,
+                     log=lambda msg: print(msg, file=sys.stderr))

@@ -172,9 +172,13 @@ def run(args: argparse.Namespace) -> int:
     # under torchrun every rank returns a summary (with --shard every rank evaluates): one line
     if summary["valid_bpb"] is not None and _rank0():
         tps = summary["tokens_per_s"] or 0.0
-        print(f"step {summary['step']}: validation {summary['valid_bpb']:.4f} "
-              f"{unit_name(summary['model'].cfg)}; {summary['elapsed_s']:.0f} s, "
-              f"{tps:,.0f} tokens/s; run in {summary['run_dir']}")
+        unit = unit_name(summary["model"].cfg)
+        print(f"step {summary['step']}: validation {summary['valid_bpb']:.4f} {unit}; "
+              f"{summary['elapsed_s']:.0f} s, {tps:,.0f} tokens/s; run in {summary['run_dir']}")
+        if summary.get("best_step") is not None and summary["best_step"] != summary["step"]:
+            print(f"best validation {summary['best_valid_bpb']:.4f} {unit} at step "
+                  f"{summary['best_step']}, kept in {summary['run_dir']}/checkpoints/best "
+                  f"(give that path to eval, sample or from_pretrained)")
     return 0
 
 

@@ -80,6 +80,7 @@ def load_builtin() -> None:
         return
     _LOADED = True
     importlib.import_module("sparse_transformer.data.text")
+    importlib.import_module("sparse_transformer.data.text100m")
     for mod in ("sparse_transformer.data.images", "sparse_transformer.data.audio"):
         try:
             importlib.import_module(mod)
@@ -128,8 +129,28 @@ def prepare(name: str, out_dir: str | Path | None = None, *, source: str | None 
             raise RuntimeError(f"preparing {name!r} wrote a meta.json that is not an object")
         if "files" not in meta:
             meta["files"] = sorted(p.name for p in stage.iterdir())
-            (stage / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        meta["baselines"] = split_baselines(stage, meta)
+        (stage / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         commit(stage, out, force)
+    return out
+
+
+def split_baselines(directory: Path, meta: dict, log=print) -> dict[str, dict[str, float]]:
+    """The compressor baselines (``sparse_transformer.baselines``) of the whole valid and test
+    splits in ``directory``, PPMd given the train split as context."""
+    from sparse_transformer.baselines import baselines
+
+    shape = tuple(meta["shape"]) if meta.get("kind") == "image" and meta.get("shape") else None
+    train = (directory / "train.bin").read_bytes()
+    if train:
+        log(f"baselines: PPMd with the {len(train):,} train bytes as context, xz, bz2, zlib"
+            f"{', PNG' if shape else ''} on valid and test ...")
+    out = {}
+    for split in ("valid", "test"):
+        data = (directory / f"{split}.bin").read_bytes()
+        if data:
+            out[split] = {k: round(v, 4) for k, v in
+                          baselines(data, context=train, image_shape=shape, log=log).items()}
     return out
 
 

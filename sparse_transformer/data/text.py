@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import bz2
 import hashlib
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from sparse_transformer.codecs import write_text_samples
+from sparse_transformer.data.pypi import cached_wheel, read_wheel_member
 from sparse_transformer.data.registry import (
     register_dataset,
     register_writer,
@@ -35,46 +33,13 @@ WIKI_BZ2_SHA256 = ("a53f4648", "bea2d")  # prefix and suffix of the .bz2's sha25
 ENWIK8_SIZE = 100_000_000
 
 
-def _download_gensim(cache_dir: Path) -> Path:
-    """The gensim 4.4.0 wheel in ``cache_dir``, downloaded with this interpreter's pip."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(cache_dir.glob("gensim-4.4.0-*.whl"))
-    if wheels:
-        return wheels[0]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "gensim==4.4.0", "-d", str(cache_dir), "-q"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise RuntimeError(f"could not run pip to download gensim 4.4.0: {err}") from None
-    wheels = sorted(cache_dir.glob("gensim-4.4.0-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        last = (proc.stderr or proc.stdout).strip().splitlines()
-        raise RuntimeError(
-            "could not download the gensim 4.4.0 wheel that carries the Wikipedia excerpt "
-            f"(offline? pip said: {last[-1] if last else 'nothing'}); download it elsewhere "
-            "and pass --path gensim-4.4.0-....whl"
-        )
-    return wheels[0]
-
-
-def _read_wiki_bz2(source: Path) -> bytes:
-    """The compressed excerpt from a gensim wheel or from the extracted .bz2 file."""
-    if source.suffix == ".whl":
-        try:
-            with zipfile.ZipFile(source) as zf:
-                return zf.read(WIKI_MEMBER)
-        except (zipfile.BadZipFile, KeyError) as err:
-            raise ValueError(f"{source} is not a gensim 4.4.0 wheel holding the excerpt: {err}")
-    return source.read_bytes()
-
-
-def prepare_wiki(out_dir: Path, *, source: str | None = None, cache_dir: Path) -> None:
-    """Fetch, check and split the Wikipedia excerpt (data.md T1)."""
-    src = Path(source) if source else _download_gensim(Path(cache_dir))
+def wiki_excerpt(source: str | Path | None, cache_dir: str | Path) -> bytes:
+    """The 6,089,746 checked bytes of the Wikipedia excerpt, from ``source`` (a gensim 4.4.0
+    wheel or the extracted .bz2) or from the wheel fetched into ``cache_dir``."""
+    src = Path(source) if source else cached_wheel("gensim", "4.4.0", cache_dir)
     if not src.is_file():
         raise FileNotFoundError(f"wiki source {src} does not exist")
-    packed = _read_wiki_bz2(src)
+    packed = read_wheel_member(src, WIKI_MEMBER) if src.suffix == ".whl" else src.read_bytes()
     digest = hashlib.sha256(packed).hexdigest()
     if not (digest.startswith(WIKI_BZ2_SHA256[0]) and digest.endswith(WIKI_BZ2_SHA256[1])):
         raise ValueError(f"{src}: the Wikipedia excerpt's sha256 is {digest}, expected "
@@ -82,6 +47,12 @@ def prepare_wiki(out_dir: Path, *, source: str | None = None, cache_dir: Path) -
     data = bz2.decompress(packed)
     if len(data) != WIKI_SIZE:
         raise ValueError(f"{src}: decompressed excerpt has {len(data)} bytes, expected {WIKI_SIZE}")
+    return data
+
+
+def prepare_wiki(out_dir: Path, *, source: str | None = None, cache_dir: Path) -> None:
+    """Fetch, check and split the Wikipedia excerpt (data.md T1)."""
+    data = wiki_excerpt(source, cache_dir)
     tr, va, te = split_by_position(len(data))
     write_splits(
         out_dir, name="wiki", kind="text", train=data[tr], valid=data[va], test=data[te],

@@ -32,6 +32,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+BEST = "best"  # the step folder of the best validation so far (train keeps it)
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -50,16 +51,17 @@ def _is_step_folder(p: Path) -> bool:
     return (p / CONFIG_NAME).is_file() or (p / WEIGHTS_NAME).is_file()
 
 
-def _follow_latest(root: Path) -> Path:
-    """The step folder ``root/latest`` names, refused unless it lies directly inside root."""
-    name = (root / LATEST).read_text().strip()
+def _follow_latest(root: Path, pointer: str = LATEST) -> Path:
+    """The step folder ``root/pointer`` (latest or best) names, refused unless it lies
+    directly inside root."""
+    name = (root / pointer).read_text().strip()
     if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise ValueError(f"{root / LATEST} must name a folder inside {root}, got {name!r}")
+        raise ValueError(f"{root / pointer} must name a folder inside {root}, got {name!r}")
     target = root / name
     if target.resolve().parent != root.resolve():  # a symlink out of the run directory
-        raise ValueError(f"{root / LATEST} names {name!r}, which leads outside {root}")
+        raise ValueError(f"{root / pointer} names {name!r}, which leads outside {root}")
     if not target.is_dir():
-        raise FileNotFoundError(f"{root / LATEST} names {name!r}, which does not exist")
+        raise FileNotFoundError(f"{root / pointer} names {name!r}, which does not exist")
     return target
 
 
@@ -68,6 +70,8 @@ def resolve_pretrained(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p} does not exist")
+    if p.is_file() and p.name in (LATEST, BEST):  # RUN/checkpoints/latest or .../best
+        return _follow_latest(p.parent, p.name)
     if _is_step_folder(p):
         return p
     for root in (p / CHECKPOINTS, p):

@@ -9,7 +9,9 @@ A run directory holds ``checkpoints/step-XXXXXXXX/`` folders, each with
                         of every rank (``rng``: a list in rank order): only tensors, numbers,
                         strings, lists and dicts, so ``torch.load(weights_only=True)`` reads it
 
-and ``checkpoints/latest`` naming the newest folder. A folder is written under a temporary
+and ``checkpoints/latest`` naming the newest folder; ``checkpoints/best`` names the folder
+whose validation was the best so far (``train`` keeps it through pruning, so a run that starts
+to overfit loses nothing; ``--checkpoint RUN/checkpoints/best`` reads it). A folder is written under a temporary
 name and renamed into place, and ``latest`` is replaced with ``os.replace``, so an interrupted
 save never leaves a half-written checkpoint where a reader looks; the temporary names a kill
 leaves behind are removed by ``clean_temporaries`` when the run next starts.
@@ -38,8 +40,10 @@ from safetensors.torch import load_file, save_file
 from sparse_transformer.model.config import ModelConfig
 
 LATEST = "latest"
+BEST = "best"
+POINTERS = (LATEST, BEST)  # files in checkpoints/ that name a step folder beside them
 _STEP_NAME = re.compile(r"step-\d{8}")
-_TEMPORARY = (".step-*.tmp-*", ".step-*.old-*", f".{LATEST}.tmp-*")
+_TEMPORARY = (".step-*.tmp-*", ".step-*.old-*", f".{LATEST}.tmp-*", f".{BEST}.tmp-*")
 
 
 @dataclass
@@ -113,8 +117,9 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def save_checkpoint(run_dir: str | Path, *, model: torch.nn.Module | Mapping[str, torch.Tensor],
                     model_config: ModelConfig, train: dict[str, Any], state: dict[str, Any],
-                    keep_last: int = 2) -> Path:
-    """Write ``run_dir/checkpoints/step-XXXXXXXX`` atomically and point ``latest`` at it.
+                    keep_last: int = 2, best: bool = False) -> Path:
+    """Write ``run_dir/checkpoints/step-XXXXXXXX`` atomically and point ``latest`` at it (and
+    ``best`` too when ``best``).
 
     ``model`` is the model or its full state dict (a sharded model's, gathered by
     ``train.sharding.full_state_dicts``).
@@ -140,11 +145,29 @@ def save_checkpoint(run_dir: str | Path, *, model: torch.nn.Module | Mapping[str
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
-    latest_tmp = root / f".{LATEST}.tmp-{os.getpid()}"
-    latest_tmp.write_text(name + "\n")
-    os.replace(latest_tmp, root / LATEST)
+    point(root, LATEST, name)
+    if best:
+        point(root, BEST, name)
     _prune(root, keep_last, keep=name)
     return final
+
+
+def point(root: Path, pointer: str, name: str) -> None:
+    """Make ``root/pointer`` (latest or best) name the step folder ``name``, atomically."""
+    tmp = root / f".{pointer}.tmp-{os.getpid()}"
+    tmp.write_text(name + "\n")
+    os.replace(tmp, root / pointer)
+
+
+def mark_best(run_dir: str | Path, step: int, keep_last: int = 2) -> None:
+    """Point ``checkpoints/best`` at the saved folder of ``step``; the folder it named before
+    is pruned if it has fallen out of the ``keep_last`` window."""
+    root = Path(run_dir) / "checkpoints"
+    name = f"step-{int(step):08d}"
+    if not (root / name).is_dir():
+        raise FileNotFoundError(f"{root / name} does not exist")
+    point(root, BEST, name)
+    _prune(root, keep_last, keep=name)
 
 
 def clean_temporaries(run_dir: str | Path) -> list[str]:
@@ -165,32 +188,47 @@ def _prune(root: Path, keep_last: int, keep: str) -> None:
     if keep_last <= 0:
         return
     steps = sorted(p for p in root.glob("step-*") if p.is_dir())
+    kept = {keep, _pointed(root, BEST)}  # the best folder outlives the keep_last window
     for p in steps[:-keep_last]:
-        if p.name != keep:
+        if p.name not in kept:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def _pointed(root: Path, pointer: str) -> str | None:
+    try:
+        name = (root / pointer).read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return name if _STEP_NAME.fullmatch(name) else None
 
 
 # -- reading -----------------------------------------------------------------------------------
 def find_checkpoint(path: str | Path) -> Path:
-    """A run directory, its ``checkpoints`` folder, or a ``step-*`` folder -> the step folder."""
+    """A run directory, its ``checkpoints`` folder, a ``step-*`` folder, or the pointer file
+    ``checkpoints/latest`` / ``checkpoints/best`` -> the step folder."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
+    if p.is_file() and p.name in POINTERS:
+        return _follow(p.parent, p.name, p)
     if (p / "model.safetensors").exists() or (p / "config.json").exists():
         return p
     for root in (p / "checkpoints", p):
-        latest = root / LATEST
-        if latest.is_file():
-            name = latest.read_text(errors="replace").strip()
-            # only a step folder beside it: 'latest' must not lead a reader anywhere else
-            if not _STEP_NAME.fullmatch(name):
-                raise ValueError(f"checkpoint {p}: 'latest' names {name[:80]!r}, not a "
-                                 f"step-XXXXXXXX folder of {root}")
-            target = root / name
-            if not target.is_dir() or target.is_symlink():
-                raise ValueError(f"checkpoint {p}: 'latest' points at missing {name}")
-            return target
+        if (root / LATEST).is_file():
+            return _follow(root, LATEST, p)
     raise FileNotFoundError(f"{p} holds no checkpoint (no model.safetensors or checkpoints/latest)")
+
+
+def _follow(root: Path, pointer: str, asked: Path) -> Path:
+    name = (root / pointer).read_text(errors="replace").strip()
+    # only a step folder beside it: a pointer must not lead a reader anywhere else
+    if not _STEP_NAME.fullmatch(name):
+        raise ValueError(f"checkpoint {asked}: {pointer!r} names {name[:80]!r}, not a "
+                         f"step-XXXXXXXX folder of {root}")
+    target = root / name
+    if not target.is_dir() or target.is_symlink():
+        raise ValueError(f"checkpoint {asked}: {pointer!r} points at missing {name}")
+    return target
 
 
 def load_train_meta(path: str | Path) -> dict[str, Any]:

@@ -38,7 +38,8 @@ from sparse_transformer.data.bytes import (
     random_batch,
     resolve_data,
 )
-from sparse_transformer.evaluate import LN2, compressor_bpb, evaluate_bpb
+from sparse_transformer.baselines import stream_bits
+from sparse_transformer.evaluate import LN2, evaluate_bpb
 from sparse_transformer.model.config import ModelConfig
 from sparse_transformer.model.transformer import SparseTransformer, loss_nats
 from sparse_transformer.precision import autocast, grad_scaler
@@ -48,6 +49,7 @@ from sparse_transformer.train.checkpoint import (
     Checkpoint,
     clean_temporaries,
     load_checkpoint,
+    mark_best,
     load_weights,
     rank_rng_states,
     rng_state,
@@ -252,6 +254,7 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
     gen = torch.Generator().manual_seed(cfg.seed + info.rank)  # data seed + rank
     torch.manual_seed(cfg.seed + 1 + info.rank)  # dropout masks differ across ranks
     step, total, elapsed0 = 0, cfg.steps, 0.0
+    best_bpb, best_step = math.inf, None  # the best validation so far and its step
     if ckpt:
         state = ckpt.state
         if cfg.shard:
@@ -262,6 +265,8 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
         set_rng_state(rank_rng_states(state)[info.rank], gen, dev)
         step, elapsed0 = int(state["step"]), float(state.get("elapsed_s", 0.0))
         total = cfg.steps or int(state["total"])
+        if state.get("best_step") is not None:
+            best_bpb, best_step = float(state["best_valid_bpb"]), int(state["best_step"])
     if cfg.max_minutes is not None and not cfg.steps:
         total = None  # the run ends when the budget does
     elif total is None:
@@ -295,7 +300,7 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
             model.reshard()
         return res.bits_per_byte
 
-    def save(reason: str) -> None:
+    def save(reason: str, best: bool = False) -> None:
         # every rank takes part: its RNG state is gathered, a sharded model's tensors too
         rngs = D.gather_objects(info, rng_state(gen, dev))
         if cfg.shard:
@@ -307,9 +312,12 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
         train_meta = {"step": step, "total": total, "options": cfg.to_dict(),
                       "data": data.meta, "data_path": str(data.path), "reason": reason}
         state = {"optimizer": optim, "scaler": scaler.state_dict(), "step": step,
-                 "total": total, "elapsed_s": elapsed, "rng": rngs, "shard": cfg.shard}
+                 "total": total, "elapsed_s": elapsed, "rng": rngs, "shard": cfg.shard,
+                 "best_valid_bpb": best_bpb if best_step is not None else None,
+                 "best_step": best_step}
         save_checkpoint(run, model=weights, model_config=mcfg, train=train_meta, state=state,
-                        keep_last=cfg.keep_last)
+                        keep_last=cfg.keep_last, best=best)
+
 
     losses: list[float] = []
     valid_bpb = None
@@ -370,11 +378,17 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
                    "grad_norm": float(grad_norm), "loss_scale": float(scaler.get_scale())
                    if scaler.is_enabled() else None, "elapsed_s": elapsed,
                    "tokens": step * tokens_per_update}
-            if evaluates and cfg.eval_every and step % cfg.eval_every == 0 and not final:
+            if cfg.eval_every and step % cfg.eval_every == 0 and not final:
                 t_eval = time.time()
-                valid_bpb = evaluate()
+                if evaluates:
+                    valid_bpb = evaluate()
+                    row["valid_bpb"] = valid_bpb
+                # rank 0's score on every rank: the save of a new best is collective
+                score = D.broadcast_float(info, valid_bpb if info.is_main else math.nan)
+                if score < best_bpb:  # kept through pruning: overfitting later loses nothing
+                    best_bpb, best_step = score, step
+                    save("best", best=True)
                 eval_reserve = max(eval_reserve, time.time() - t_eval)
-                row["valid_bpb"] = valid_bpb
                 window_t = time.time()  # keep evaluation out of the tokens/s figure
                 window_tokens = 0
             if callback is not None:
@@ -408,6 +422,9 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
         if final and not signalled and evaluates:
             valid_bpb = evaluate()
             row["valid_bpb"] = valid_bpb
+            if info.is_main and valid_bpb < best_bpb:  # the final checkpoint (saved above)
+                best_bpb, best_step = valid_bpb, step
+                mark_best(run, step, cfg.keep_last)
         _log(row, logger, None, valid_bpb, window_t, window_tokens, window_loss, window_n,
              total)
     session_s = max(1e-9, elapsed - elapsed0)
@@ -416,17 +433,28 @@ def _run(cfg: TrainConfig, info: D.DistInfo, callback, run: Path, ckpt: Checkpoi
                "params": model.num_params(),
                "tokens_per_s": (step - step0) * tokens_per_update / session_s
                if step > step0 else None,
+               "best_valid_bpb": best_bpb if best_step is not None else None,
+               "best_step": best_step,
                "stopped_by": stop.signum, "losses": losses, "model": model}
     if info.is_main:
         logger.close()
         unit = "bits per dim" if mcfg.embedding == "image" else "bits per byte"
-        scored = valid_split[:cfg.eval_bytes] if cfg.eval_bytes else valid_split
         plot_loss_curve(run / "metrics.csv", run / "loss.png", unit,
                         title=f"{run.name}: {cfg.preset} on {data.name}, {step} updates",
-                        references={k: v for k, v in compressor_bpb(scored[:1 << 20]).items()})
+                        references=_plot_references(data, valid_split, cfg.eval_bytes))
         _write_json(run / "summary.json",
                     {k: v for k, v in summary.items() if k not in ("losses", "model")})
     return summary
+
+
+def _plot_references(data: ByteData, valid, eval_bytes: int | None) -> dict[str, float]:
+    """Compressor baselines for the loss plot: the whole valid split's, stored at prepare
+    (PPMd with the train split as context among them), else xz/bz2/zlib on the scored bytes."""
+    stored = (data.meta.get("baselines") or {}).get("valid")
+    if isinstance(stored, dict) and stored:
+        return {f"{k} (valid)": float(v) for k, v in stored.items()}
+    scored = valid[:eval_bytes] if eval_bytes else valid
+    return stream_bits(scored[:1 << 20])
 
 
 def _log(row: dict, logger: MetricsLogger | None, pbar, valid_bpb: float | None,

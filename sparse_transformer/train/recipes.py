@@ -57,6 +57,19 @@ RECIPES: dict[str, dict[str, Any]] = {
                        precision="bf16", eval_every=1000, eval_bytes=12288 * 50),
     "audio-65k": dict(batch_size=1, lr=1.5e-4, warmup=2000, output_lr_mult=30.0,
                       precision="bf16", eval_every=1000, eval_bytes=65536 * 8),
+    # One GPU, the paper's three modalities in minutes (benchmarks/paper_gpu.py and
+    # docs/results.md have what each gave on an H200/H100). 65,536 tokens per update for text
+    # and audio, 100,352 (128 images) for Fashion-MNIST, whose 24 short layers leave the step
+    # bound by the host's launches (more images per step cost little); a first guess at the
+    # rates, the output rate x10 of wiki-gpu; bf16.
+    "text-gpu": dict(batch_size=4, lr=1e-3, warmup=200, output_lr_mult=10.0,
+                     precision="bf16", eval_every=250, eval_bytes=1 << 20, max_minutes=9.0),
+    "fashion-mnist-gpu": dict(batch_size=128, lr=1e-3, warmup=200, output_lr_mult=10.0,
+                              precision="bf16", eval_every=500, eval_bytes=784 * 1000,
+                              max_minutes=9.0),
+    "audio-gpu": dict(batch_size=1, lr=1e-3, warmup=200, output_lr_mult=10.0,
+                      precision="bf16", eval_every=250, eval_bytes=65536 * 16,
+                      max_minutes=9.0),
     # CPU image and audio presets: the earlier CPU runs' rates (docs/images-audio.md) with the
     # output rate x10 (measured on fashion-mnist-small in the Table 2 study of
     # docs/training.md; not on audio-small).

@@ -99,7 +99,9 @@ def test_wiki_download_failure_is_one_clear_error(tmp_path, monkeypatch):
     class Failed:
         returncode, stdout, stderr = 1, "", "ERROR: No matching distribution found\n"
 
-    monkeypatch.setattr(T.subprocess, "run", lambda *a, **k: Failed())
+    from sparse_transformer.data import pypi
+
+    monkeypatch.setattr(pypi.subprocess, "run", lambda *a, **k: Failed())
     with pytest.raises(RuntimeError, match="could not download the gensim 4.4.0 wheel"):
         T.prepare_wiki(tmp_path / "wiki", cache_dir=tmp_path / "cache")
 

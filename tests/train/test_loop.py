@@ -141,3 +141,33 @@ def test_resume_refuses_an_optimizer_state_of_another_group_layout(byte_file, tm
                                          r"from_pretrained"):
         train(cfg_for(byte_file, run, steps=4, resume=True))
     assert (run / "metrics.csv").read_bytes() == before  # nothing touched
+
+
+def test_the_best_validation_checkpoint_is_kept_through_pruning_and_resume(byte_file, tmp_path,
+                                                                          monkeypatch):
+    """A run that starts to overfit loses nothing: checkpoints/best names the step of the
+    lowest validation, pruning (keep_last=1) spares it, a resumed run keeps comparing with it,
+    and eval/from_pretrained read it through the pointer."""
+    from sparse_transformer import SparseTransformer
+    from sparse_transformer.evaluate import EvalResult
+    from sparse_transformer.train import loop
+    from sparse_transformer.train.checkpoint import find_checkpoint
+
+    scores = iter([3.0, 2.0, 2.5, 2.6, 2.7, 1.9])  # evaluations at steps 2, 4, 6, 8(final)...
+    monkeypatch.setattr(loop, "evaluate_bpb",
+                        lambda *a, **k: EvalResult(next(scores), 1, 1, 0))
+    out = tmp_path / "run"
+    s = train(cfg_for(byte_file, out, steps=8, eval_every=2, keep_last=1))
+    assert (s["best_step"], s["best_valid_bpb"], s["valid_bpb"]) == (4, 2.0, 2.6)
+    ckpts = out / "checkpoints"
+    assert (ckpts / "best").read_text().strip() == "step-00000004"
+    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-00000004", "step-00000008"]
+    assert find_checkpoint(ckpts / "best") == ckpts / "step-00000004"
+    best = SparseTransformer.from_pretrained(ckpts / "best")
+    w4 = load_checkpoint(ckpts / "step-00000004").weights
+    assert all(torch.equal(best.state_dict()[k], w4[k]) for k in w4)
+
+    s = train(cfg_for(byte_file, out, steps=12, eval_every=2, keep_last=1, resume=True))
+    assert s["best_step"] == 12 and s["best_valid_bpb"] == 1.9  # 2.7 at 10 did not beat 2.0
+    assert (ckpts / "best").read_text().strip() == "step-00000012"
+    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-00000012"]

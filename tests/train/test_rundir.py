@@ -61,7 +61,8 @@ def test_force_removes_only_what_a_run_wrote(byte_file, tmp_path):
         train(cfg_for(byte_file, out, steps=1))
     train(cfg_for(byte_file, out, steps=1, force=True))
     assert (out / "notes.txt").read_text() == "mine"
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step-00000001"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best", "latest",
+                                                                      "step-00000001"]
     assert [r["step"] for r in read_metrics(out / "metrics.csv")] == ["1"]
 
 
