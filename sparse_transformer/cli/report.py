@@ -126,7 +126,7 @@ def media_report(checkpoint: str | Path, data: str | None, out_dir: str | Path, 
     res = {"unit": unit, "data": ds.name}
     for split in ("valid", "test"):
         data = ds.split(split)
-        # whole windows (images) only: a prefix shorter than one is scored as one window
+        # at least one window: a prefix shorter than n_ctx holds nothing to score
         limit = max(opts.eval_bytes, n_ctx) if opts.eval_bytes else None
         r = evaluate_bpb(model, data, max_bytes=limit, record_size=record,
                          batch_size=64 if dev.type != "cpu" else 8, device=dev,

@@ -114,9 +114,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     opts = SampleOptions(args.checkpoint, args.prompt, args.prompt_file, args.n_bytes,
-                         args.seconds, args.num_samples, args.temperature, args.top_k, args.top_p, args.seed,
-                         args.out, args.force, args.device, not args.no_progress,
-                         not args.no_cache)
+                         args.seconds, args.num_samples, args.temperature, args.top_k,
+                         args.top_p, args.seed, args.out, args.force, args.device,
+                         not args.no_progress, not args.no_cache)
 
     import numpy as np
     import torch

@@ -300,7 +300,7 @@ CASES += [
     (["train", *NEW, "--eval-bytes", I64], "--eval-bytes must be an integer in [0, 2**63 - 1]"),
     (["train", *NEW, "--batch-size", "1000000000"],  # changed: allocation failed in the loop
      "training wiki-tiny with --batch-size 1000000000 needs at least"),
-    # -- a data set's meta.json: kinds, sizes, shapes, rates ----------------------------------------
+    # -- a data set's meta.json: kinds, sizes, shapes, rates --------------------------------------
     (["train", *NEW, "--data", "{meta_kind}"],  # accepted
      "meta.json: kind must be one of text, image, audio, got 'bogus'"),
     (["train", *NEW, "--data", "{meta_name}"], "meta.json: name must be a string"),  # accepted
@@ -336,7 +336,7 @@ CASES += [
     (["sample", "-c", "{run}", "--seconds", "0"], "--seconds must be a finite number in (0, "),
     (["sample", "-c", "{run}", "--seconds", "1", "--n-bytes", "5"],
      "give --n-bytes or --seconds, not both"),
-    # -- patterns: 64-bit sizes, picture formats ----------------------------------------------------
+    # -- patterns: 64-bit sizes, picture formats --------------------------------------------------
     (["patterns", "cost", "fixed", "--stride", str(2**64), "--summary", "4"],  # traceback
      "--stride must be an integer in [1, 2**63 - 1]"),
     (["patterns", "show", "local", "--window", I64, "--n-ctx", "64"],  # traceback

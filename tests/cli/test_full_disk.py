@@ -183,3 +183,13 @@ def test_a_read_only_disk_is_one_line(read_only, corpus, run_dir, tmp_path, caps
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "Read-only file system" in err, err
     assert not any(read_only.iterdir())
+
+
+@pytest.mark.xfail(strict=True, reason=f"{PHASE2}: a new run on a full disk is refused in one "
+                   "line but leaves its claimed run directory (and .lock) behind")
+def test_a_new_run_on_a_full_disk_leaves_nothing(disk, corpus, capsys):
+    _fill(disk, 0)
+    code = main(["train", "--out", str(disk / "run"), "--data", str(corpus), "--preset",
+                 "wiki-tiny", "--steps", "1", "--no-progress"])
+    _one_line_refusal(capsys, code)
+    assert not (disk / "run").exists()
