@@ -135,7 +135,7 @@ def _panels(pattern: Pattern, n_ctx: int, n_heads: int, block: int, reorder: boo
             tiles = _tiles_image((n, n), [cp.pairs[c][:2]], block, block)
             what = "column part" if natural else "column"
             title = (f"head {h}: {what} in reordered positions, "
-                     f"i → (i mod {l})·{n // l} + i // {l}")
+                     f"i → (i mod {l})·{n // l} + ⌊i/{l}⌋")
             panels.append((mask, tiles, pad[:, None] | pad[None, :], title, True))
     return panels, plan
 
