@@ -31,9 +31,11 @@ SUBCOMMANDS = {
     "report": "report",
 }
 
-# Optional packages -> the extra of pyproject.toml that installs them.
+# Optional packages -> the extra of pyproject.toml that installs them, and the names pip knows
+# them by where those differ from the module's.
 EXTRAS = {"matplotlib": "pictures", "PIL": "pictures", "soundfile": "audio",
           "tensorboard": "tensorboard"}
+PIP_NAMES = {"PIL": "Pillow"}
 
 
 class CLIError(Exception):
@@ -132,9 +134,13 @@ def _main(argv: list[str] | None) -> int:
             raise
         name = (err.name or "?").split(".")[0]
         extra = EXTRAS.get(name)
-        hint = f"pip install 'sparse-transformer[{extra}]'" if extra else f"pip install {name}"
+        # this interpreter's pip: a clone's .venv is often not the `pip` on PATH, and
+        # sparse-transformer itself is installed from the clone, not from a package index
+        hint = f"{sys.executable} -m pip install {PIP_NAMES.get(name, name)}"
+        if extra:
+            hint += f" (the [{extra}] extra)"
         purpose = getattr(err, "purpose", "this")
-        print(f"{prog}: error: {purpose} needs the Python package {name} ({hint})",
+        print(f"{prog}: error: {purpose} needs the Python package {name}: {hint}",
               file=sys.stderr)
         return 2
     except MemoryError:
