@@ -31,7 +31,8 @@ if [ -n "$MINUTES" ]; then
     BUDGET=(--max-minutes "$MINUTES")
 else
     echo "== 2/4 train: preset wiki-small (fixed pattern l=16 c=4), $STEPS updates on $CORES" \
-         "CPU cores (about $(( (STEPS + IDLE_PER_MIN - 1) / IDLE_PER_MIN )) minutes on 2 idle cores)"
+         "CPU cores (about $(awk -v s="$STEPS" -v r="$IDLE_PER_MIN" 'BEGIN { printf "%.1f", s / r }')" \
+         "min on 2 idle cores)"
     BUDGET=(--steps "$STEPS")
 fi
 $ST train --preset wiki-small --data wiki --out "$RUN" --force "${BUDGET[@]}"
@@ -52,7 +53,7 @@ if minutes:
               f"worse than the README's figures; `make demo` without DEMO_MINUTES trains a fixed "
               f"2,500 updates, however long they take.")
 elif took > 2 * steps / idle:
-    print(f"note: {steps:,} updates took {took:.0f} minutes, about {steps / idle:.0f} on an idle "
+    print(f"note: {steps:,} updates took {took:.1f} min, about {steps / idle:.1f} on an idle "
           f"2-core machine (load average now {load:.1f}): the model is the same, only later.")
 EOF
 
