@@ -11,6 +11,8 @@ never each other:
     image_grid / write_png_grid       images -> one mosaic -> a PNG
     write_completion_grid             originals beside their sampled completions
     write_wav / write_mu_law_wav      16-bit PCM WAV files
+    loud_start                        where a clip with music in it starts (not silence)
+    atomic_write                      a file written whole or not at all
     write_*_samples                   the registry's sample writers for "text"/"image"/"audio"
     sample_paths                      the files those writers would write
     check_new_files                   refuse to replace a file unless asked
@@ -25,15 +27,17 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
 __all__ = [
     "MU",
+    "atomic_write",
     "check_new_files",
     "flatten_images",
     "image_grid",
+    "loud_start",
     "mu_law_decode",
     "mu_law_encode",
     "sample_paths",
@@ -130,6 +134,22 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
 
 
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` to a temporary sibling of ``path``, then rename it into place: a reader
+    never sees half a file, and a failed write (a full disk, Ctrl-C) removes the temporary
+    file and leaves ``path`` as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 # ----------------------------------------------------------------------------- PNG
 
 
@@ -163,13 +183,8 @@ def write_png_grid(images: np.ndarray, path: str | Path, ncols: int | None = Non
     scale = scale or max(1, 64 // images.shape[1])
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid).save(tmp, format="PNG",
-                                                                       optimize=True)
-    os.replace(tmp, path)
-    return path
+    image = Image.fromarray(grid[..., 0] if grid.shape[2] == 1 else grid)
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", optimize=True))
 
 
 def write_completion_grid(originals: np.ndarray, completions: np.ndarray, path: str | Path,
@@ -201,12 +216,28 @@ def write_wav(path: str | Path, x: np.ndarray, sample_rate: int) -> Path:
         raise ValueError(f"{path}: audio must be [frames] or [frames, channels], got {x.shape}")
     if x.shape[0] == 0:
         raise ValueError(f"{path}: no audio samples to write")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    sf.write(str(tmp), np.clip(x, -1.0, 1.0), int(sample_rate), subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: sf.write(str(tmp), np.clip(x, -1.0, 1.0),
+                                                   int(sample_rate), subtype="PCM_16",
+                                                   format="WAV"))
+
+
+def loud_start(q: np.ndarray, length: int, max_windows: int = 4096) -> int:
+    """Where in the mu-law stream ``q`` a clip of ``length`` samples with music in it starts:
+    the first window (of the first ``max_windows``, a hop of ``length // 2`` apart) whose RMS
+    reaches half the median RMS of the windows that are not silent. Tracks start and end in
+    digital silence, which makes a poor prompt for a continuation; 0 if all is silence."""
+    q = np.asarray(q)
+    length = max(1, min(int(length), q.size))
+    hop = max(1, length // 2)
+    starts = np.arange(0, q.size - length + 1, hop)[:max_windows]
+    if starts.size == 0:
+        return 0
+    x = mu_law_decode(q[: int(starts[-1]) + length])
+    rms = np.array([np.sqrt(np.mean(np.square(x[s : s + length]))) for s in starts])
+    audible = rms[rms > 1.0 / 32768]  # below one 16-bit step: silence
+    if audible.size == 0:
+        return 0
+    return int(starts[np.argmax(rms >= 0.5 * np.median(audible))])
 
 
 def write_mu_law_wav(path: str | Path, q: np.ndarray, sample_rate: int = 12000) -> Path:
@@ -243,10 +274,7 @@ def write_text_samples(samples: np.ndarray, path: str | None, meta: dict, *,
         return []
     out = Path(path)
     check_new_files([out], force)
-    tmp = _tmp_name(out)
-    tmp.write_bytes(blob)
-    os.replace(tmp, out)
-    return [str(out)]
+    return [str(atomic_write(out, lambda tmp: tmp.write_bytes(blob)))]
 
 
 def write_image_samples(samples: np.ndarray, path: str | None, meta: dict, *,

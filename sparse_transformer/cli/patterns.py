@@ -1,7 +1,7 @@
 """sparse-transformer patterns: list, draw and cost the attention patterns (paper 4.2-4.3).
 
     sparse-transformer patterns list
-    sparse-transformer patterns show fixed --stride 16 --summary 4 --n-ctx 256 --png out.png
+    sparse-transformer patterns show fixed --stride 16 --summary 4 --n-ctx 256 --out fig.pdf
     sparse-transformer patterns cost "strided(stride=128, mode='split')" --n-ctx 16384 --heads 8
 """
 
@@ -13,6 +13,7 @@ import math
 import sys
 import textwrap
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sparse_transformer.checks import check_int, check_text
@@ -66,7 +67,7 @@ class PatternOptions:
         check_text("NAME", self.name)
         for name in ("stride", "summary", "distinct", "window"):
             if getattr(self, name) is not None:
-                check_int("--" + name, getattr(self, name))  # the pattern checks the range
+                check_int("--" + name, getattr(self, name), 1)
         check_int("--n-ctx", self.n_ctx, 1)
         self.pattern = _build_pattern(self)
         if self.heads is None:
@@ -88,8 +89,10 @@ class PatternOptions:
 
 @dataclass
 class ShowOptions(PatternOptions):
-    png: str | None = None
+    png: str | None = None  # the picture's path (--out; --png is its older name)
     force: bool = False
+    dpi: int = 200
+    title: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.n_ctx, int) and not 1 <= self.n_ctx <= MAX_SHOW_CTX:
@@ -98,17 +101,27 @@ class ShowOptions(PatternOptions):
         if self.block is not None and isinstance(self.block, int) and self.block > self.n_ctx:
             raise ValueError(f"--block must be in [1, n_ctx={self.n_ctx}], got {self.block}")
         super().__post_init__()
+        from sparse_transformer.patterns.draw import FORMATS, MAX_DPI
+
+        check_int("--dpi", self.dpi, 1, MAX_DPI)
+        if self.title is not None:
+            check_text("--title", self.title)
         if self.png is not None:
-            check_text("--png", self.png)
+            check_text("--out", self.png)
+            if Path(self.png).suffix.lower() not in FORMATS:
+                raise ValueError(f"--out must end in {', '.join(FORMATS)} (the picture's "
+                                 f"format), got {self.png!r}")
             n_pad = _padded_length(self.pattern, self.n_ctx, self.heads, self.block,
                                    self.reorder)
             if self.heads * n_pad * n_pad > MAX_PIXELS:
                 raise ValueError(f"a picture of {self.heads} head(s) at {n_pad} positions is "
                                  f"{self.heads * n_pad * n_pad:,} pixels, more than "
                                  f"{MAX_PIXELS:,}; draw fewer heads or a smaller --n-ctx")
+            from sparse_transformer.cli import require
             from sparse_transformer.codecs import check_new_files
 
             check_new_files([self.png], self.force)
+            require("patterns show --out", "matplotlib")
 
     def default_block(self) -> int:
         return max(1, self.n_ctx // 16)
@@ -209,12 +222,13 @@ def _tile_bound(p, n_ctx: int, heads: int, block: int, reorder: bool) -> int:
 def _show(args: argparse.Namespace) -> int:
     opts = ShowOptions(args.name, args.stride, args.summary, args.distinct, args.mode,
                        args.window, args.heads, args.n_ctx, args.block, not args.no_reorder,
-                       png=args.png, force=args.force)
+                       png=args.out, force=args.force, dpi=args.dpi, title=args.title)
     p, heads, block = opts.pattern, opts.heads, opts.block
     if opts.png:
         from sparse_transformer.patterns.draw import draw_pattern
 
-        path = draw_pattern(p, opts.n_ctx, heads, block, opts.png, reorder=opts.reorder)
+        path = draw_pattern(p, opts.n_ctx, heads, block, opts.png, reorder=opts.reorder,
+                            dpi=opts.dpi, title=opts.title)
         print(f"wrote {path}")
     cost = p.cost(opts.n_ctx, block, heads, reorder=opts.reorder)
     print(f"{p.name}: {heads} head(s), n_ctx={opts.n_ctx}, block={block}: "
@@ -223,7 +237,8 @@ def _show(args: argparse.Namespace) -> int:
     if not opts.png and opts.n_ctx <= 64:
         _print_ascii(p, opts.n_ctx, heads)
     elif not opts.png:
-        print("(add --png PATH for a picture; n_ctx <= 64 prints the mask as text)")
+        print("(add --out PATH.png, .svg or .pdf for a picture; n_ctx <= 64 prints the mask as "
+              "text)")
     return 0
 
 
@@ -304,8 +319,14 @@ def register(subparsers) -> None:
                       help=f"sequence length to draw, at most {MAX_SHOW_CTX}")
     show.add_argument("--block", type=_positive, default=None,
                       help="tile size of the grid, at most n_ctx (default: n_ctx // 16)")
-    show.add_argument("--png", metavar="PATH", help="write the picture here (folders created)")
-    show.add_argument("--force", action="store_true", help="replace --png if it exists")
+    show.add_argument("--out", "--png", dest="out", metavar="PATH",
+                      help="write the picture here: .png, or vector .svg or .pdf for a paper "
+                      "(folders created)")
+    show.add_argument("--dpi", type=_positive, default=ShowOptions.dpi,
+                      help="resolution of a .png picture")
+    show.add_argument("--title", help="the picture's title (default: the pattern in words, "
+                      "e.g. 'Fixed attention, l = 16, c = 4')")
+    show.add_argument("--force", action="store_true", help="replace --out if it exists")
     show.add_argument("--no-reorder", action="store_true",
                       help="plan strided columns in natural order (shows the wasted tiles)")
     show.set_defaults(func=_show)

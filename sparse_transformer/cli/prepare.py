@@ -15,6 +15,11 @@ from pathlib import Path
 
 from sparse_transformer.checks import check_text
 
+# Optional packages a data set's preparation imports: named before anything is downloaded or
+# decoded (the extra that installs each is in cli.EXTRAS).
+NEEDS = {"wesnoth-music": ("soundfile",), "audio-folder": ("soundfile",),
+         "image-folder": ("PIL",)}
+
 
 @dataclass
 class PrepareOptions:
@@ -25,6 +30,7 @@ class PrepareOptions:
     cache_dir: str | None = None
     force: bool = False
     list: bool = False
+    progress: bool = True
 
     def __post_init__(self) -> None:
         check_text("NAME", self.name)
@@ -54,14 +60,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="prepare again even if present, or into a non-empty directory that "
                    "holds no data set (its other files are kept)")
     p.add_argument("--list", action="store_true", help="list the data sets and exit")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars or download notes")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     opts = PrepareOptions(args.name, args.path, args.root, args.out, args.cache_dir, args.force,
-                          args.list)
+                          args.list, not args.no_progress)
 
+    from sparse_transformer.cli import require
     from sparse_transformer.data.atomic import read_manifest
+    from sparse_transformer.data.progress import show_progress
     from sparse_transformer.data.registry import datasets, prepare
 
     entries = datasets()
@@ -75,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
     if (out / "meta.json").is_file() and read_manifest(out) is not None and not opts.force:
         print(f"{opts.name}: already prepared in {out} (use --force to redo)")
         return 0
+    require(f"prepare {opts.name}", *NEEDS.get(opts.name, ()))
     # prepare() checks the target before it downloads or decodes anything
-    out = prepare(opts.name, out, source=opts.path, cache_dir=opts.cache_dir, root=opts.root,
-                  force=opts.force)
+    with show_progress(opts.progress):
+        out = prepare(opts.name, out, source=opts.path, cache_dir=opts.cache_dir,
+                      root=opts.root, force=opts.force)
     meta = json.loads((out / "meta.json").read_text())
     sizes = ", ".join(f"{k} {v:,}" for k, v in meta.get("sizes", {}).items())
     print(f"{opts.name}: prepared in {out} ({meta.get('kind')}; bytes: {sizes})")

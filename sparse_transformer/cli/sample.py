@@ -1,8 +1,8 @@
 """sparse-transformer sample: draw bytes from a checkpoint (temperature 1.0 as in paper 6).
 
 Text goes to stdout (or --out FILE); an image model writes one PNG grid (--out, default
-samples.png) and an audio model one WAV per sample. An existing file is never replaced
-without --force.
+samples.png) and an audio model one WAV per sample (--seconds long, default 1 s). An existing
+file is never replaced without --force.
 """
 
 from __future__ import annotations
@@ -12,9 +12,22 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparse_transformer.checks import check_device, check_float, check_int, check_text
+from sparse_transformer.checks import (
+    check_device,
+    check_float,
+    check_int,
+    check_memory,
+    check_text,
+)
 
 MAX_SAMPLES = 4096  # sequences decoded together: one batch
+# One model step per byte: a million is hours of decoding on a GPU and weeks on a CPU, and the
+# samples so far are copied once per step (quadratic beyond that).
+MAX_N_BYTES = 1_000_000
+MAX_SECONDS = 3600.0
+AUDIO_SECONDS = 1.0  # default audio length: long enough to hear a phrase
+# Packages the sample writers of each data kind import (cli.EXTRAS names their extras).
+NEEDS = {"image": ("PIL",), "audio": ("soundfile",)}
 
 
 @dataclass
@@ -23,6 +36,7 @@ class SampleOptions:
     prompt: str | None = None
     prompt_file: str | None = None
     n_bytes: int | None = None
+    seconds: float | None = None
     num_samples: int = 1
     temperature: float = 1.0
     top_k: int | None = None
@@ -41,8 +55,17 @@ class SampleOptions:
         if self.prompt_file is not None and not Path(self.prompt_file).is_file():
             raise FileNotFoundError(f"--prompt-file {self.prompt_file} is not a file")
         if self.n_bytes is not None:
-            check_int("--n-bytes", self.n_bytes, 0)
+            check_int("--n-bytes", self.n_bytes, 0, MAX_N_BYTES)
+        if self.seconds is not None:
+            check_float("--seconds", self.seconds, 0, MAX_SECONDS, lo_open=True)
+            if self.n_bytes is not None:
+                raise ValueError("give --n-bytes or --seconds, not both")
         check_int("--num-samples", self.num_samples, 1, MAX_SAMPLES)
+        if self.n_bytes is not None:
+            # the samples live as int64 on the device and again on the host while written
+            check_memory(f"--num-samples {self.num_samples} x --n-bytes {self.n_bytes:,}",
+                         2 * 8 * self.num_samples * self.n_bytes,
+                         hint="sample fewer or shorter sequences")
         check_float("--temperature", self.temperature, 0, lo_open=True)
         if self.top_k is not None:
             check_int("--top-k", self.top_k, 1)
@@ -63,8 +86,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", help="text the samples continue (UTF-8; default: none)")
     p.add_argument("--prompt-file", help="file whose bytes the samples continue")
     p.add_argument("--n-bytes", type=int,
-                   help="bytes to generate (default: 500 for text, the rest of one image or "
-                   "window for image and audio models)")
+                   help=f"bytes to generate, at most {MAX_N_BYTES:,} (default: 500 for text, "
+                   f"the rest of one image for image models, --seconds of audio)")
+    p.add_argument("--seconds", type=float,
+                   help=f"audio models: seconds of new audio (default {AUDIO_SECONDS:g}); past "
+                   f"the model's window of n_ctx samples every sample runs the whole window, "
+                   f"which is slow on a CPU")
     p.add_argument("--num-samples", type=int, default=d.num_samples,
                    help=f"samples drawn together, 1 to {MAX_SAMPLES}")
     p.add_argument("--temperature", type=float, default=d.temperature,
@@ -87,24 +114,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     opts = SampleOptions(args.checkpoint, args.prompt, args.prompt_file, args.n_bytes,
-                         args.num_samples, args.temperature, args.top_k, args.top_p, args.seed,
-                         args.out, args.force, args.device, not args.no_progress,
-                         not args.no_cache)
+                         args.seconds, args.num_samples, args.temperature, args.top_k,
+                         args.top_p, args.seed, args.out, args.force, args.device,
+                         not args.no_progress, not args.no_cache)
 
     import numpy as np
     import torch
 
+    from sparse_transformer.cli import require
     from sparse_transformer.codecs import check_new_files, sample_paths
     from sparse_transformer.data.registry import get_writer
     from sparse_transformer.sample.generate import generate
+    from sparse_transformer.schema import check_data_meta
     from sparse_transformer.train.checkpoint import load_model
     from sparse_transformer.train.distributed import pick_device
 
     device = pick_device(opts.device)
     model, ckpt = load_model(opts.checkpoint, device)
     meta = ckpt.train.get("data") if isinstance(ckpt.train.get("data"), dict) else {}
+    check_data_meta(meta, f"{ckpt.path / 'train.json'}: data")  # kind, shape, sample_rate
     kind = meta.get("kind", "text")
     writer = get_writer(kind)  # fail before sampling if this kind cannot be written
+    require(f"sampling {kind}", *NEEDS.get(kind, ()))
+    if opts.seconds is not None and kind != "audio":
+        raise ValueError(f"--seconds is for audio models; this one samples {kind}")
     # ... and before sampling, refuse to replace a file (sampling can take minutes)
     check_new_files(sample_paths(kind, opts.out, opts.num_samples), opts.force)
     if opts.prompt_file:
@@ -113,6 +146,16 @@ def run(args: argparse.Namespace) -> int:
         prompt = (opts.prompt or "").encode("utf-8")
     n_ctx = model.cfg.n_ctx
     n_new = opts.n_bytes
+    if kind == "audio" and n_new is None:
+        rate = meta.get("sample_rate", 12000)
+        n_new = round((opts.seconds or AUDIO_SECONDS) * rate)
+        check_memory(f"{opts.seconds or AUDIO_SECONDS:g} s of audio at {rate:,} Hz",
+                     2 * 8 * opts.num_samples * n_new, hint="ask for fewer --seconds")
+        if len(prompt) + n_new >= n_ctx and device.type == "cpu":
+            print(f"sampling {n_new:,} samples ({n_new / rate:g} s); past the model's window "
+                  f"of {n_ctx:,} samples each one runs the whole window, which takes minutes "
+                  f"per second of audio on a CPU (--seconds {(n_ctx - 1) / rate:.3f} stays "
+                  f"inside it)", file=sys.stderr)
     if n_new is None:
         n_new = max(0, n_ctx - len(prompt)) if kind != "text" else 500
     if kind == "image" and len(prompt) + n_new != n_ctx:

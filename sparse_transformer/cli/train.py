@@ -3,6 +3,9 @@
 A run lives in one directory (--out): metrics.csv, loss.png, run.json, summary.json and
 checkpoints/. Ctrl-C or SIGTERM stops after the current step and saves a checkpoint (exit
 status 130 or 143); --resume continues the run exactly. A second signal aborts at once.
+Once training has started, one line on stderr names the model, its parameters, the data and
+the schedule; with --no-progress, plain lines follow every --log-every updates (at most one
+per 10 s, and at every validation). Image runs count bits per dim, others bits per byte.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import time
+from typing import Any
 
 from sparse_transformer.precision import PRECISIONS
 from sparse_transformer.train.config import TrainConfig
@@ -153,19 +159,154 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # every option checked before any work
+    mcfg = _model_config(cfg)
+    if mcfg is not None and not cfg.resume:
+        _check_memory(cfg, mcfg)  # a batch that cannot fit: refused before the run is claimed
 
     from sparse_transformer.train.loop import train
 
-    summary = train(cfg)
+    log = TrainLog(cfg, mcfg)
+    summary = train(cfg, callback=log)
     if summary["stopped_by"] is not None:
         return 128 + summary["stopped_by"]
     # under torchrun every rank returns a summary (with --shard every rank evaluates): one line
-    if summary["valid_bpb"] is not None and os.environ.get("RANK", "0") == "0":
+    if summary["valid_bpb"] is not None and _rank0():
         tps = summary["tokens_per_s"] or 0.0
-        print(f"step {summary['step']}: validation {summary['valid_bpb']:.4f} bits per byte; "
+        unit = unit_name(summary["model"].cfg)
+        print(f"step {summary['step']}: validation {summary['valid_bpb']:.4f} {unit}; "
               f"{summary['elapsed_s']:.0f} s, {tps:,.0f} tokens/s; run in {summary['run_dir']}")
         if summary.get("best_step") is not None and summary["best_step"] != summary["step"]:
-            print(f"best validation {summary['best_valid_bpb']:.4f} at step "
+            print(f"best validation {summary['best_valid_bpb']:.4f} {unit} at step "
                   f"{summary['best_step']}, kept in {summary['run_dir']}/checkpoints/best "
                   f"(give that path to eval, sample or from_pretrained)")
     return 0
+
+
+def unit_name(mcfg: Any) -> str:
+    """What one token's loss is counted in: a byte of an image is one sub-pixel dimension."""
+    return "bits per dim" if mcfg.embedding == "image" else "bits per byte"
+
+
+def _rank0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _model_config(cfg: TrainConfig):
+    """The ModelConfig a new run builds (its fields checked, its size against this machine's
+    memory); on --resume the run's own (None if the flags do not describe it: the loop then
+    says why)."""
+    from sparse_transformer.model.config import ModelConfig
+
+    if not cfg.resume:
+        return ModelConfig.from_preset(cfg.preset, **cfg.model)
+    try:
+        return ModelConfig.from_preset(cfg.preset, **cfg.model)
+    except (ValueError, TypeError):
+        return None
+
+
+def _check_memory(cfg: TrainConfig, mcfg: Any) -> None:
+    """Refuse a model and batch whose training cannot fit the device's memory (a lower bound:
+    weights, gradients, AdamW's moments, the kept residual stream and the logits), and an
+    evaluation batch that cannot either."""
+    import torch
+
+    from sparse_transformer.checks import check_memory, memory_bytes
+    from sparse_transformer.model.size import forward_bytes, training_bytes
+    from sparse_transformer.train.distributed import pick_device
+
+    dev = pick_device(cfg.device)
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else int(os.environ.get("LOCAL_RANK", "0"))
+        have = torch.cuda.get_device_properties(index).total_memory
+        where = f"GPU {index} ({torch.cuda.get_device_name(index)})"
+    else:
+        have, where = memory_bytes(), "this machine"
+    shards = int(os.environ.get("WORLD_SIZE", "1")) if cfg.shard else 1
+    check_memory(f"training {cfg.preset} with --batch-size {cfg.batch_size}",
+                 training_bytes(mcfg, cfg.batch_size, cfg.precision, shards), have, where,
+                 "use a smaller --batch-size (and --grad-accum for the same batch) or model")
+    if cfg.eval_bytes:  # a batch holds at most the windows there are to score
+        batch = min(cfg.eval_batch, -(-cfg.eval_bytes // mcfg.n_ctx))
+        check_memory(f"evaluating with --eval-batch {cfg.eval_batch}",
+                     forward_bytes(mcfg, batch, cfg.precision), have, where,
+                     "use a smaller --eval-batch")
+
+
+class TrainLog:
+    """The training loop's callback: the config line once training has started, then (with
+    --no-progress) a plain line every --log-every updates. Rank 0 only."""
+
+    EVERY_S = 10.0  # at most one periodic line per this many seconds (validations always)
+
+    def __init__(self, cfg: TrainConfig, mcfg: Any):
+        self.cfg, self.mcfg = cfg, mcfg
+        self.unit = unit_name(mcfg) if mcfg is not None else "bits per byte"
+        self.started = False
+        self.last_t = 0.0
+        self.last_tokens, self.last_elapsed = 0, 0.0
+        self.losses: list[float] = []
+
+    def __call__(self, row: dict) -> None:
+        if not _rank0():
+            return
+        if not self.started:
+            self.started = True
+            self._say(self._config_line(row))
+            self.last_t = time.monotonic()
+            self.last_tokens, self.last_elapsed = row["tokens"], row["elapsed_s"]
+        self.losses.append(row["loss"])
+        if self.cfg.progress:
+            return  # the bar shows the figures
+        due = row["step"] % self.cfg.log_every == 0 \
+            and time.monotonic() - self.last_t >= self.EVERY_S
+        if due or "valid_bpb" in row:
+            self._say(self._row_line(row))
+            self.last_t = time.monotonic()
+            self.last_tokens, self.last_elapsed = row["tokens"], row["elapsed_s"]
+            self.losses = []
+
+    def _config_line(self, row: dict) -> str:
+        cfg, m = self.cfg, self.mcfg
+        if m is not None:
+            from sparse_transformer.model.size import param_count
+
+            model = (f"{cfg.preset}: {m.n_layer} layers, d_model {m.d_model}, {m.n_head} heads, "
+                     f"n_ctx {m.n_ctx}, {m.attention}, {param_count(m):,} parameters")
+        else:
+            model = cfg.preset
+        budget = (f"{cfg.steps:,} updates" if cfg.steps else
+                  f"{cfg.max_minutes:g} minutes" if cfg.max_minutes else "1,000 updates")
+        start = f"resumed at step {row['step'] - 1:,}; " if cfg.resume else ""
+        window = f" x {m.n_ctx} bytes" if m is not None else " windows"
+        accum = f" x {cfg.grad_accum} micro-batches" if cfg.grad_accum > 1 else ""
+        device = cfg.device
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return (f"train {model}; data {cfg.data}; {start}{budget} of batch {cfg.batch_size}"
+                f"{window}{accum}, lr {cfg.lr:g}, warm-up {cfg.warmup}, {cfg.precision} on "
+                f"{device}; run in {cfg.out}")
+
+    def _row_line(self, row: dict) -> str:
+        from math import log
+
+        loss = sum(self.losses) / max(1, len(self.losses))
+        dt = row["elapsed_s"] - self.last_elapsed
+        tps = (row["tokens"] - self.last_tokens) / dt if dt > 0 else 0.0
+        total = f"/{self.cfg.steps:,}" if self.cfg.steps else ""
+        line = (f"step {row['step']:,}{total}: loss {loss:.4f} ({loss / log(2):.3f} "
+                f"{self.unit}), lr {row['lr']:.3g}, {tps:,.0f} tokens/s, "
+                f"{row['elapsed_s']:.0f} s")
+        if row.get("valid_bpb") is not None:
+            line += f"; validation {row['valid_bpb']:.4f} {self.unit}"
+        return line
+
+    def _say(self, line: str) -> None:
+        if self.cfg.progress:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stderr)  # above the bar, which stays intact
+        else:
+            print(line, file=sys.stderr, flush=True)

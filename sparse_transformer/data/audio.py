@@ -32,6 +32,7 @@ from sparse_transformer.codecs import (
 )
 from sparse_transformer.data.atomic import prepared_writer
 from sparse_transformer.data.images import split_indices
+from sparse_transformer.data.progress import progress_enabled
 from sparse_transformer.data.resample import resample
 
 __all__ = [
@@ -171,13 +172,17 @@ def prepare_wesnoth_music(out_dir: str | Path, *, path: str | Path | None = None
 # ----------------------------------------------------------------------------- registry hooks
 
 
+# ``progress_enabled()`` is off under ``prepare --no-progress`` (data/progress.py).
+
+
 def _wesnoth(out_dir: Path, *, source: str | None = None, cache_dir: Path | None = None) -> None:
-    prepare_wesnoth_music(out_dir, path=source, cache_dir=cache_dir)
+    prepare_wesnoth_music(out_dir, path=source, cache_dir=cache_dir,
+                          progress=progress_enabled())
 
 
 def _audio_folder(out_dir: Path, *, source: str | None = None,
                   cache_dir: Path | None = None) -> None:
-    prepare_audio_folder(out_dir, path=source)
+    prepare_audio_folder(out_dir, path=source, progress=progress_enabled())
 
 
 def _register() -> None:

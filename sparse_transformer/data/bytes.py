@@ -7,7 +7,6 @@ boundary so positions line up with the (row, column, channel) embedding.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from sparse_transformer.data.registry import SPLITS, datasets, prepare, split_by_position
+from sparse_transformer.schema import check_data_meta, read_object
 
 
 @dataclass
@@ -51,15 +51,10 @@ def _memmap(path: Path) -> np.ndarray:
 def open_prepared(directory: str | Path) -> ByteData:
     """Open a prepared directory (train/valid/test.bin + meta.json)."""
     d = Path(directory)
-    try:
-        meta = json.loads((d / "meta.json").read_text())
+    try:  # strict JSON, and every field the loaders use typed and in range (schema.py)
+        meta = check_data_meta(read_object(d / "meta.json"), str(d / "meta.json"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{d} has no meta.json; prepare it first") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{d / 'meta.json'} is not valid JSON: {err}") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{d / 'meta.json'} must hold a JSON object, not a "
-                         f"{type(meta).__name__}")
     splits = {s: _memmap(d / f"{s}.bin") for s in SPLITS}
     sizes = meta.get("sizes")
     for s, arr in splits.items():

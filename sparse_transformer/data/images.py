@@ -32,6 +32,7 @@ import numpy as np
 from sparse_transformer.codecs import flatten_images, unflatten_images, write_image_samples
 from sparse_transformer.data import formats
 from sparse_transformer.data.atomic import prepared_writer
+from sparse_transformer.data.progress import progress_enabled
 
 __all__ = [
     "flatten_images",
@@ -277,22 +278,26 @@ def prepare_image_folder(out_dir: str | Path, *, path: str | Path | None = None,
 # `sparse-transformer prepare NAME` calls prepare_fn(out_dir, source=--path, cache_dir=...).
 
 
+# ``progress_enabled()`` is off under ``prepare --no-progress`` (data/progress.py).
+
+
 def _cifar10(out_dir: Path, *, source: str | None = None, cache_dir: Path | None = None) -> None:
-    prepare_cifar10(out_dir, path=source)
+    prepare_cifar10(out_dir, path=source, progress=progress_enabled())
 
 
 def _imagenet64(out_dir: Path, *, source: str | None = None, cache_dir: Path | None = None) -> None:
-    prepare_imagenet64(out_dir, path=source)
+    prepare_imagenet64(out_dir, path=source, progress=progress_enabled())
 
 
 def _fashion_mnist(out_dir: Path, *, source: str | None = None,
                    cache_dir: Path | None = None) -> None:
-    prepare_fashion_mnist(out_dir, path=source, cache_dir=cache_dir)
+    prepare_fashion_mnist(out_dir, path=source, cache_dir=cache_dir, progress=progress_enabled())
 
 
 def _image_folder(out_dir: Path, *, source: str | None = None, cache_dir: Path | None = None,
                   size: int = 32, channels: int = 3, mode: str = "resize") -> None:
-    prepare_image_folder(out_dir, path=source, size=size, channels=channels, mode=mode)
+    prepare_image_folder(out_dir, path=source, size=size, channels=channels, mode=mode,
+                         progress=progress_enabled())
 
 
 def _register() -> None:

@@ -22,11 +22,21 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from sparse_transformer.checks import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_memory,
+)
+from sparse_transformer.kernels.dispatch import BACKENDS
+from sparse_transformer.model.size import param_count
 from sparse_transformer.patterns import Pattern, parse_pattern
 from sparse_transformer.patterns.compose import PerHead, Schedule, Union
 
 EMBEDDINGS = ("text", "image")
 INITS = ("openai", "std")
+MAX_RATIO = 1024  # ff_mult and qk_ratio: far beyond any useful width, finite times any d_model
 
 
 def pattern_stride(p: Pattern | Schedule) -> int | None:
@@ -98,41 +108,54 @@ class ModelConfig:
     context adds (docs/training.md: why the zero-started output needs help)."""
 
     def __post_init__(self) -> None:
+        # Every field's type and range first: a config comes from JSON files and --set as much
+        # as from code, and a wrong type fails far away (ff_mult=Infinity as an OverflowError
+        # inside the model) or silently does the opposite (recompute="no" is truthy).
         for name in ("n_layer", "d_model", "n_head", "n_ctx", "vocab_size", "recompute_group"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"ModelConfig.{name} must be a positive int, got {v!r}")
+            check_int(f"ModelConfig.{name}", getattr(self, name), 1)
+        # ratios bounded so that ratio * d_model stays a finite float for any 64-bit d_model
+        check_float("ModelConfig.ff_mult", self.ff_mult, 0, MAX_RATIO, lo_open=True)
+        check_float("ModelConfig.qk_ratio", self.qk_ratio, 0, MAX_RATIO, lo_open=True)
+        check_float("ModelConfig.dropout", self.dropout, 0, 1, hi_open=True)
+        check_float("ModelConfig.ln_eps", self.ln_eps, 0, 1, lo_open=True)
+        for name in ("recompute", "output_bias"):
+            check_bool(f"ModelConfig.{name}", getattr(self, name))
+        check_choice("ModelConfig.init", self.init, INITS)
+        check_choice("ModelConfig.embedding", self.embedding, EMBEDDINGS)
+        # the name only: whether a backend runs here depends on the device of each call
+        check_choice("ModelConfig.backend", self.backend, BACKENDS)
+        if self.embed_stride is not None:
+            check_int("ModelConfig.embed_stride", self.embed_stride, 1, self.n_ctx)
         if self.d_model % self.n_head:
             raise ValueError(
                 f"ModelConfig: d_model ({self.d_model}) must be divisible by n_head ({self.n_head})"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.ff_mult <= 0 or int(self.ff_mult * self.d_model) != self.ff_mult * self.d_model:
+        if int(self.ff_mult * self.d_model) != self.ff_mult * self.d_model:
             raise ValueError(f"ModelConfig.ff_mult must make ff_mult * d_model a positive int, "
                              f"got {self.ff_mult}")
         qk = self.qk_ratio * self.d_model
-        if self.qk_ratio <= 0 or qk != int(qk) or int(qk) % self.n_head:
+        if qk != int(qk) or int(qk) % self.n_head or int(qk) == 0:
             raise ValueError(f"ModelConfig.qk_ratio ({self.qk_ratio}) * d_model must be a "
                              f"positive multiple of n_head ({self.n_head})")
-        if self.init not in INITS:
-            raise ValueError(f"ModelConfig.init must be one of {INITS}, got {self.init!r}")
-        if self.embedding not in EMBEDDINGS:
-            raise ValueError(
-                f"ModelConfig.embedding must be one of {EMBEDDINGS}, got {self.embedding!r}"
-            )
         pat = self.pattern  # parses and raises ValueError naming a bad spec
         pat.check_heads(self.n_head)
         if self.embedding == "image":
-            if self.image_shape is None or len(self.image_shape) != 3:
-                raise ValueError("ModelConfig: embedding='image' needs image_shape=(H, W, C)")
-            self.image_shape = tuple(int(s) for s in self.image_shape)
+            shape = self.image_shape
+            if not isinstance(shape, (tuple, list)) or len(shape) != 3:
+                raise ValueError(f"ModelConfig: embedding='image' needs image_shape=(H, W, C), "
+                                 f"got {shape!r}")
+            for axis, size in zip("HWC", shape):
+                check_int(f"ModelConfig.image_shape {axis}", size, 1, self.n_ctx)
+            self.image_shape = tuple(shape)
             if math.prod(self.image_shape) != self.n_ctx:
                 raise ValueError(
                     f"ModelConfig: n_ctx ({self.n_ctx}) must equal H*W*C of image_shape "
                     f"{self.image_shape} = {math.prod(self.image_shape)}"
                 )
         else:
+            if self.image_shape is not None:
+                raise ValueError(f"ModelConfig.image_shape is for embedding='image'; this "
+                                 f"config's embedding is {self.embedding!r}")
             stride = self.embed_stride or pattern_stride(pat)
             if stride is None:
                 raise ValueError(
@@ -144,6 +167,12 @@ class ModelConfig:
                     f"({stride}) of the text position embedding"
                 )
             self.embed_stride = int(stride)
+        # Last, the size: a model that cannot be built in this machine's memory is refused
+        # here in one line, instead of allocating for minutes and dying (n_layer=10**9).
+        # Every model is built on the CPU first (training, loading), so RAM bounds it.
+        check_memory(f"ModelConfig: {self.n_layer:,} layers of width {self.d_model:,} "
+                     f"({param_count(self):,} parameters)", 4 * param_count(self),
+                     hint="use a smaller n_layer, d_model, n_ctx or vocab_size")
 
     # -- derived ---------------------------------------------------------------------------
     @property

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from sparse_transformer.checks import INT64_MAX
 from sparse_transformer.patterns.terms import Term
 
 if TYPE_CHECKING:  # imported lazily below to keep import order patterns -> plan one way
@@ -29,6 +30,9 @@ def _check_positive_int(name: str, value: object) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value <= 0:
         raise ValueError(f"{name} must be > 0, got {value}")
+    if value > INT64_MAX:  # plans and masks compute positions in int64 tensors
+        raise ValueError(f"{name} must be at most 2**63 - 1, got an integer of "
+                         f"{value.bit_length()} bits")
     return value
 
 

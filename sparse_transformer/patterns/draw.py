@@ -3,13 +3,17 @@
 One panel per head and plan component: query positions down, key positions across, allowed
 cells dark. The tile grid of the plan is drawn as thin lines and the tiles the plan computes
 are lightly shaded, so the masked-out part of computed tiles (wasted work) shows at a glance;
-the figure's title counts computed tiles against dense causal attention at the same tile size.
+the figure's title names the pattern in words (``describe``: "Fixed attention, l = 16, c = 4")
+and counts computed tiles against dense causal attention at the same tile size.
 
 A head's part that the plan computes in the paper's reordered positions (section 5.5: strided
 columns, i -> (i mod l)(n/l) + i // l) is drawn in those positions, where it is a causal band
 of n / l keys, and its axes say "reordered". A head with a natural-order part as well (strided
 "merge") gets one panel per part. ``reorder=False`` plans and draws everything in natural
 order.
+
+The format follows the file's suffix: PNG (``dpi``, 200 by default, print quality at the
+figure's 3-inch panels), or SVG and PDF, which are vector and scale for a paper.
 
 Needs matplotlib (``pip install 'sparse-transformer[pictures]'``); imported lazily.
 """
@@ -26,6 +30,9 @@ from sparse_transformer.patterns.base import Pattern, _check_positive_int
 from sparse_transformer.patterns.plan import ComponentPlan, strided_permutation
 
 MAX_PICTURE_CTX = 4096  # the picture is n x n pixels per panel
+FORMATS = (".png", ".svg", ".pdf")  # by the path's suffix; SVG and PDF are vector
+DPI = 200  # PNG resolution: sharp in print at the panels' 3.1 x 3.3 inches
+MAX_DPI = 1200
 
 _ALLOWED = np.array([0.11, 0.20, 0.42])  # dark blue
 _COMPUTED = np.array([0.80, 0.87, 0.97])  # light blue: computed but masked out
@@ -128,23 +135,63 @@ def _panels(pattern: Pattern, n_ctx: int, n_heads: int, block: int, reorder: boo
             tiles = _tiles_image((n, n), [cp.pairs[c][:2]], block, block)
             what = "column part" if natural else "column"
             title = (f"head {h}: {what} in reordered positions, "
-                     f"i → (i mod {l})·{n // l} + i // {l}")
+                     f"i → (i mod {l})·{n // l} + ⌊i/{l}⌋")
             panels.append((mask, tiles, pad[:, None] | pad[None, :], title, True))
     return panels, plan
 
 
+def describe(pattern: Pattern) -> str:
+    """A pattern in words, for a figure's title: "Strided attention, l = 128, heads split
+    between the row and the column part" rather than its spec string."""
+    from sparse_transformer.patterns.causal import Causal
+    from sparse_transformer.patterns.compose import PerHead, Union
+    from sparse_transformer.patterns.fixed import Fixed
+    from sparse_transformer.patterns.local import Local
+    from sparse_transformer.patterns.strided import Column
+
+    if isinstance(pattern, Causal):
+        return "Dense causal attention"
+    if isinstance(pattern, Local):
+        return f"Local attention, window {pattern.window}"
+    if isinstance(pattern, Column):
+        return f"Column attention, stride {pattern.stride}"
+    if isinstance(pattern, Fixed):
+        distinct = (f", {pattern.distinct} distinct summary blocks per head group"
+                    if pattern.distinct > 1 else "")
+        return f"Fixed attention, l = {pattern.stride}, c = {pattern.summary}{distinct}"
+    if isinstance(pattern, (Union, PerHead)):
+        parts = pattern.parts
+        strided = (len(parts) == 2 and isinstance(parts[0], Local)
+                   and isinstance(parts[1], Column) and parts[0].window == parts[1].stride)
+        if strided and isinstance(pattern, Union):
+            return (f"Strided attention, l = {parts[1].stride}, row and column parts in "
+                    f"every head")
+        if strided:
+            return (f"Strided attention, l = {parts[1].stride}, heads split between the row "
+                    f"and the column part")
+        inner = "; ".join(describe(q) for q in parts)
+        return f"Union of {inner}" if isinstance(pattern, Union) else f"Heads split: {inner}"
+    return pattern.name
+
+
 def draw_pattern(pattern: Pattern, n_ctx: int, n_heads: int | None = None,
                  block: int | None = None, path: str | Path | None = None,
-                 reorder: bool = True):
+                 reorder: bool = True, *, dpi: int = DPI, title: str | None = None):
     """Draw each head of ``pattern`` at ``n_ctx`` positions with its tile grid.
 
     ``block`` (square tiles) defaults to ``max(1, n_ctx // 16)``. With ``reorder`` (the
-    default) a head's part that the plan reorders is drawn in reordered positions. Saves a PNG
-    to ``path`` (parent folders created) and returns the path; without ``path`` returns the
-    matplotlib Figure.
+    default) a head's part that the plan reorders is drawn in reordered positions. Saves the
+    picture to ``path`` (parent folders created; PNG at ``dpi``, or vector SVG or PDF, by the
+    suffix) and returns the path; without ``path`` returns the matplotlib Figure. ``title``
+    replaces the first title line, ``describe(pattern)``.
     """
     if not isinstance(pattern, Pattern):
         raise TypeError(f"draw_pattern takes a Pattern, got {type(pattern).__name__}")
+    if path is not None and Path(path).suffix.lower() not in FORMATS:
+        raise ValueError(f"a pattern picture is {', '.join(FORMATS)} (by its suffix), got "
+                         f"{str(path)!r}")
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 1 <= dpi <= MAX_DPI:
+        raise ValueError(f"dpi must be an integer in [1, {MAX_DPI}], got {dpi!r}")
     _check_positive_int("n_ctx", n_ctx)
     if n_ctx > MAX_PICTURE_CTX:
         raise ValueError(f"pictures are n_ctx x n_ctx pixels per head; use n_ctx <= "
@@ -153,14 +200,15 @@ def draw_pattern(pattern: Pattern, n_ctx: int, n_heads: int | None = None,
     pattern.check_heads(n_heads)
     block = max(1, n_ctx // 16) if block is None else _check_positive_int("block", block)
     panels, plan = _panels(pattern, n_ctx, n_heads, block, reorder)
+    heading = describe(pattern) if title is None else title
 
     Figure = _figure_cls()
     cols = min(len(panels), 4)
     rows = math.ceil(len(panels) / cols)
     fig = Figure(figsize=(_PANEL_IN[0] * cols, _PANEL_IN[1] * rows + 0.9), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, (mask, computed, pad, title, reordered) in zip(axes.flat, panels):
-        _panel(ax, mask, computed, pad, block, title, reordered)
+    for ax, (mask, computed, pad, label, reordered) in zip(axes.flat, panels):
+        _panel(ax, mask, computed, pad, block, label, reordered)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
 
@@ -169,16 +217,16 @@ def draw_pattern(pattern: Pattern, n_ctx: int, n_heads: int | None = None,
     done = plan.tiles_computed()
     heads = f"{n_heads} head{'s' if n_heads > 1 else ''}"
     width = int(_TITLE_CHARS_PER_IN * _PANEL_IN[0] * cols)
-    stats = (f"n_ctx {n_ctx}, {heads}, {block} x {block} tiles: {done:,} of {causal:,} causal "
+    stats = (f"n = {n_ctx}, {heads}, {block} x {block} tiles: {done:,} of {causal:,} causal "
              f"tiles computed ({done / causal:.0%})")
-    fig.suptitle("\n".join(textwrap.fill(s, width) for s in (pattern.name, stats)), fontsize=9)
+    fig.suptitle("\n".join(textwrap.fill(s, width) for s in (heading, stats)), fontsize=9)
     _legend(fig, any(p[2] is not None and p[2].any() for p in panels), cols)
     if path is None:
         return fig
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    from sparse_transformer.codecs import atomic_write
+
+    fmt = Path(path).suffix.lower().lstrip(".")
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=fmt))
 
 
 def _legend(fig, padding: bool, cols: int) -> None:

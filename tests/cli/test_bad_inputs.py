@@ -12,10 +12,12 @@ import hashlib
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -75,8 +77,8 @@ CASES: list[tuple[list[str], str]] = [
     (["train", *NEW, "--set", "=3"], "--set expects FIELD=VALUE"),
     (["train", *NEW, "--set", "n_ctx=60"], "divisible by the stride"),
     (["train", *NEW, "--set", "nope=1"], "unknown field(s) nope"),
-    (["train", *NEW, "--set", "dropout=2"], "dropout must be in [0, 1)"),
-    (["train", *NEW, "--set", "n_layer=0"], "n_layer must be a positive int"),
+    (["train", *NEW, "--set", "dropout=2"], "dropout must be a finite number in [0, 1)"),
+    (["train", *NEW, "--set", "n_layer=0"], "n_layer must be an integer >= 1"),
     (["train", *NEW, "--data", ""], "--data must be a non-empty string"),
     (["train", *NEW, "--out", ""], "--out must be a non-empty string"),
     (["train", *NEW, "--resume", "--force"], "give --resume (continue the run) or --force"),
@@ -156,7 +158,7 @@ CASES: list[tuple[list[str], str]] = [
     (["sample", "-c", "{run}", "--num-samples", "0"], "--num-samples must be an integer in "
                                                       "[1, 4096]"),
     (["sample", "-c", "{run}", "--num-samples", "5000"], "--num-samples must be an integer in"),
-    (["sample", "-c", "{run}", "--n-bytes", "-1"], "--n-bytes must be an integer >= 0"),
+    (["sample", "-c", "{run}", "--n-bytes", "-1"], "--n-bytes must be an integer in [0, "),
     (["sample", "-c", "{run}", "--seed", "-1"], "--seed must be an integer in [0, "),
     (["sample", "-c", "{run}", "--prompt", "a", "--prompt-file", "{corpus}"],
      "give --prompt or --prompt-file, not both"),
@@ -191,8 +193,9 @@ CASES: list[tuple[list[str], str]] = [
     (["patterns", "show", "nonsense"], "unknown pattern 'nonsense'"),
     (["patterns", "show", "fixed", "--stride", "4"], "fixed needs --summary"),
     (["patterns", "show", "causal", "--stride", "4"], "causal takes no --stride"),
-    (["patterns", "show", "fixed", "--stride", "-1", "--summary", "1"], "stride must be > 0"),
-    (["patterns", "show", "local", "--window", "0"], "window must be > 0"),
+    (["patterns", "show", "fixed", "--stride", "-1", "--summary", "1"],
+     "--stride must be an integer >= 1"),
+    (["patterns", "show", "local", "--window", "0"], "--window must be an integer >= 1"),
     (["patterns", "cost", "fixed(stride=4", "--n-ctx", "64"], "cannot parse"),
     (["patterns", "show", "strided", "--stride", "4", "--mode", "split", "--heads", "3"],
      "multiple of 2"),
@@ -244,10 +247,122 @@ CASES: list[tuple[list[str], str]] = [
     (["report", "-c", "{run}", "--out", "{corpus}"], "is a file, not a directory"),
     (["report", "-c", "{nan_run}", "--out", "{tmp}/rep"], "the weights are not finite"),
 ]
+
+# Issue 20, the second campaign's kinds. Each of these failed on main at 2638159 as the comment
+# says: traceback, accepted (ran without a word), hang, changed (refused after writing files),
+# unclear (one line, but not naming the field or range).
+I64 = str(2**70)  # an integer beyond 64 bits
+CASES += [
+    # -- ModelConfig fields through --set: types, finite numbers, ranges, size from memory ------
+    (["train", *NEW, "--set", 'recompute="no"'],  # accepted: a string is truthy
+     "ModelConfig.recompute must be true or false, got 'no'"),
+    (["train", *NEW, "--set", "recompute=no"], "recompute must be true or false"),  # accepted
+    (["train", *NEW, "--set", "recompute=1"], "recompute must be true or false"),  # accepted
+    (["train", *NEW, "--set", 'output_bias="yes"'], "output_bias must be true or false"),
+    (["train", *NEW, "--set", "ln_eps=NaN"],  # changed: trained, then "diverged"
+     "ModelConfig.ln_eps must be a finite number in (0, 1], got nan"),
+    (["train", *NEW, "--set", "ln_eps=Infinity"], "ln_eps must be a finite number"),  # accepted
+    (["train", *NEW, "--set", "ln_eps=0"], "ln_eps must be a finite number in (0, 1]"),
+    (["train", *NEW, "--set", "ln_eps=-1"], "ln_eps must be a finite number"),  # changed
+    (["train", *NEW, "--set", "embed_stride=-8"],  # changed: negative dimension in torch
+     "ModelConfig.embed_stride must be an integer in [1, 64], got -8"),
+    (["train", *NEW, "--set", "embed_stride=0"], "embed_stride must be an integer in [1, 64]"),
+    (["train", *NEW, "--set", "embed_stride=8.0"], "embed_stride must be an integer"),
+    (["train", *NEW, "--set", "backend=bogus"],  # changed: refused at the first forward
+     "ModelConfig.backend must be one of auto, reference, sdpa, torch, triton, flex"),
+    (["train", *NEW, "--set", "ff_mult=Infinity"],  # traceback: OverflowError
+     "ModelConfig.ff_mult must be a finite number in (0, 1024], got inf"),
+    (["train", *NEW, "--set", "ff_mult=1e999"], "ff_mult must be a finite number"),  # traceback
+    (["train", *NEW, "--set", "ff_mult=NaN"], "ff_mult must be a finite number"),  # unclear
+    (["train", *NEW, "--set", 'ff_mult="4"'], "ff_mult must be a finite number"),  # unclear
+    (["train", *NEW, "--set", "qk_ratio=Infinity"], "qk_ratio must be a finite number"),
+    (["train", *NEW, "--set", 'dropout="0.1"'], "dropout must be a finite number in [0, 1)"),
+    (["train", *NEW, "--set", "n_layer=1000000000"],  # traceback after a minute of allocation
+     "ModelConfig: 1,000,000,000 layers of width 32"),
+    (["train", *NEW, "--set", f"n_layer={I64}"],  # traceback: MemoryError
+     "ModelConfig.n_layer must be an integer in [1, 2**63 - 1]"),
+    (["train", *NEW, "--set", "d_model=1073741824"], "of memory, more than the"),  # changed
+    (["train", *NEW, "--set", "vocab_size=100000000000"], "of memory, more than the"),
+    (["train", *NEW, "--set", f"recompute_group={I64}"],  # accepted
+     "recompute_group must be an integer in [1, 2**63 - 1]"),
+    (["train", *NEW, "--set", f"attention=fixed(stride={I64}, summary=4)"],  # unclear
+     "stride must be at most 2**63 - 1"),
+    (["train", *NEW, "--set", "image_shape=[8, 8, 1]"],  # accepted: ignored by a text model
+     "ModelConfig.image_shape is for embedding='image'"),
+    (["train", *NEW, "--set", "embedding=image", "--set", "image_shape=[-8, -8, 1]", "--set",
+      "attention=causal"], "image_shape H must be an integer in [1, 64], got -8"),
+    (["train", *NEW, "--set", "embedding=image", "--set", "image_shape=[8.5, 7.53, 1]",
+      "--set", "attention=causal"], "image_shape H must be an integer"),  # truncated to 8 x 7
+    (["train", *NEW, "--set", "embedding=image", "--set", 'image_shape=["a", 8, 8]', "--set",
+      "attention=causal"], "image_shape H must be an integer"),  # unclear: int('a')
+    # -- TrainConfig: 64-bit integers, batches that cannot fit ------------------------------------
+    (["train", *NEW, "--steps", I64], "--steps must be an integer in [1, 2**63 - 1]"),  # hang
+    (["train", *NEW, "--eval-bytes", I64], "--eval-bytes must be an integer in [0, 2**63 - 1]"),
+    (["train", *NEW, "--batch-size", "1000000000"],  # changed: allocation failed in the loop
+     "training wiki-tiny with --batch-size 1000000000 needs at least"),
+    # -- a data set's meta.json: kinds, sizes, shapes, rates --------------------------------------
+    (["train", *NEW, "--data", "{meta_kind}"],  # accepted
+     "meta.json: kind must be one of text, image, audio, got 'bogus'"),
+    (["train", *NEW, "--data", "{meta_name}"], "meta.json: name must be a string"),  # accepted
+    (["train", *NEW, "--data", "{meta_overflow}"],  # accepted: 1e999 read as inf
+     "meta.json: 1e999 is out of the range of a float"),
+    (["train", *NEW, "--data", "{meta_infinity}"],  # accepted
+     "meta.json: Infinity is not a number JSON allows here"),
+    (["train", *NEW, "--data", "{meta_i64}"], "is beyond 64 bits"),  # accepted
+    (["train", *NEW, "--data", "{meta_record}"],  # accepted
+     "meta.json: record_size must be an integer in [1, 2147483647], got 'abc'"),
+    (["train", *NEW, "--data", "{meta_shape}"],  # accepted
+     "meta.json: shape must be [height, width, channels], got [4, 4]"),
+    (["train", *NEW, "--data", "{meta_product}"], "shape [4, 4, 2] holds 32 bytes, "
+                                                  "record_size says 16"),
+    (["train", *NEW, "--data", "{meta_rate}"],  # accepted: WAVs written at 0 Hz
+     "meta.json: sample_rate must be an integer in [1, 10000000], got 0"),
+    # -- a checkpoint's config.json, read by eval and sample -------------------------------------
+    (["eval", "-c", "{cfg_inf}"],  # traceback: OverflowError
+     "config.json is missing or corrupt (ModelConfig.ff_mult must be a finite number"),
+    (["sample", "-c", "{cfg_inf}"], "ModelConfig.ff_mult must be a finite number"),  # traceback
+    (["eval", "-c", "{cfg_recompute}"], "ModelConfig.recompute must be true or false"),
+    (["sample", "-c", "{cfg_nan}"], "ModelConfig.ln_eps must be a finite number"),  # unclear
+    (["eval", "-c", "{cfg_backend}"], "ModelConfig.backend must be one of"),  # after loading
+    (["eval", "-c", "{cfg_layers}"], "of memory, more than the"),  # traceback after minutes
+    (["sample", "-c", "{cfg_layers}"], "of memory, more than the"),  # hang
+    (["eval", "-c", "{cfg_stride}"], "ModelConfig.embed_stride must be an integer"),  # unclear
+    # -- sample: bounded lengths ------------------------------------------------------------------
+    (["sample", "-c", "{run}", "--n-bytes", "1000000000000"],  # hang
+     "--n-bytes must be an integer in [0, 1000000], got 1000000000000"),
+    (["sample", "-c", "{run}", "--n-bytes", I64], "--n-bytes must be an integer in [0, "),
+    (["sample", "-c", "{run}", "--seconds", "2"], "--seconds is for audio models; this one "
+                                                  "samples text"),
+    (["sample", "-c", "{run}", "--seconds", "0"], "--seconds must be a finite number in (0, "),
+    (["sample", "-c", "{run}", "--seconds", "1", "--n-bytes", "5"],
+     "give --n-bytes or --seconds, not both"),
+    # -- patterns: 64-bit sizes, picture formats --------------------------------------------------
+    (["patterns", "cost", "fixed", "--stride", str(2**64), "--summary", "4"],  # traceback
+     "--stride must be an integer in [1, 2**63 - 1]"),
+    (["patterns", "show", "local", "--window", I64, "--n-ctx", "64"],  # traceback
+     "--window must be an integer in [1, 2**63 - 1]"),
+    (["patterns", "cost", "causal", "--head-dim", I64],  # accepted
+     "--head-dim must be an integer in [1, 2**63 - 1]"),
+    (["patterns", "show", "causal", "--png", "{tmp}/fig.txt"],  # changed: wrote a folder first
+     "--out must end in .png, .svg, .pdf (the picture's format)"),
+    (["patterns", "show", "causal", "--out", "{tmp}/fig.png", "--dpi", "5000"],
+     "--dpi must be an integer in [1, 1200]"),
+]
+# Optional packages hidden from the command (sys.modules[name] = None): it must name the package
+# and its extra before doing any work.
+MISSING: list[tuple[list[str], str, str]] = [
+    (["prepare", "audio-folder", "--path", "{wavs}", "--out", "{tmp}/audio"], "soundfile",
+     "prepare audio-folder needs the Python package soundfile: "),  # main: after decoding
+    (["prepare", "audio-folder", "--path", "{wavs}", "--out", "{tmp}/audio"], "soundfile",
+     "-m pip install soundfile (the [audio] extra)"),
+    (["patterns", "show", "causal", "--out", "{tmp}/fig.png"], "matplotlib",
+     "patterns show --out needs the Python package matplotlib"),  # traceback on main
+]
 if importlib.util.find_spec("tensorboard") is None:
     CASES.append((["train", *NEW, "--tensorboard"],
-                  "this needs the Python package tensorboard (pip install "
-                  "'sparse-transformer[tensorboard]')"))
+                  "this needs the Python package tensorboard: "))
+    CASES.append((["train", *NEW, "--tensorboard"],
+                  "-m pip install tensorboard (the [tensorboard] extra)"))
 if NO_CUDA:
     CASES.append((["train", *NEW, "--device", "cuda"], "CUDA is not available"))
     CASES.append((["eval", "-c", "{run}", "--device", "cuda:1"], "CUDA is not available"))
@@ -323,6 +438,41 @@ def world(tmp_path_factory, run_dir, corpus, data_root) -> dict[str, Path]:
     paths["imgs"] = imgs
     paths["cwd"] = w / "cwd"
     paths["cwd"].mkdir()
+    # data sets whose meta.json lies (issue 20): 1,000 bytes a split, one field changed
+    good = {"name": "x", "kind": "text", "sizes": {"train": 1000, "valid": 1000, "test": 1000}}
+    image = {**good, "kind": "image", "record_size": 16, "shape": [4, 4, 1]}
+    lies = {"meta_kind": json.dumps({**good, "kind": "bogus"}),
+            "meta_name": json.dumps({**good, "name": [1, 2]}),
+            "meta_overflow": json.dumps(good).replace('"train": 1000', '"train": 1e999'),
+            "meta_infinity": json.dumps(good).replace('"train": 1000', '"train": Infinity'),
+            "meta_i64": json.dumps(good).replace('"train": 1000', f'"train": {2**70}'),
+            "meta_record": json.dumps({**image, "record_size": "abc"}),
+            "meta_shape": json.dumps({**image, "shape": [4, 4]}),
+            "meta_product": json.dumps({**image, "shape": [4, 4, 2]}),
+            "meta_rate": json.dumps({**good, "kind": "audio", "sample_rate": 0})}
+    for name, text in lies.items():
+        d = w / name
+        d.mkdir()
+        for split in ("train", "valid", "test"):
+            (d / f"{split}.bin").write_bytes(b"x" * 1000)
+        (d / "meta.json").write_text(text)
+        paths[name] = d
+    # checkpoints whose config.json lies
+    for name, key, raw in (("cfg_inf", "ff_mult", "Infinity"), ("cfg_nan", "ln_eps", "NaN"),
+                           ("cfg_recompute", "recompute", '"no"'),
+                           ("cfg_backend", "backend", '"bogus"'),
+                           ("cfg_layers", "n_layer", "1000000000"),
+                           ("cfg_stride", "embed_stride", "-8")):
+        d = _copy_run(run_dir, w / name)
+        cfg = json.loads((_step(d) / "config.json").read_text())
+        cfg[key] = "@@"
+        (_step(d) / "config.json").write_text(json.dumps(cfg).replace('"@@"', raw))
+        paths[name] = d
+    wavs = w / "wavs"
+    wavs.mkdir()
+    t = np.arange(4000) / 8000
+    sf.write(str(wavs / "a.wav"), 0.3 * np.sin(2 * np.pi * 440 * t), 8000)
+    paths["wavs"] = wavs
     return paths
 
 
@@ -348,6 +498,17 @@ def _id(argv: list[str]) -> str:
 
 @pytest.mark.parametrize("argv,needle", CASES, ids=[_id(a) for a, _ in CASES])
 def test_bad_input(world, data_root, capsysbinary, monkeypatch, argv, needle):
+    _refused(world, data_root, capsysbinary, monkeypatch, argv, needle)
+
+
+@pytest.mark.parametrize("argv,module,needle", MISSING, ids=[_id(a) for a, _, _ in MISSING])
+def test_missing_package_named_before_work(world, data_root, capsysbinary, monkeypatch, argv,
+                                           module, needle):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    _refused(world, data_root, capsysbinary, monkeypatch, argv, needle)
+
+
+def _refused(world, data_root, capsysbinary, monkeypatch, argv, needle):
     fill = {k: str(v) for k, v in world.items()}
     argv = [a.format(**fill) for a in argv]
     needle = needle.format(**fill)

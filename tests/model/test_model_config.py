@@ -72,3 +72,30 @@ def test_schedule_assigns_patterns_by_layer():
     assert [cfg.layer_pattern(r).name for r in range(4)] == [
         "local(window=16)", "column(stride=16)"] * 2
     assert cfg.embed_stride == 16
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_param_count_in_closed_form_matches_the_model(name):
+    """model/size.py counts parameters from the config alone (the memory bound uses it): it
+    must agree with the model's layers."""
+    from sparse_transformer.model.size import param_count
+
+    cfg = ModelConfig.from_preset(name)
+    assert param_count(cfg) == meta_params(cfg)
+    for change in (dict(ff_mult=2.0, qk_ratio=0.5), dict(output_bias=False)):
+        if cfg.embedding == "text":
+            small = cfg.replace(n_layer=1, **change)
+            assert param_count(small) == meta_params(small)
+
+
+def test_memory_bound_refuses_what_this_machine_cannot_hold(monkeypatch):
+    """issue 20: n_layer=10**9 allocated for a minute before a MemoryError; now one line,
+    from the parameter count against this machine's memory."""
+    import sparse_transformer.checks as checks
+
+    monkeypatch.setattr(checks, "memory_bytes", lambda: 3 << 20)  # a 3 MiB machine
+    with pytest.raises(ValueError, match=r"^ModelConfig: 4 layers of width 128 \(863,360 "
+                                         r"parameters\) needs at least 3.3 MiB of memory, more "
+                                         r"than the 3.0 MiB of this machine; use a smaller"):
+        ModelConfig.from_preset("wiki-small")
+    assert ModelConfig.from_preset("wiki-tiny")  # 171 kB: fits

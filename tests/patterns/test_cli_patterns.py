@@ -77,7 +77,7 @@ def test_list(capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["show", "fixed", "--stride", "0", "--summary", "4"], "stride must be > 0"),
+    (["show", "fixed", "--stride", "0", "--summary", "4"], "--stride must be an integer >= 1"),
     (["show", "fixed", "--stride", "4", "--summary", "8"], "summary (8) must be <= stride (4)"),
     (["show", "nonsense"], "unknown pattern 'nonsense'"),
     (["show", "fixed", "--stride", "4"], "needs --summary"),
@@ -109,3 +109,19 @@ def test_help_everywhere(capsys):
     with pytest.raises(SystemExit) as e:  # argparse's own errors also exit 2
         main(["patterns", "show", "causal", "--n-ctx", "0"])
     assert e.value.code == 2
+
+
+def test_show_out_svg_pdf_dpi_title(tmp_path, capsys):
+    """issue 20: --out picks the format by suffix; --png still works; --dpi and --title."""
+    for name in ("f.svg", "f.pdf"):
+        assert main(["patterns", "show", "fixed", "--stride", "8", "--summary", "2", "--n-ctx",
+                     "64", "--out", str(tmp_path / name), "--title", "Figure 3 (c)"]) == 0
+    assert (tmp_path / "f.pdf").read_bytes()[:5] == b"%PDF-"
+    assert "Figure 3 (c)" in (tmp_path / "f.svg").read_text()
+    assert main(["patterns", "show", "causal", "--n-ctx", "64", "--png",
+                 str(tmp_path / "f.png"), "--dpi", "72"]) == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "f.png") as im:
+        assert im.info["dpi"][0] == pytest.approx(72, abs=1)
+    assert "wrote" in capsys.readouterr().out

@@ -122,3 +122,54 @@ def test_errors(monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, mod, None)
     with pytest.raises(ImportError, match=r"sparse-transformer\[pictures\]"):
         D.draw_pattern(P.causal(), 32, path=tmp_path / "x.png")
+
+
+# -- issue 20: pictures a paper can use ---------------------------------------------------------
+@pytest.mark.parametrize("pattern,title", [
+    (P.causal(), "Dense causal attention"),
+    (P.local(64), "Local attention, window 64"),
+    (P.column(16), "Column attention, stride 16"),
+    (P.fixed(128, 32, 4), "Fixed attention, l = 128, c = 32, 4 distinct summary blocks per "
+                          "head group"),
+    (P.fixed(16, 4), "Fixed attention, l = 16, c = 4"),
+    (P.strided(16, "split"), "Strided attention, l = 16, heads split between the row and the "
+                             "column part"),
+    (P.strided(16, "merge"), "Strided attention, l = 16, row and column parts in every head"),
+    (P.parse_pattern("union(local(window=3), column(stride=8))"),
+     "Union of Local attention, window 3; Column attention, stride 8"),
+])
+def test_titles_name_the_pattern_in_words(pattern, title):
+    """The figure's title is words a caption can use, not the spec string."""
+    assert D.describe(pattern) == title
+    fig = D.draw_pattern(pattern, 32, pattern.head_multiple, 8)
+    text = " ".join(fig._suptitle.get_text().split())
+    assert text.startswith(title) and "n = 32" in text and "n_ctx" not in text
+    assert pattern.name not in text
+
+
+def test_custom_title(tmp_path):
+    fig = D.draw_pattern(P.causal(), 32, title="Figure 3 (a)")
+    assert fig._suptitle.get_text().startswith("Figure 3 (a)\n")
+
+
+def test_dpi_and_vector_formats_by_suffix(tmp_path):
+    p = P.fixed(16, 4, 2)
+    low = D.draw_pattern(p, 64, 2, 8, tmp_path / "low.png", dpi=100)
+    high = D.draw_pattern(p, 64, 2, 8, tmp_path / "high.png")  # default 200 dpi
+    with Image.open(low) as a, Image.open(high) as b:
+        assert b.width == pytest.approx(2 * a.width, abs=2)
+        assert b.info["dpi"][0] == pytest.approx(200, abs=1)
+    svg = D.draw_pattern(p, 64, 2, 8, tmp_path / "fig.svg")
+    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()[:2000]
+    pdf = D.draw_pattern(p, 64, 2, 8, tmp_path / "fig.PDF")
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["fig.PDF", "fig.svg", "high.png",
+                                                          "low.png"]  # no temporary left
+
+
+def test_unknown_suffix_and_bad_dpi_refused_before_drawing(tmp_path):
+    with pytest.raises(ValueError, match=r"is \.png, \.svg, \.pdf \(by its suffix\)"):
+        D.draw_pattern(P.causal(), 32, path=tmp_path / "x.txt")
+    with pytest.raises(ValueError, match=r"dpi must be an integer in \[1, 1200\]"):
+        D.draw_pattern(P.causal(), 32, path=tmp_path / "x.png", dpi=0)
+    assert not any(tmp_path.iterdir())
