@@ -221,7 +221,9 @@ def check_state(state: Any, what: str = "state.pt", step: int | None = None) -> 
     """A checkpoint's training state after ``torch.load(weights_only=True)``: ``step`` in
     [0, 2**63 - 1] (equal to train.json's ``step`` when given), ``total`` null or >= 1,
     ``elapsed_s`` finite and >= 0, ``optimizer`` an object, ``rng`` one state per rank (an
-    object, or a non-empty list of objects), ``shard`` a bool."""
+    object, or a non-empty list of objects), ``shard`` a bool, ``best_step`` an integer >= 0
+    with a finite ``best_valid_bpb``, ``schedule_fraction`` (the cosine's position) in
+    [0, 1]."""
     if not isinstance(state, dict):
         raise ValueError(f"{what} must hold a dict, not a {type(state).__name__}")
     check_int(f"{what}: step", state.get("step"), 0)
@@ -243,4 +245,9 @@ def check_state(state: Any, what: str = "state.pt", step: int | None = None) -> 
         check_bool(f"{what}: shard", state["shard"])
     if state.get("scaler") is not None and not isinstance(state["scaler"], dict):
         raise ValueError(f"{what}: scaler must be a dict, got {type(state['scaler']).__name__}")
+    _optional_int(state, "best_step", what, 0)
+    if state.get("best_step") is not None:
+        check_float(f"{what}: best_valid_bpb", state.get("best_valid_bpb"), 0)
+    if state.get("schedule_fraction") is not None:
+        check_float(f"{what}: schedule_fraction", state["schedule_fraction"], 0, 1)
     return state

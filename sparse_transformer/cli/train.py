@@ -19,6 +19,7 @@ from typing import Any
 
 from sparse_transformer.precision import PRECISIONS
 from sparse_transformer.train.config import TrainConfig
+from sparse_transformer.train.metrics import unit_name
 from sparse_transformer.train.recipes import BASE, RECIPES
 
 # flag -> (TrainConfig field, type, help). Defaults come from TrainConfig; on --resume a flag
@@ -149,6 +150,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise FileNotFoundError(f"--resume: {err}") from None
     saved = {k: v for k, v in dict(meta.get("options") or {}).items()
              if k in TrainConfig.field_names() and k not in switches}
+    # a budget given replaces the saved one, as it replaces a recipe's: --steps alone trains
+    # to that many updates, --max-minutes alone for that long (both counted from the start)
+    for budget, other in (("steps", "max_minutes"), ("max_minutes", "steps")):
+        if budget in given and other not in given:
+            saved.pop(other, None)
     if "data" not in given and "data_root" not in given:
         # the absolute data directory the run recorded; never prepared on resume
         saved["data"] = str(run_data(meta, None, None).path)
@@ -180,11 +186,6 @@ def run(args: argparse.Namespace) -> int:
                   f"{summary['best_step']}, kept in {summary['run_dir']}/checkpoints/best "
                   f"(give that path to eval, sample or from_pretrained)")
     return 0
-
-
-def unit_name(mcfg: Any) -> str:
-    """What one token's loss is counted in: a byte of an image is one sub-pixel dimension."""
-    return "bits per dim" if mcfg.embedding == "image" else "bits per byte"
 
 
 def _rank0() -> bool:

@@ -1,4 +1,4 @@
-"""Checkpoints: safetensors weights + JSON configs + a weights_only-loadable training state.
+"""Training checkpoints: what a step folder holds for training, and the RNG states in it.
 
 A run directory holds ``checkpoints/step-XXXXXXXX/`` folders, each with
 
@@ -11,22 +11,17 @@ A run directory holds ``checkpoints/step-XXXXXXXX/`` folders, each with
 
 and ``checkpoints/latest`` naming the newest folder; ``checkpoints/best`` names the folder
 whose validation was the best so far (``train`` keeps it through pruning, so a run that starts
-to overfit loses nothing; ``--checkpoint RUN/checkpoints/best`` reads it). A folder is written under a temporary
-name and renamed into place, and ``latest`` is replaced with ``os.replace``, so an interrupted
-save never leaves a half-written checkpoint where a reader looks; the temporary names a kill
-leaves behind are removed by ``clean_temporaries`` when the run next starts.
+to overfit loses nothing; ``--checkpoint RUN/checkpoints/best`` reads it).
 
-Reading trusts nothing in the folder: ``latest`` must name a step folder beside it, the JSON
-files must hold objects, and weights that are not finite are refused.
+Finding, reading and writing the files is ``model/checkpoint_io.py``'s (shared with
+``from_pretrained``): atomic writes, a full disk as one line with the previous checkpoint
+intact, pointers confined to step folders beside them, no symlink followed out of the run, and
+every file checked (train.json and state.pt by ``schema.py``) before anything uses it.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import re
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,16 +29,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
+from sparse_transformer.model import checkpoint_io as io
 from sparse_transformer.model.config import ModelConfig
-
-LATEST = "latest"
-BEST = "best"
-POINTERS = (LATEST, BEST)  # files in checkpoints/ that name a step folder beside them
-_STEP_NAME = re.compile(r"step-\d{8}")
-_TEMPORARY = (".step-*.tmp-*", ".step-*.old-*", f".{LATEST}.tmp-*", f".{BEST}.tmp-*")
 
 
 @dataclass
@@ -111,63 +99,37 @@ def rank_rng_states(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # -- writing -----------------------------------------------------------------------------------
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=str))
-
-
 def save_checkpoint(run_dir: str | Path, *, model: torch.nn.Module | Mapping[str, torch.Tensor],
                     model_config: ModelConfig, train: dict[str, Any], state: dict[str, Any],
                     keep_last: int = 2, best: bool = False) -> Path:
     """Write ``run_dir/checkpoints/step-XXXXXXXX`` atomically and point ``latest`` at it (and
-    ``best`` too when ``best``).
+    ``best`` too when ``best``); then prune to the last ``keep_last``.
 
     ``model`` is the model or its full state dict (a sharded model's, gathered by
-    ``train.sharding.full_state_dicts``).
+    ``train.sharding.full_state_dicts``). On a full disk: an OSError of one line, the folder
+    not written, ``latest`` still naming the previous one.
     """
-    root = Path(run_dir) / "checkpoints"
+    root = Path(run_dir) / io.CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    name = f"step-{int(train['step']):08d}"
-    final = root / name
-    tmp = root / f".{name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    name = io.step_name(train["step"])
     tensors = model.state_dict() if isinstance(model, torch.nn.Module) else model
-    weights = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    _write_json(tmp / "config.json", model_config.to_dict())
-    _write_json(tmp / "train.json", train)
-    torch.save(state, tmp / "state.pt")
-    if final.exists():  # re-saving the same step of this run (after a resume)
-        old = root / f".{name}.old-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
-    point(root, LATEST, name)
+    final = io.write_step_folder(root / name, tensors, model_config, train, state)
+    io.point(root, io.LATEST, name)
     if best:
-        point(root, BEST, name)
-    _prune(root, keep_last, keep=name)
+        io.point(root, io.BEST, name)
+    io.prune(root, keep_last, keep=name)
     return final
-
-
-def point(root: Path, pointer: str, name: str) -> None:
-    """Make ``root/pointer`` (latest or best) name the step folder ``name``, atomically."""
-    tmp = root / f".{pointer}.tmp-{os.getpid()}"
-    tmp.write_text(name + "\n")
-    os.replace(tmp, root / pointer)
 
 
 def mark_best(run_dir: str | Path, step: int, keep_last: int = 2) -> None:
     """Point ``checkpoints/best`` at the saved folder of ``step``; the folder it named before
     is pruned if it has fallen out of the ``keep_last`` window."""
-    root = Path(run_dir) / "checkpoints"
-    name = f"step-{int(step):08d}"
+    root = Path(run_dir) / io.CHECKPOINTS
+    name = io.step_name(step)
     if not (root / name).is_dir():
         raise FileNotFoundError(f"{root / name} does not exist")
-    point(root, BEST, name)
-    _prune(root, keep_last, keep=name)
+    io.point(root, io.BEST, name)
+    io.prune(root, keep_last, keep=name)
 
 
 def clean_temporaries(run_dir: str | Path) -> list[str]:
@@ -175,115 +137,30 @@ def clean_temporaries(run_dir: str | Path) -> list[str]:
 
     Call only while holding the run's lock: a live save of another process looks the same.
     """
-    root = Path(run_dir) / "checkpoints"
-    removed = []
-    for pattern in _TEMPORARY:
-        for p in root.glob(pattern):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-            removed.append(p.name)
-    return sorted(removed)
-
-
-def _prune(root: Path, keep_last: int, keep: str) -> None:
-    if keep_last <= 0:
-        return
-    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
-    kept = {keep, _pointed(root, BEST)}  # the best folder outlives the keep_last window
-    for p in steps[:-keep_last]:
-        if p.name not in kept:
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _pointed(root: Path, pointer: str) -> str | None:
-    try:
-        name = (root / pointer).read_text(errors="replace").strip()
-    except OSError:
-        return None
-    return name if _STEP_NAME.fullmatch(name) else None
+    return io.clean_temporaries(Path(run_dir) / io.CHECKPOINTS)
 
 
 # -- reading -----------------------------------------------------------------------------------
-def find_checkpoint(path: str | Path) -> Path:
-    """A run directory, its ``checkpoints`` folder, a ``step-*`` folder, or the pointer file
-    ``checkpoints/latest`` / ``checkpoints/best`` -> the step folder."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    if p.is_file() and p.name in POINTERS:
-        return _follow(p.parent, p.name, p)
-    if (p / "model.safetensors").exists() or (p / "config.json").exists():
-        return p
-    for root in (p / "checkpoints", p):
-        if (root / LATEST).is_file():
-            return _follow(root, LATEST, p)
-    raise FileNotFoundError(f"{p} holds no checkpoint (no model.safetensors or checkpoints/latest)")
-
-
-def _follow(root: Path, pointer: str, asked: Path) -> Path:
-    name = (root / pointer).read_text(errors="replace").strip()
-    # only a step folder beside it: a pointer must not lead a reader anywhere else
-    if not _STEP_NAME.fullmatch(name):
-        raise ValueError(f"checkpoint {asked}: {pointer!r} names {name[:80]!r}, not a "
-                         f"step-XXXXXXXX folder of {root}")
-    target = root / name
-    if not target.is_dir() or target.is_symlink():
-        raise ValueError(f"checkpoint {asked}: {pointer!r} points at missing {name}")
-    return target
+find_checkpoint = io.find_step_folder  # a run, checkpoints/, a step folder or a pointer
 
 
 def load_train_meta(path: str | Path) -> dict[str, Any]:
     """train.json (options, data, step) of a run's latest checkpoint or of a step folder."""
-    d = find_checkpoint(path)
-    try:
-        return _read_object(d / "train.json")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"checkpoint {d}: train.json is missing or corrupt ({err})") from None
+    return io.read_train(io.find_step_folder(path))
 
 
 def load_checkpoint(path: str | Path, with_state: bool = True) -> Checkpoint:
     """Read a checkpoint; any damage gives a ValueError naming the bad file."""
-    d = find_checkpoint(path)
-    try:
-        cfg = ModelConfig.from_dict(_read_object(d / "config.json"))
-    except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"checkpoint {d}: config.json is missing or corrupt ({err})") from None
-    try:
-        train = _read_object(d / "train.json")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"checkpoint {d}: train.json is missing or corrupt ({err})") from None
-    try:
-        weights = load_file(str(d / "model.safetensors"))
-    except (OSError, SafetensorError, RuntimeError) as err:
-        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"checkpoint {d}: model.safetensors is missing or corrupt ({msg})"
-                         ) from None
-    for name, w in weights.items():
-        if w.is_floating_point() and not bool(torch.isfinite(w).all()):
-            raise ValueError(f"checkpoint {d}: the weights are not finite (NaN or inf in "
-                             f"{name}); the run diverged, use an earlier checkpoint")
-    state = None
-    if with_state:
-        try:
-            state = torch.load(d / "state.pt", map_location="cpu", weights_only=True)
-        except Exception as err:  # unpickling errors come in many types
-            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ValueError(f"checkpoint {d}: state.pt is missing or corrupt ({msg})") from None
+    d = io.find_step_folder(path)
+    cfg = io.read_config(d)
+    train = io.read_train(d)
+    weights = io.read_weights(d)
+    state = io.read_state(d, train["step"]) if with_state else None
     return Checkpoint(d, cfg, weights, train, state)
 
 
-def _read_object(path: Path) -> dict:
-    obj = json.loads(path.read_text())
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected a JSON object, found a {type(obj).__name__}")
-    return obj
-
-
 def load_weights(model: torch.nn.Module, ckpt: Checkpoint) -> None:
-    try:
-        model.load_state_dict(ckpt.weights, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"checkpoint {ckpt.path}: weights do not fit the model "
-                         f"({str(err).splitlines()[0]})") from None
+    io.load_into(model, ckpt.weights, ckpt.path)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu"):

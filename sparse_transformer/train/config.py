@@ -20,9 +20,10 @@ from sparse_transformer.checks import (
     check_text,
 )
 from sparse_transformer.precision import PRECISIONS
-from sparse_transformer.train.recipes import recipe
+from sparse_transformer.train.recipes import RECIPES, recipe
 
 MAX_SEED = 2**62  # torch seeds are 64-bit; each rank adds its rank to the seed
+MAX_MINUTES = 1e6  # about two years: a budget beyond it is a typo (1e300 overflows the clock)
 
 
 def flag(name: str) -> str:
@@ -79,7 +80,7 @@ class TrainConfig:
         if self.steps is not None:
             check_int(flag("steps"), self.steps, 1)
         if self.max_minutes is not None:
-            check_float(flag("max_minutes"), self.max_minutes, 0, lo_open=True)
+            check_float(flag("max_minutes"), self.max_minutes, 0, MAX_MINUTES, lo_open=True)
         for name in ("batch_size", "grad_accum", "log_every", "eval_batch"):
             check_int(flag(name), getattr(self, name), 1)
         for name in ("warmup", "eval_every", "eval_bytes", "save_every", "keep_last"):
@@ -107,6 +108,19 @@ class TrainConfig:
         if self.resume and self.force:
             raise ValueError("give --resume (continue the run) or --force (start it again), "
                              "not both")
+        if not self.resume:  # a resumed run's model is its checkpoint's (train.start checks)
+            self._check_model()
+
+    def _check_model(self) -> None:
+        """The preset and the ``model`` overrides must make a valid ModelConfig: refused now,
+        not when the loop builds the model. A known preset without overrides needs no check,
+        so building the defaults (``train --help``) does not import torch; otherwise the
+        check imports the model (and torch)."""
+        if self.preset in RECIPES and not self.model:
+            return  # every preset has a recipe (tests/train/test_config.py)
+        from sparse_transformer.model.config import ModelConfig
+
+        ModelConfig.from_preset(self.preset, **self.model)
 
     def _apply_recipe(self) -> None:
         """Fill every recipe field left at None from the preset's recipe (then BASE)."""

@@ -1,4 +1,9 @@
-"""Training metrics: a CSV file, TensorBoard events when asked for, and a loss-curve PNG."""
+"""Training metrics: a CSV file, TensorBoard events when asked for, and a loss-curve PNG.
+
+metrics.csv's ``train_bpb`` and ``valid_bpb`` are bits per token: bits per byte for text and
+audio, bits per dim (sub-pixel) for images. The column names stay (every reader of the file
+knows them); the ``unit`` column says which it is on every row.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,20 @@ import csv
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 FIELDS = ("step", "tokens", "elapsed_s", "lr", "loss", "train_bpb", "tokens_per_s",
-          "valid_bpb", "grad_norm", "loss_scale")
+          "valid_bpb", "grad_norm", "loss_scale", "unit")
+
+
+def unit_name(model_config: Any) -> str:
+    """What one token's loss is counted in: a byte of an image is one sub-pixel dimension."""
+    return "bits per dim" if model_config.embedding == "image" else "bits per byte"
+
+
+def unit_abbreviation(unit: str) -> str:
+    """"bits per dim" -> "bpd", "bits per byte" -> "bpb" (the progress bar's figures)."""
+    return "bpd" if unit == "bits per dim" else "bpb"
 
 
 class MetricsLogger:
@@ -16,13 +32,18 @@ class MetricsLogger:
     ``run_dir/tensorboard`` (an ImportError if tensorboard is missing: it was asked for).
 
     ``purge_step`` (a resumed run: the checkpoint's step + 1) hides TensorBoard events a killed
-    session wrote after its last checkpoint, as ``truncate_metrics`` does for the CSV.
+    session wrote after its last checkpoint, as ``truncate_metrics`` does for the CSV. ``unit``
+    goes into every row; a file written before the ``unit`` column is given it (resume).
     """
 
     def __init__(self, run_dir: str | Path, tensorboard: bool = False,
-                 purge_step: int | None = None):
+                 purge_step: int | None = None, unit: str = "bits per byte"):
         self.path = Path(run_dir) / "metrics.csv"
+        self.unit = unit
         new = not self.path.exists() or self.path.stat().st_size == 0
+        if not new and _header(self.path) != list(FIELDS):
+            _rewrite(self.path, [{**r, "unit": r.get("unit") or unit}
+                                 for r in read_metrics(self.path)])
         self._tb = None
         self._tb_dir = Path(run_dir) / "tensorboard"
         if tensorboard:
@@ -41,7 +62,7 @@ class MetricsLogger:
         return self._tb is not None and any(self._tb_dir.glob("events.out.tfevents.*"))
 
     def log(self, row: dict) -> None:
-        self._csv.writerow({k: _fmt(row.get(k)) for k in FIELDS})
+        self._csv.writerow({k: _fmt(row.get(k)) for k in FIELDS} | {"unit": self.unit})
         self._file.flush()
         if self._tb is not None:
             for k, v in row.items():
@@ -67,6 +88,24 @@ def read_metrics(path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _header(path: Path) -> list[str]:
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
+
+
+def _rewrite(path: Path, rows: list[dict]) -> None:
+    """Replace ``path`` with ``rows`` under the current header, atomically."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def truncate_metrics(path: str | Path, step: int) -> int:
     """Keep only the rows of ``path`` up to ``step`` (a resumed run's checkpoint); returns the
     number of rows dropped. The rows of a killed session after its last checkpoint would
@@ -78,13 +117,23 @@ def truncate_metrics(path: str | Path, step: int) -> int:
     keep = [r for r in rows if _step(r) is not None and _step(r) <= step]
     if len(keep) == len(rows):
         return 0
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(keep)
-    os.replace(tmp, path)
+    _rewrite(path, keep)
     return len(rows) - len(keep)
+
+
+def record_validation(path: str | Path, step: int, valid_bpb: float, unit: str) -> None:
+    """Put a final validation into the row of ``step`` (appended if there is none): a resumed
+    run whose final evaluation was stopped logs it beside that step's training figures rather
+    than as a second row of the same step."""
+    path = Path(path)
+    rows = read_metrics(path) if path.is_file() else []
+    for row in rows:
+        if _step(row) == step:
+            row["valid_bpb"] = _fmt(float(valid_bpb))
+            break
+    else:
+        rows.append({"step": step, "valid_bpb": _fmt(float(valid_bpb)), "unit": unit})
+    _rewrite(path, rows)
 
 
 def _step(row: dict) -> int | None:

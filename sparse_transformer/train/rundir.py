@@ -19,6 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
+from sparse_transformer import schema
 from sparse_transformer.data.atomic import refuse_unowned
 
 try:
@@ -29,8 +30,7 @@ except ImportError:  # pragma: no cover - not POSIX: runs are not locked
 LOCK = ".lock"
 RUN_JSON = "run.json"
 # Every name a run writes; run.json's "files" records the ones a run actually uses.
-RUN_FILES = ("checkpoints", "metrics.csv", "loss.png", RUN_JSON, "summary.json", "tensorboard",
-             LOCK)
+RUN_FILES = schema.RUN_NAMES
 
 
 class RunDirBusy(RuntimeError):
@@ -38,17 +38,22 @@ class RunDirBusy(RuntimeError):
 
 
 def read_manifest(run: Path) -> list[str] | None:
-    """The names an earlier run of ours wrote in ``run``, or None if it holds no run of ours."""
+    """The names an earlier run of ours wrote in ``run``, or None if it holds no run of ours.
+
+    A run.json that looks like ours (an object with ``train`` and ``model``) is then checked
+    strictly (``schema.check_run_info``): its file list may name only what a run writes, so a
+    tampered manifest cannot make ``--force`` delete a file of the user's; a bad one is a
+    ValueError that names the field."""
+    path = run / RUN_JSON
     try:
-        info = json.loads((run / RUN_JSON).read_text())
-    except (OSError, ValueError):
+        info = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(info, dict) or not {"train", "model"} <= set(info):
         return None
+    info = schema.check_run_info(schema.read_object(path), str(path))
     files = info.get("files")
-    if isinstance(files, list) and all(isinstance(f, str) and "/" not in f for f in files):
-        return files
-    return list(RUN_FILES)  # written before run.json carried a manifest
+    return list(RUN_FILES) if files is None else files  # None: before run.json had a list
 
 
 def check_start(run: Path, *, resume: bool, force: bool) -> list[str]:
@@ -99,7 +104,11 @@ class RunLock:
     def acquire(self) -> "RunLock":
         if fcntl is None:  # pragma: no cover
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a .lock planted as a symlink would have us truncate the file it names
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            raise OSError(err.errno, f"cannot lock {self.path}: {err.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -110,9 +119,13 @@ class RunLock:
         except OSError as err:  # e.g. a file system without locks: say so, do not guess
             os.close(fd)
             raise OSError(f"cannot lock {self.path}: {err.strerror}") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        try:  # the pid only names the owner in a second process's error
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as err:  # a full disk: let go of the lock, say what failed
+            self.release()
+            raise OSError(err.errno, f"{err.strerror} while writing {self.path}") from None
         return self
 
     def release(self) -> None:
@@ -127,3 +140,54 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class Claim:
+    """A run directory as this process claims it: created if missing, then locked.
+
+    ``undo`` takes back what claiming and starting created, for a run that fails before it
+    trains (a full disk, a model that does not fit): the names of ours that were not there
+    before, the lock file if it is new, and the folders made for the run, so a failed start
+    leaves the disk as it was. What was there before (a resumed run) is never touched.
+    """
+
+    def __init__(self, run: Path):
+        self.run = run
+        self.lock: RunLock | None = None
+        self._made: list[Path] = []  # folders we created, innermost first
+        self._before: set[str] = set()
+
+    def acquire(self) -> "Claim":
+        p = self.run
+        while not p.exists() and not p.is_symlink():
+            self._made.append(p)
+            p = p.parent
+        self.run.mkdir(parents=True, exist_ok=True)
+        self._before = {p.name for p in self.run.iterdir()}
+        try:
+            self.lock = RunLock(self.run).acquire()
+        except OSError:  # not RunDirBusy: a lock file we just created is ours to remove
+            if LOCK not in self._before:
+                (self.run / LOCK).unlink(missing_ok=True)
+            raise
+        return self
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def undo(self) -> None:
+        new = [name for name in RUN_FILES if name not in self._before and name != LOCK]
+        remove_files(self.run, [name for name in new if (self.run / name).exists()
+                                or (self.run / name).is_symlink()])
+        if LOCK not in self._before and self.lock is not None:
+            # unlinked while still held: a process that opens .lock now makes a new file,
+            # and the rmdir below then leaves the directory to it
+            (self.run / LOCK).unlink(missing_ok=True)
+        self.release()
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another process's now, or a user's): leave it
+                break

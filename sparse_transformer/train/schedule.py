@@ -20,19 +20,40 @@ def lr_at(step: int, *, lr: float, warmup: int, total: int, min_lr_ratio: float 
     """Learning rate for update ``step`` (0-based): linear warm-up, then cosine to min_lr."""
     if warmup > 0 and step < warmup:
         return lr * (step + 1) / warmup
-    span = max(1, total - warmup)
-    progress = min(1.0, (step - warmup) / span)
+    progress = step_fraction(step, warmup=warmup, total=total)
     floor = lr * min_lr_ratio
     return floor + (lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+# A time budget's warm-up ends by this fraction of the budget at the latest. Warm-up is counted
+# in updates, the cosine in time, so on a slow or busy machine a short budget could end before
+# its warm-up did and never train at the recipe's rate: at the 287 updates in 7.5 minutes
+# issue 20 saw on a busy 2-core machine, wiki-small's 50 warm-up updates take 78 s.
+WARMUP_BUDGET = 0.05
+
+
 def lr_at_time(step: int, fraction: float, *, lr: float, warmup: int,
                min_lr_ratio: float = 0.0) -> float:
-    """Time-budget schedule: linear warm-up in steps, cosine over the elapsed budget fraction."""
-    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-    floor = lr * min_lr_ratio
+    """Time-budget schedule for update ``step`` at ``fraction`` of the budget: linear warm-up
+    that ends after ``warmup`` updates or at ``WARMUP_BUDGET`` of the budget, whichever comes
+    first, times a cosine over the fraction."""
     f = min(1.0, max(0.0, fraction))
+    warm = min(1.0, max((step + 1) / warmup, f / WARMUP_BUDGET)) if warmup > 0 else 1.0
+    floor = lr * min_lr_ratio
     return warm * (floor + (lr - floor) * 0.5 * (1.0 + math.cos(math.pi * f)))
+
+
+def resumed_fraction(start: float, spent: float, left: float) -> float:
+    """The cosine's progress in a (resumed) budget: it stood at ``start`` when this session
+    began, and ``spent`` of the ``left`` that remain have passed. The rest of the curve is
+    spread over what remains, so a resumed run continues where it stopped and its rate never
+    climbs back (a new run: ``start`` 0, ``left`` the whole budget)."""
+    return min(1.0, start + (1.0 - start) * spent / max(1e-9, left))
+
+
+def step_fraction(step: int, *, warmup: int, total: int) -> float:
+    """How far ``lr_at``'s cosine has gone at update ``step`` (0 during warm-up, 1 at the end)."""
+    return min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
 
 
 OUTPUT = "head.weight"  # the output matrix W_out of SparseTransformer

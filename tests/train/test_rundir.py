@@ -19,6 +19,7 @@ from sparse_transformer.train.config import TrainConfig
 from sparse_transformer.train.loop import train
 from sparse_transformer.train.metrics import read_metrics
 from sparse_transformer.train.rundir import RunDirBusy, RunLock
+from sparse_transformer.train.signals import Aborted, StopFlag
 
 
 @pytest.fixture(autouse=True)
@@ -141,10 +142,10 @@ def test_tensorboard_is_recorded_as_written(byte_file, tmp_path, monkeypatch):
 
 
 def test_a_second_signal_aborts():
-    with loop._StopFlag() as stop:
+    with StopFlag() as stop:
         signal.raise_signal(signal.SIGTERM)
         assert stop.signum == signal.SIGTERM  # the first: noted, training goes on
-        with pytest.raises(loop.Aborted) as err:
+        with pytest.raises(Aborted) as err:
             signal.raise_signal(signal.SIGINT)
         assert err.value.signum == signal.SIGINT
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers restored
