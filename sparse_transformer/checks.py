@@ -20,7 +20,8 @@ import re
 from typing import Any, Iterable
 
 __all__ = ["INT64_MAX", "check_bool", "check_choice", "check_device", "check_float",
-           "check_int", "check_memory", "check_text", "format_bytes", "memory_bytes"]
+           "check_int", "check_memory", "check_text", "format_bytes", "memory_bytes",
+           "printable"]
 
 INT64_MAX = 2**63 - 1  # the largest size, step or seed torch and numpy can hold
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -104,6 +105,12 @@ def check_device(name: str, value: Any) -> str:
     if not isinstance(value, str) or not _DEVICE.fullmatch(value):
         raise ValueError(f"{name} must be auto, cpu, cuda or cuda:N, got {value!r}")
     return value
+
+
+def printable(text: str) -> str:
+    """``text`` as it can be printed or drawn: a path on Linux may hold bytes that are not
+    UTF-8, which Python keeps as lone surrogates and a strict stream refuses; shown as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 # -- memory -------------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ CASES = [
     (lambda: P.strided(I64, "split"), ValueError, "stride must be at most 2**63 - 1"),
     # -- from_pretrained: a config.json that lies -----------------------------------------------
     (lambda: _pretrained_with({"ff_mult": "Infinity"}), ValueError,
-     "config.json is missing or not a model config (ModelConfig.ff_mult must be a finite"),
+     "config.json is missing or corrupt (ModelConfig.ff_mult must be a finite"),
     (lambda: _pretrained_with({"recompute": '"no"'}), ValueError,
      "ModelConfig.recompute must be true or false"),
     (lambda: _pretrained_with({"n_layer": "1000000000"}), ValueError, "of memory, more than"),

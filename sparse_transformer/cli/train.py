@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Any
 
+from sparse_transformer.checks import printable
 from sparse_transformer.precision import PRECISIONS
 from sparse_transformer.train.config import TrainConfig
 from sparse_transformer.train.metrics import unit_name
@@ -179,11 +180,12 @@ def run(args: argparse.Namespace) -> int:
     if summary["valid_bpb"] is not None and _rank0():
         tps = summary["tokens_per_s"] or 0.0
         unit = unit_name(summary["model"].cfg)
+        run_dir = printable(summary["run_dir"])  # a path need not be UTF-8
         print(f"step {summary['step']}: validation {summary['valid_bpb']:.4f} {unit}; "
-              f"{summary['elapsed_s']:.0f} s, {tps:,.0f} tokens/s; run in {summary['run_dir']}")
+              f"{summary['elapsed_s']:.0f} s, {tps:,.0f} tokens/s; run in {run_dir}")
         if summary.get("best_step") is not None and summary["best_step"] != summary["step"]:
             print(f"best validation {summary['best_valid_bpb']:.4f} {unit} at step "
-                  f"{summary['best_step']}, kept in {summary['run_dir']}/checkpoints/best "
+                  f"{summary['best_step']}, kept in {run_dir}/checkpoints/best "
                   f"(give that path to eval, sample or from_pretrained)")
     return 0
 
@@ -288,7 +290,7 @@ class TrainLog:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return (f"train {model}; data {cfg.data}; {start}{budget} of batch {cfg.batch_size}"
                 f"{window}{accum}, lr {cfg.lr:g}, warm-up {cfg.warmup}, {cfg.precision} on "
-                f"{device}; run in {cfg.out}")
+                f"{device}; run in {printable(cfg.out)}")
 
     def _row_line(self, row: dict) -> str:
         from math import log

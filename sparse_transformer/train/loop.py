@@ -34,6 +34,7 @@ from typing import Any, Callable
 import torch
 
 from sparse_transformer.baselines import stream_bits
+from sparse_transformer.checks import printable
 from sparse_transformer.data.bytes import ByteData, byte_log_frequencies, random_batch
 from sparse_transformer.evaluate import LN2, evaluate_bpb
 from sparse_transformer.model import checkpoint_io as io
@@ -417,7 +418,7 @@ class Trainer:
         if info.is_main:
             self.logger.close()
             plot_loss_curve(self.run_dir / "metrics.csv", self.run_dir / "loss.png", self.unit,
-                            title=_printable(f"{self.run_dir.name}: {self.cfg.preset} on "
+                            title=printable(f"{self.run_dir.name}: {self.cfg.preset} on "
                                              f"{self.data.name}, {st.step} updates"),
                             references=_plot_references(self.data, self.valid_split,
                                                         self.cfg.eval_bytes))
@@ -483,12 +484,6 @@ def _plot_references(data: ByteData, valid, eval_bytes: int | None) -> dict[str,
         return {f"{k} (valid)": float(v) for k, v in stored.items()}
     scored = valid[:eval_bytes] if eval_bytes else valid
     return stream_bits(scored[:1 << 20])
-
-
-def _printable(text: str) -> str:
-    """A run directory's name may not be UTF-8 (Linux allows any bytes): its undecodable
-    bytes, kept by Python as surrogates, cannot be drawn or printed; shown as U+FFFD."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _progress(cfg: TrainConfig, info: D.DistInfo, st: TrainState):

@@ -1,10 +1,9 @@
 """Issue 20, phase 2: what the second hostile-input campaign found in the training loop, the
-checkpoint I/O, the run directory and from_pretrained (train/loop.py, train/checkpoint.py,
-train/rundir.py, model/pretrained.py), which are being restructured now.
+checkpoint I/O, the run directory and from_pretrained (train/loop.py, train/start.py,
+model/checkpoint_io.py, train/rundir.py, model/pretrained.py).
 
-Every test states the behaviour we want and is a strict xfail today, with the campaign's
-finding as its reason: the phase that fixes one removes its mark (a fix that forgets to makes
-the suite fail with XPASS). The validators these readers should call are in
+Each test states the behaviour we want; its docstring (or the comment beside its case) says
+what the campaign found on main at 2638159. The validators the readers call are in
 sparse_transformer/schema.py (tests/test_schema.py).
 """
 
@@ -21,16 +20,6 @@ import torch
 
 from sparse_transformer import SparseTransformer
 from sparse_transformer.cli import main
-
-LOOP = "phase 2 (train/loop.py)"
-CKPT = "phase 2 (train/checkpoint.py)"
-RUNDIR = "phase 2 (train/rundir.py)"
-PRETRAINED = "phase 2 (model/pretrained.py)"
-
-
-def _xfail(owner: str, finding: str):
-    return pytest.mark.xfail(strict=True, reason=f"{owner}: {finding}")
-
 
 def _step(run: Path) -> Path:
     return run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
@@ -67,27 +56,27 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 
 # -- data lost ------------------------------------------------------------------------------
-@_xfail(LOOP, "`train --out RUN --resume` on a finished run rewrites summary.json with null "
-        "figures")
 def test_resume_of_a_finished_run_is_refused_or_a_no_op(run, capsys):
+    """Issue 20, second campaign: `train --out RUN --resume` on a finished run rewrites
+    summary.json with null figures."""
     before = _snapshot(run)
     code = main(["train", "--out", str(run), "--resume", "--no-progress"])
     capsys.readouterr()
     assert code in (0, 2) and _snapshot(run) == before
 
 
-@_xfail(LOOP, "a resume asking for fewer steps than the run has rewrites the run's files "
-        "(summary.json, loss.png) and exits 0")
 def test_resume_to_an_earlier_step_changes_nothing(run, capsys):
+    """Issue 20, second campaign: a resume asking for fewer steps than the run has rewrites the
+    run's files (summary.json, loss.png) and exits 0."""
     before = _snapshot(run)
     code = main(["train", "--out", str(run), "--resume", "--steps", "3", "--no-progress"])
     capsys.readouterr()
     assert code in (0, 2) and _snapshot(run) == before
 
 
-@_xfail(LOOP, "Ctrl-C or SIGTERM during the final evaluation loses the final metrics row, "
-        "summary.json and loss.png, and a later resume crashes")
 def test_stop_during_the_final_evaluation(corpus, tmp_path, capsys, monkeypatch):
+    """Issue 20, second campaign: Ctrl-C or SIGTERM during the final evaluation loses the final
+    metrics row, summary.json and loss.png, and a later resume crashes."""
     import sparse_transformer.train.loop as loop
 
     real = loop.evaluate_bpb
@@ -107,9 +96,9 @@ def test_stop_during_the_final_evaluation(corpus, tmp_path, capsys, monkeypatch)
     assert json.loads((out / "summary.json").read_text())["valid_bpb"] is not None
 
 
-@_xfail(CKPT, "checkpoint pruning deletes a user's checkpoints/step-00000001.bak folder (it "
-        "globs step-*)")
 def test_pruning_keeps_a_users_folder(run, capsys):
+    """Issue 20, second campaign: checkpoint pruning deletes a user's
+    checkpoints/step-00000001.bak folder (it globs step-*)."""
     mine = run / "checkpoints" / "step-00000001.bak"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
@@ -119,18 +108,18 @@ def test_pruning_keeps_a_users_folder(run, capsys):
     assert (mine / "notes.txt").read_text() == "mine"
 
 
-@_xfail(PRETRAINED, "save_pretrained(RUN, overwrite=True) on a run directory deletes its "
-        "checkpoints")
 def test_save_pretrained_does_not_replace_a_run(run):
+    """Issue 20, second campaign: save_pretrained(RUN, overwrite=True) on a run directory
+    deletes its checkpoints."""
     model = SparseTransformer.from_pretrained(run)
     with pytest.raises((ValueError, FileExistsError)):
         model.save_pretrained(run, overwrite=True)
     assert (run / "checkpoints" / "latest").is_file()
 
 
-@_xfail(RUNDIR, "run.json's file list is obeyed by --force: a tampered manifest deletes a "
-        "user's file (schema.check_run_info refuses it)")
 def test_force_deletes_only_names_a_run_writes(run, corpus, capsys):
+    """Issue 20, second campaign: run.json's file list is obeyed by --force: a tampered manifest
+    deletes a user's file (schema.check_run_info refuses it)."""
     info = json.loads((run / "run.json").read_text())
     info["files"] = info["files"] + ["notes.txt"]
     (run / "run.json").write_text(json.dumps(info))
@@ -154,28 +143,27 @@ def _link_weights(run: Path, other: Path) -> None:
 
 
 LINKS = {"checkpoints": _link_checkpoints, "model.safetensors": _link_weights}
-SYMLINK = ("model.safetensors or checkpoints/ as a symlink to another run is loaded, though "
-           "pretrained.py says a run cannot point outside itself")
 
 
 @pytest.mark.parametrize("link", list(LINKS))
 @pytest.mark.parametrize("command", [
-    pytest.param(["eval", "--no-compressors", "--no-progress", "-c"], id="eval",
-                 marks=_xfail(CKPT, SYMLINK + " (eval prints one step and scores another)")),
-    pytest.param(["sample", "--n-bytes", "4", "--no-progress", "-c"], id="sample",
-                 marks=_xfail(CKPT, SYMLINK)),
-    pytest.param(["train", "--resume", "--steps", "5", "--no-progress", "--out"], id="resume",
-                 marks=_xfail(CKPT, SYMLINK)),
+    pytest.param(["eval", "--no-compressors", "--no-progress", "-c"], id="eval"),
+    pytest.param(["sample", "--n-bytes", "4", "--no-progress", "-c"], id="sample"),
+    pytest.param(["train", "--resume", "--steps", "5", "--no-progress", "--out"], id="resume"),
 ])
 def test_a_symlink_out_of_the_run_is_refused(run, other, capsys, command, link):
+    """Issue 20, second campaign: model.safetensors or checkpoints/ as a symlink to another run
+    was loaded by eval (which printed one step and scored another), sample and resume, though
+    pretrained.py said a run cannot point outside itself."""
     LINKS[link](run, other)
     err = _refused(capsys, main([*command, str(run)]))
     assert "symlink" in err or "outside" in err
 
 
 @pytest.mark.parametrize("link", list(LINKS))
-@_xfail(PRETRAINED, SYMLINK)
 def test_from_pretrained_refuses_a_symlink_out_of_the_run(run, other, link):
+    """Issue 20, second campaign: model.safetensors or checkpoints/ as a symlink to another run
+    is loaded, though pretrained.py says a run cannot point outside itself."""
     LINKS[link](run, other)
     with pytest.raises(ValueError, match="outside|symlink"):
         SparseTransformer.from_pretrained(run)
@@ -189,21 +177,14 @@ def _edit_state(run: Path, edit) -> None:
     torch.save(state, path)
 
 
-def _state_case(edit, finding: str, id: str):
-    return pytest.param(edit, id=id, marks=_xfail(CKPT, finding + " (schema.check_state)"))
-
-
 @pytest.mark.parametrize("edit", [
-    _state_case(lambda s: s.pop("rng"), "a state.pt without rng is a KeyError traceback on "
-                "resume", "no-rng"),
-    _state_case(lambda s: s.update(step=-5), "a step of -5 in state.pt is silently accepted",
-                "step=-5"),
-    _state_case(lambda s: s.update(step=10**6), "a step of 10**6 in state.pt is silently "
-                "accepted", "step=10**6"),
-    _state_case(lambda s: s.update(elapsed_s=float("nan")), "a NaN elapsed_s in state.pt is "
-                "silently accepted", "elapsed=nan"),
+    pytest.param(lambda s: s.pop("rng"), id="no-rng"),  # was a KeyError traceback
+    pytest.param(lambda s: s.update(step=-5), id="step=-5"),  # silently accepted
+    pytest.param(lambda s: s.update(step=10**6), id="step=10**6"),  # silently accepted
+    pytest.param(lambda s: s.update(elapsed_s=float("nan")), id="elapsed=nan"),  # accepted
 ])
 def test_tampered_state_is_refused_on_resume(run, capsys, edit):
+    """Issue 20, second campaign: state.pt was not checked on resume (schema.check_state)."""
     _edit_state(run, edit)
     before = _snapshot(run)
     _refused(capsys, main(["train", "--out", str(run), "--resume", "--steps", "6",
@@ -211,36 +192,33 @@ def test_tampered_state_is_refused_on_resume(run, capsys, edit):
     assert _snapshot(run) == before
 
 
-def _step_case(raw: str, command: str, finding: str):
-    return pytest.param(raw, command, id=f"{command}-{raw}",
-                        marks=_xfail(CKPT, f"train.json's step {raw}: {finding} "
-                                     "(schema.check_train_meta)"))
-
-
 COMMANDS = {"eval": ["eval", "--no-compressors", "--no-progress", "-c"],
             "resume": ["train", "--resume", "--no-progress", "--out"]}
 
 
 @pytest.mark.parametrize("raw,command", [
-    _step_case("1e999", "eval", "OverflowError traceback"),
-    _step_case("Infinity", "eval", "OverflowError traceback"),
-    _step_case(str(2**70), "eval", "printed as the step"),
-    _step_case('"4"', "eval", "a string is accepted"),
-    _step_case("1e999", "resume", "OverflowError traceback"),
-    _step_case("Infinity", "resume", "OverflowError traceback"),
-    _step_case(str(2**70), "resume", "not refused in one line"),
-    _step_case('"4"', "resume", "a string is accepted"),
-])
+    ("1e999", "eval"),  # an OverflowError traceback
+    ("Infinity", "eval"),  # an OverflowError traceback
+    (str(2**70), "eval"),  # printed as the step
+    ('"4"', "eval"),  # a string accepted
+    ("1e999", "resume"),  # an OverflowError traceback
+    ("Infinity", "resume"),  # an OverflowError traceback
+    (str(2**70), "resume"),  # not refused in one line
+    ('"4"', "resume"),  # a string accepted
+], ids=lambda v: str(v))
 def test_train_json_step_is_checked(run, capsys, raw, command):
+    """Issue 20, second campaign: train.json's step was not checked by eval or resume
+    (schema.check_train_meta)."""
     meta = (_step(run) / "train.json")
     meta.write_text(meta.read_text().replace('"step": 4', f'"step": {raw}'))
     _refused(capsys, main([*COMMANDS[command], str(run)]))
 
 
 # -- the first hour: time-budgeted runs ------------------------------------------------------
-@_xfail(LOOP, "a run trained by --max-minutes cannot be resumed (int() of None: the demo's "
-        "own run), and a resumed time budget restarts the learning rate at its peak")
 def test_resume_of_a_time_budgeted_run_continues_its_schedule(corpus, tmp_path, capsys):
+    """Issue 20, second campaign: a run trained by --max-minutes cannot be resumed (int() of
+    None: the demo's own run), and a resumed time budget restarts the learning rate at its
+    peak."""
     out = tmp_path / "timed"
     args = ["--data", str(corpus), "--preset", "wiki-tiny", "--batch-size", "2",
             "--eval-bytes", "0", "--eval-every", "0", "--warmup", "1", "--log-every", "1",
@@ -254,9 +232,9 @@ def test_resume_of_a_time_budgeted_run_continues_its_schedule(corpus, tmp_path, 
     assert all(b <= a * (1 + 1e-6) for a, b in zip(lrs, lrs[1:])), lrs  # no restart
 
 
-@_xfail(LOOP, "a run directory name that is not UTF-8 trains, then fails writing the plot "
-        "(files changed before the refusal)")
 def test_a_run_name_that_is_not_utf8(corpus, tmp_path, capsys):
+    """Issue 20, second campaign: a run directory name that is not UTF-8 trains, then fails
+    writing the plot (files changed before the refusal)."""
     out = Path(os.fsdecode(bytes(tmp_path) + b"/run-\xff"))
     code = main(["train", "--out", str(out), "--data", str(corpus), "--preset", "wiki-tiny",
                  "--steps", "1", "--batch-size", "2", "--eval-bytes", "0", "--no-progress"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -58,10 +59,16 @@ def test_refuses_to_overwrite_a_non_empty_folder_unless_asked(tmp_path):
     (tmp_path / "m" / "notes.txt").write_text("keep me?")
     with pytest.raises(FileExistsError, match="overwrite=True"):
         b.save_pretrained(tmp_path / "m")
-    assert _same_weights(SparseTransformer.from_pretrained(tmp_path / "m"), a)
+    # overwrite replaces a saved model's folder, never a file of the user's (issue 20)
+    with pytest.raises(FileExistsError, match="holds notes.txt, which save_pretrained did "
+                                              "not write"):
+        b.save_pretrained(tmp_path / "m", overwrite=True)
+    assert (tmp_path / "m" / "notes.txt").read_text() == "keep me?"
+    (tmp_path / "m" / "notes.txt").unlink()
+    (tmp_path / "m" / "state.pt").write_bytes(b"a training step folder's")
     b.save_pretrained(tmp_path / "m", overwrite=True)
     assert _same_weights(SparseTransformer.from_pretrained(tmp_path / "m"), b)
-    assert not (tmp_path / "m" / "notes.txt").exists()  # the whole folder was replaced
+    assert not (tmp_path / "m" / "state.pt").exists()  # the whole folder was replaced
     (tmp_path / "empty").mkdir()
     a.save_pretrained(tmp_path / "empty")  # an empty folder is fine
     (tmp_path / "file").write_text("x")
@@ -76,19 +83,40 @@ def _run_with_latest(tmp_path, name: str):
     return run
 
 
-@pytest.mark.parametrize("name", ["../../outside", "/etc", "..", "sub/step", ""])
-def test_latest_must_name_a_folder_inside_the_run(tmp_path, name):
+@pytest.mark.parametrize("name", ["../../outside", "/etc", "..", "sub/step", "", "escape"])
+def test_latest_must_name_a_step_folder_beside_it(tmp_path, name):
     _model().save_pretrained(tmp_path / "outside")
-    with pytest.raises(ValueError, match="must name a folder inside"):
+    with pytest.raises(ValueError, match="not a step-XXXXXXXX folder of"):
         SparseTransformer.from_pretrained(_run_with_latest(tmp_path, name))
 
 
-def test_latest_symlink_out_of_the_run_is_refused(tmp_path):
-    _model().save_pretrained(tmp_path / "outside")
-    run = _run_with_latest(tmp_path, "escape")
-    os.symlink(tmp_path / "outside", run / "checkpoints" / "escape")
-    with pytest.raises(ValueError, match="leads outside"):
+@pytest.mark.parametrize("link", ["checkpoints", "step folder", "model.safetensors",
+                                  "config.json", "latest"])
+def test_no_symlink_below_the_path_given_is_followed(tmp_path, link):
+    """A run cannot point the loader at another model (training and from_pretrained share
+    these rules: model/checkpoint_io.py)."""
+    outside = _model(1).save_pretrained(tmp_path / "outside")
+    run = _run_with_latest(tmp_path, "step-00000001")
+    ckpts = run / "checkpoints"
+    step = ckpts / "step-00000001"
+    if link == "checkpoints":
+        os.rename(ckpts, tmp_path / "moved")
+        os.symlink(tmp_path / "moved", ckpts)
+    elif link == "step folder":
+        shutil.rmtree(step)
+        os.symlink(outside, step)
+    elif link == "latest":
+        (tmp_path / "pointer").write_text("step-00000001\n")
+        (ckpts / "latest").unlink()
+        os.symlink(tmp_path / "pointer", ckpts / "latest")
+    else:
+        (step / link).unlink()
+        os.symlink(outside / link, step / link)
+    with pytest.raises(ValueError, match="is a symlink .*a run cannot point outside itself"):
         SparseTransformer.from_pretrained(run)
+    # the path given may itself be a link: that is the caller's choice
+    os.symlink(tmp_path / "outside", tmp_path / "mine")
+    assert _same_weights(SparseTransformer.from_pretrained(tmp_path / "mine"), _model(1))
 
 
 def test_missing_and_damaged_files_are_named(tmp_path):
@@ -104,7 +132,7 @@ def test_missing_and_damaged_files_are_named(tmp_path):
     with pytest.raises(ValueError, match="model.safetensors is missing or corrupt"):
         SparseTransformer.from_pretrained(good)
     (good / "config.json").write_text('{"n_layer": 2, "colour": "red"}')
-    with pytest.raises(ValueError, match="config.json is missing or not a model config"):
+    with pytest.raises(ValueError, match="config.json is missing or corrupt"):
         SparseTransformer.from_pretrained(good)
     other = SparseTransformer(ModelConfig.from_preset("wiki-tiny", n_layer=1))
     other.save_pretrained(tmp_path / "o")
