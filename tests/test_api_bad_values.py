@@ -85,6 +85,13 @@ CASES = [
     (lambda: TrainConfig(save_every=2**64), ValueError, "--save-every must be an integer in [0, "),
     (lambda: TrainConfig(lr=HUGE), ValueError, "--lr must be a finite number > 0"),
     (lambda: TrainConfig(clip=HUGE), ValueError, "--clip must be a finite number > 0"),
+    # refused when the config is built, not when train() builds the model (issue 20, phase 2)
+    (lambda: TrainConfig(preset="huge"), ValueError, "unknown preset 'huge'; known: "),
+    (lambda: TrainConfig(model={"nope": 1}), ValueError, "unknown field(s) nope"),
+    (lambda: TrainConfig(model={"n_layer": 0}), ValueError, "n_layer must be an integer >= 1"),
+    (lambda: TrainConfig(model={"ff_mult": math.inf}), ValueError, "ff_mult must be a finite"),
+    (lambda: TrainConfig(max_minutes=1e300), ValueError,
+     "--max-minutes must be a finite number in (0, 1000000], got 1e+300"),
     # -- attention: a pattern whose sizes do not fit in 64 bits ----------------------------------
     (lambda: attention(_q(), _q(), _q(), P.local(I64)), ValueError,
      "window must be at most 2**63 - 1"),

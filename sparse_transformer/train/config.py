@@ -23,7 +23,7 @@ from sparse_transformer.precision import PRECISIONS
 from sparse_transformer.train.recipes import RECIPES, recipe
 
 MAX_SEED = 2**62  # torch seeds are 64-bit; each rank adds its rank to the seed
-MAX_MINUTES = 1e6  # about two years: a budget beyond it is a typo (1e300 overflows the clock)
+MAX_MINUTES = 1_000_000  # about two years: a budget beyond it is a typo (1e300 overflows the clock)
 
 
 def flag(name: str) -> str:

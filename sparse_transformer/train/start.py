@@ -67,9 +67,6 @@ def check_start(cfg: TrainConfig, info: D.DistInfo) -> Start:
         check_resume(cfg, ckpt)
         check_resume_processes(cfg, ckpt, info)
         check_resume_optimizer(cfg, ckpt)
-        eval_only = resume_left(cfg, ckpt, run)
-        manifest = R.read_manifest(run)  # a tampered run.json refused now, not after a write
-        seen = (ckpt.path, (ckpt.path / io.TRAIN_NAME).stat().st_mtime_ns)
     mcfg = ckpt.model_config if ckpt else ModelConfig.from_preset(cfg.preset, **cfg.model)
     if cfg.eval_bytes and cfg.eval_bytes < mcfg.n_ctx:
         raise ValueError(f"--eval-bytes must be 0 (all) or at least n_ctx={mcfg.n_ctx}, "
@@ -84,6 +81,10 @@ def check_start(cfg: TrainConfig, info: D.DistInfo) -> Start:
     if not info.is_main:
         data = resolve_data(cfg.data, cfg.data_root, prepare_missing=False)
     check_data(data, mcfg)
+    if ckpt:  # last: a bad option or missing data is the more useful message
+        eval_only = resume_left(cfg, ckpt, run)
+        manifest = R.read_manifest(run)  # a tampered run.json refused now, not after a write
+        seen = (ckpt.path, (ckpt.path / io.TRAIN_NAME).stat().st_mtime_ns)
     return Start(run, ckpt, mcfg, data, eval_only, manifest, seen)
 
 

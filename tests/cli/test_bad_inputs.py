@@ -39,10 +39,10 @@ CASES: list[tuple[list[str], str]] = [
     (["train", *NEW, "--steps", "-5"], "--steps must be an integer >= 1"),
     (["train", *NEW, "--steps", "abc"], "argument --steps: invalid int value: 'abc'"),
     (["train", *NEW, "--steps", "1.5"], "argument --steps: invalid int value: '1.5'"),
-    (["train", *NEW, "--max-minutes", "nan"], "--max-minutes must be a finite number > 0"),
-    (["train", *NEW, "--max-minutes", "inf"], "--max-minutes must be a finite number > 0"),
-    (["train", *NEW, "--max-minutes", "0"], "--max-minutes must be a finite number > 0"),
-    (["train", *NEW, "--max-minutes", "-1"], "--max-minutes must be a finite number > 0"),
+    (["train", *NEW, "--max-minutes", "nan"], "--max-minutes must be a finite number in (0, 1000000]"),
+    (["train", *NEW, "--max-minutes", "inf"], "--max-minutes must be a finite number in (0, 1000000]"),
+    (["train", *NEW, "--max-minutes", "0"], "--max-minutes must be a finite number in (0, 1000000]"),
+    (["train", *NEW, "--max-minutes", "-1"], "--max-minutes must be a finite number in (0, 1000000]"),
     (["train", *NEW, "--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
     (["train", *NEW, "--grad-accum", "0"], "--grad-accum must be an integer >= 1"),
     (["train", *NEW, "--log-every", "0"], "--log-every must be an integer >= 1"),
@@ -113,7 +113,8 @@ CASES: list[tuple[list[str], str]] = [
     (["train", "--out", "{tmp}/nothing", "--resume"], "--resume: checkpoint"),
     (["train", "--out", "{user_dir}", "--resume"], "holds no checkpoint"),
     (["train", "--out", "{list_train}", "--resume"], "train.json is missing or corrupt "
-                                                     "(expected a JSON object, found a list)"),
+                                                     "(train.json must hold a JSON object, not "
+                                                     "a list)"),
     (["train", "--out", "{nan_run}", "--resume"], "the weights are not finite (NaN or inf in"),
     (["train", "--out", "{escape}", "--resume"], "'latest' names '../../elsewhere', not a "
                                                  "step-XXXXXXXX folder"),
@@ -139,7 +140,7 @@ CASES: list[tuple[list[str], str]] = [
     (["eval", "-c", "{run}", "--data", "wiki", "--data-root", "{tmp}/no-root"],
      "'wiki' is not prepared in"),
     (["eval", "-c", "{nan_run}"], "the weights are not finite"),
-    (["eval", "-c", "{list_train}"], "expected a JSON object, found a list"),
+    (["eval", "-c", "{list_train}"], "train.json must hold a JSON object, not a list"),
     (["eval", "-c", "{list_config}"], "config.json is missing or corrupt"),
     (["eval", "-c", "{escape}"], "'latest' names '../../elsewhere'"),
     (["eval", "-c", "{corrupt}"], "model.safetensors is missing or corrupt"),
@@ -348,6 +349,20 @@ CASES += [
     (["patterns", "show", "causal", "--out", "{tmp}/fig.png", "--dpi", "5000"],
      "--dpi must be an integer in [1, 1200]"),
 ]
+# Issue 20, phase 2 (the training side): resume, the run directory, time budgets. Each failed on
+# main at 2638159 as the comment says.
+CASES += [
+    (["train", *RESUME], "is finished (step 4, validation "),  # changed: summary.json nulled
+    (["train", *RESUME, "--steps", "3"], "is at step 4, past --steps 3; give --steps above 4"),
+    (["train", *RESUME, "--max-minutes", "0.0001"],  # changed: trained a step past its budget
+     "--max-minutes 0.0001 is spent"),
+    (["train", *NEW, "--max-minutes", "1e300"],  # accepted
+     "--max-minutes must be a finite number in (0, 1000000], got 1e+300"),
+    (["train", *NEW, "--out", "{bad_manifest}", "--force"],  # changed: deleted notes.txt
+     "files names 'notes.txt', which is not a file this library writes"),
+    (["train", *NEW, "--out", "{lock_link}", "--force"],  # changed: truncated a user's file
+     "cannot lock"),
+]
 # Optional packages hidden from the command (sys.modules[name] = None): it must name the package
 # and its extra before doing any work.
 MISSING: list[tuple[list[str], str, str]] = [
@@ -418,6 +433,16 @@ def world(tmp_path_factory, run_dir, corpus, data_root) -> dict[str, Path]:
             meta["options"]["data"] = str(moved)
         (_step(d) / "train.json").write_text(json.dumps(meta))
         paths[name] = d
+    bad = _copy_run(run_dir, w / "bad_manifest")  # run.json's file list names a user's file
+    info = json.loads((bad / "run.json").read_text())
+    (bad / "run.json").write_text(json.dumps({**info, "files": info["files"] + ["notes.txt"]}))
+    (bad / "notes.txt").write_text("mine")
+    paths["bad_manifest"] = bad
+    link = _copy_run(run_dir, w / "lock_link")  # .lock planted as a link to a user's file
+    (link / ".lock").unlink()
+    (w / "lock_target.txt").write_text("keep me")
+    (link / ".lock").symlink_to(w / "lock_target.txt")
+    paths["lock_link"] = link
     user = w / "user_dir"  # a user's directory: notes and a metrics.csv of their own
     user.mkdir()
     (user / "notes.txt").write_text("mine")

@@ -53,6 +53,10 @@ def test_train_says_what_it_trains_and_logs_plainly(image_run, capsys, monkeypat
     assert "bits per dim" in steps[0] and "validation" in steps[1]
     assert "bits per byte" not in err + out
     assert out.startswith("step 3: validation ") and "bits per dim" in out
+    from sparse_transformer.train.metrics import read_metrics
+
+    assert {r["unit"] for r in read_metrics(image_run / "run" / "metrics.csv")} == {
+        "bits per dim"}
 
 
 def test_prepare_no_progress(tmp_path, capsys):

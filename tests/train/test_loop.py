@@ -171,3 +171,75 @@ def test_the_best_validation_checkpoint_is_kept_through_pruning_and_resume(byte_
     assert s["best_step"] == 12 and s["best_valid_bpb"] == 1.9  # 2.7 at 10 did not beat 2.0
     assert (ckpts / "best").read_text().strip() == "step-00000012"
     assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-00000012"]
+
+
+def test_a_time_budget_warms_up_within_five_percent_of_it():
+    """Issue 20: warm-up counted in updates and the cosine in time, so a short budget on a
+    slow machine never reached the recipe's rate. Warm-up now ends after ``warmup`` updates
+    or at 5% of the budget, whichever comes first."""
+    cos = lambda f: 0.5 * (1 + math.cos(math.pi * f))  # noqa: E731
+    # 3 of 1,000 warm-up updates done, but 5% of the budget gone: the peak (times the cosine)
+    assert lr_at_time(2, 0.05, lr=1.0, warmup=1000) == pytest.approx(cos(0.05))
+    assert lr_at_time(2, 0.025, lr=1.0, warmup=1000) == pytest.approx(0.5 * cos(0.025))
+    # a fast machine finishes the updates first: as before
+    assert lr_at_time(9, 0.001, lr=1.0, warmup=10) == pytest.approx(cos(0.001))
+    assert lr_at_time(4, 0.001, lr=1.0, warmup=10) == pytest.approx(0.5 * cos(0.001))
+    assert lr_at_time(0, 0.5, lr=1.0, warmup=0, min_lr_ratio=0.1) == pytest.approx(
+        0.1 + 0.9 * cos(0.5))
+
+
+def test_a_resumed_budget_continues_the_cosine_and_never_climbs():
+    """Issue 20: a resumed time budget restarted the learning rate at its peak. The rest of the
+    curve is spread over the time left: a run stopped at 40% and resumed with the same budget
+    follows the curve it would have; a finished run given more time stays at its floor."""
+    from sparse_transformer.train.loop import TrainState
+    from sparse_transformer.train.schedule import resumed_fraction
+
+    assert resumed_fraction(0.0, 30.0, 60.0) == 0.5  # a new run: time over the budget
+    st = TrainState(step=40, total=None, elapsed=100.0, start_step=40, start_elapsed=40.0,
+                    left=60.0, schedule_start=0.4)  # 40 s of 100 trained, resumed
+    st.elapsed = 70.0
+    assert st.fraction() == pytest.approx(0.7)  # 70 s of the whole 100
+    finished = [resumed_fraction(1.0, t, 30.0) for t in (0.0, 10.0, 40.0)]
+    assert finished == [1.0, 1.0, 1.0]
+    fractions = [resumed_fraction(0.3, t, 10.0) for t in range(12)]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_an_older_time_budgeted_checkpoint_resumes_where_its_clock_stood():
+    """Checkpoints written before the schedule's position was saved (the demo's run of
+    4 Dec): its time's share of its budget; a run of updates: its updates' share."""
+    from types import SimpleNamespace
+
+    from sparse_transformer.train.loop import _saved_fraction
+
+    cfg = SimpleNamespace(warmup=10)
+    timed = SimpleNamespace(state={"total": None, "elapsed_s": 90.0}, step=300,
+                            train={"options": {"max_minutes": 2.0}})
+    assert _saved_fraction(timed, cfg) == pytest.approx(0.75)
+    stepped = SimpleNamespace(state={"total": 110, "elapsed_s": 9.0}, step=60, train={})
+    assert _saved_fraction(stepped, cfg) == pytest.approx(0.5)
+    saved = SimpleNamespace(state={"schedule_fraction": 0.25, "total": None}, step=1, train={})
+    assert _saved_fraction(saved, cfg) == 0.25
+
+
+def test_units_are_named_per_modality(tmp_path):
+    """Issue 20: image runs said "bpb". metrics.csv keeps its columns (every reader knows
+    them) and names the unit on every row; a file from before the column gets it on resume;
+    the progress bar says bpd for images."""
+    from types import SimpleNamespace
+
+    from sparse_transformer.train.loop import Trainer
+    from sparse_transformer.train.metrics import FIELDS, MetricsLogger, read_metrics
+
+    old = ",".join(f for f in FIELDS if f != "unit")
+    (tmp_path / "metrics.csv").write_text(old + "\n1,64,0.1,0.001,5.0,7.2,,,,\n")
+    logger = MetricsLogger(tmp_path, unit="bits per dim")
+    logger.log({"step": 2, "loss": 4.0, "train_bpb": 5.8})
+    logger.close()
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [(r["step"], r["train_bpb"], r["unit"]) for r in rows] == [
+        ("1", "7.2", "bits per dim"), ("2", "5.8", "bits per dim")]
+    bar = SimpleNamespace(unit="bits per dim", state=SimpleNamespace(total=3, valid_bpb=3.5))
+    assert Trainer._postfix(bar, {"step": 2, "loss": 4.0, "train_bpb": 5.8}) == {
+        "loss": "4.000", "bpd": "5.800", "val_bpd": "3.500"}
