@@ -1,4 +1,4 @@
-"""What the pattern-aware cache stores and reads, per term kind (issue 6; docs/sampling.md).
+"""What the pattern-aware cache (kernels/kv_cache.py) stores and reads, per term kind (issue 6).
 
 Slots are counted per head; every group carries one extra "trash" slot (it absorbs writes a
 term does not keep and is always masked). The dense baseline stores and reads n_ctx + 1.
@@ -13,8 +13,8 @@ import torch
 
 from sparse_transformer.patterns import (causal, column, fixed, local, parse_pattern, per_head,
                                          strided, union)
-from sparse_transformer.sample.cache import LayerCache, plan_layer, read_bias, read_layout
-from sparse_transformer.sample.cache import GroupConsts, head_rule
+from sparse_transformer.kernels.kv_cache import (GroupConsts, LayerCache, StepIndex, head_rule,
+                                                 plan_layer, read_bias, read_layout)
 
 
 def _per_head(p, n_heads, n_ctx):
@@ -160,8 +160,6 @@ def test_valid_slots_hold_their_positions_after_prefill_and_steps_random():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from sparse_transformer.sample.cache import StepIndex
-
     @settings(max_examples=30, deadline=None)
     @given(st.data(), st.integers(2, 33))
     def check(data, n):
@@ -172,7 +170,7 @@ def test_valid_slots_hold_their_positions_after_prefill_and_steps_random():
         ids = torch.arange(t0, dtype=torch.float64).view(1, 1, t0, 1).expand(1, n_heads, t0, 1)
         cache.prefill(ids, ids)
         for i in range(t0, n):
-            idx = StepIndex(torch.tensor([i]), 1)
+            idx = StepIndex(torch.tensor([i]), 1, cache.plans)
             new = torch.full((1, n_heads, 1, 1), float(i), dtype=torch.float64)
             cache.step(torch.zeros_like(new), new, new, idx, 1.0)
             it = torch.tensor([i])
