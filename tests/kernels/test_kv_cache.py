@@ -84,7 +84,10 @@ def test_read_per_token_bounded_by_pattern_not_length():
 def test_masks_select_exactly_the_pattern_keys(spec):
     # For every query i, the valid read slots hold exactly the positions the pattern allows,
     # each once (overlapping terms deduplicated), and nothing else.
-    p, n, n_heads = parse_pattern(spec), 40, 4
+    _assert_reads_exactly_the_pattern(parse_pattern(spec), 40, 4)
+
+
+def _assert_reads_exactly_the_pattern(p, n: int, n_heads: int) -> None:
     truth = p.mask(n, n_heads)
     for g in plan_layer(p, n_heads, n):
         consts = GroupConsts(g, "cpu")
@@ -94,7 +97,7 @@ def test_masks_select_exactly_the_pattern_keys(spec):
             ok = read_bias(g, consts, it, pos) == 0
             for a, h in enumerate(g.heads):
                 keys = sorted(pos[a][ok[a]].tolist())
-                assert keys == torch.nonzero(truth[h, i]).flatten().tolist(), (spec, h, i)
+                assert keys == torch.nonzero(truth[h, i]).flatten().tolist(), (p, h, i)
 
 
 def test_per_head_non_contiguous_groups_are_put_back_in_head_order():
@@ -138,17 +141,7 @@ def test_masks_select_exactly_the_pattern_keys_random():
     @given(st.data(), st.integers(1, 37))
     def check(data, n):
         p = _random_pattern(data.draw)
-        n_heads = 4 * p.head_multiple
-        truth = p.mask(n, n_heads)
-        for g in plan_layer(p, n_heads, n):
-            consts = GroupConsts(g, "cpu")
-            for i in range(n):
-                it = torch.tensor([i])
-                _, pos = read_layout(g, consts, it)
-                ok = read_bias(g, consts, it, pos) == 0
-                for a, h in enumerate(g.heads):
-                    keys = sorted(pos[a][ok[a]].tolist())
-                    assert keys == torch.nonzero(truth[h, i]).flatten().tolist(), (p, h, i)
+        _assert_reads_exactly_the_pattern(p, n, 4 * p.head_multiple)
 
     check()
 
