@@ -33,6 +33,7 @@ class SampleOptions:
     device: str = "auto"
     progress: bool = True
     cache: bool = True
+    crop_prompt: bool = False
 
     def __post_init__(self) -> None:
         check_text("--checkpoint", self.checkpoint)
@@ -82,6 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true",
                    help="decode without the pattern-aware key/value cache (the whole window "
                    "through the model for every byte; same output, much slower)")
+    p.add_argument("--crop-prompt", action="store_true",
+                   help="take a prompt longer than the context: the model starts from its last "
+                   "n_ctx - 1 bytes (the output still begins with the whole prompt)")
     p.set_defaults(func=run)
 
 
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     opts = SampleOptions(args.checkpoint, args.prompt, args.prompt_file, args.n_bytes,
                          args.num_samples, args.temperature, args.top_k, args.top_p, args.seed,
                          args.out, args.force, args.device, not args.no_progress,
-                         not args.no_cache)
+                         not args.no_cache, args.crop_prompt)
 
     import numpy as np
     import torch
@@ -121,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
     tokens = torch.tensor(list(prompt), dtype=torch.long).repeat(opts.num_samples, 1)
     out = generate(model, tokens, n_new, temperature=opts.temperature, top_k=opts.top_k,
-                   top_p=opts.top_p, generator=gen, progress=opts.progress, cache=opts.cache)
+                   top_p=opts.top_p, generator=gen, progress=opts.progress, cache=opts.cache,
+                   crop=opts.crop_prompt)
     samples = out.cpu().numpy().astype(np.uint8)
     written = writer(samples, opts.out, meta, force=opts.force)
     for path in written:

@@ -88,7 +88,7 @@ def generate(model: SparseTransformer, prompt: Tokens, n_bytes: int | None = Non
     if t0 > n_ctx - 1 and not crop:
         raise ValueError(f"prompt of {t0} bytes is too long: the model sees at most "
                          f"n_ctx - 1 = {n_ctx - 1} bytes; pass the last {n_ctx - 1}, or "
-                         f"crop=True")
+                         f"crop=True (sample: --crop-prompt)")
     device = model.head.weight.device
     out = torch.empty(b, t0 + n_bytes, dtype=torch.long, device=device)
     out[:, :t0] = tokens
