@@ -243,7 +243,7 @@ def read_bias(g: GroupPlan, c: GroupConsts, i: torch.Tensor, pos: torch.Tensor) 
                 parts.append(torch.zeros_like(j, dtype=torch.bool))
                 continue
             ok = c.terms[k].allowed(i, j)
-            if g.regions[k].kind == "window":  # the only region whose slots map to j < 0
+            if g.regions[k].rules.negative_keys:  # slots that stand for j < 0
                 ok = ok & (j >= 0)
             for t in range(k):
                 ok = ok & ~c.terms[t].allowed(i, j)

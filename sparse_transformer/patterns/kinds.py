@@ -91,6 +91,7 @@ class Kind:
     field: str | None = None  # the Term field that holds the constraint's parameter
     label = "causal"  # what a picture calls this part of a head (patterns/draw.py)
     gathered = False  # a cache reads a gathered subset of the region (not all of it)
+    negative_keys = False  # a cache's read slot may stand for a position j < 0 (early queries)
 
     # -- element truth ---------------------------------------------------------------------
     @staticmethod
@@ -139,6 +140,7 @@ class Kind:
 
 class Window(Kind):
     name, code, field, label = "window", 2, "window", "window"
+    negative_keys = True  # the ring's slots for i - W < j < 0
 
     @staticmethod
     def holds(t, i, j, d):

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from sparse_transformer.patterns.kinds import KINDS, PARAMS, Kind
 
