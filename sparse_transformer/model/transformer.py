@@ -285,7 +285,10 @@ class SparseTransformer(nn.Module):
         key = (n, device, dtype, self.cfg.backend)
         state = self._states.get(key)
         if state is None:
-            state = self._states[key] = build_forward_state(self, n, device, dtype)
+            # ordinary tensors even when called under inference mode (sampling): the model keeps
+            # the state, and a training step may take it up later
+            with torch.inference_mode(False):
+                state = self._states[key] = build_forward_state(self, n, device, dtype)
             if len(self._states) > STATES:
                 self._states.popitem(last=False)
         else:

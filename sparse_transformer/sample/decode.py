@@ -75,7 +75,7 @@ class Decoder:
     def slots_read_per_token(self) -> int:
         return self.state.slots_read_per_token()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
         """Run the prompt ``tokens`` [B, T] (T may be 0) from position 0, forgetting anything
         decoded before; return logits [B, V] of the byte after it."""
@@ -85,7 +85,7 @@ class Decoder:
         self.state.reset()
         return self.model(tokens, self.state)[:, -1]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, token: torch.Tensor) -> torch.Tensor:
         """Append ``token`` [B] (the byte at position length - 1); return logits [B, V] of the
         byte after it."""

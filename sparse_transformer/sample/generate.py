@@ -33,7 +33,7 @@ from sparse_transformer.sample.decode import Decoder
 from sparse_transformer.sample.filters import apply_filters, check_filters
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def next_token_logits(model: SparseTransformer, tokens: torch.Tensor) -> torch.Tensor:
     """Logits [B, V] of the byte after ``tokens`` [B, T] (T may be 0), from the last window.
 
@@ -48,7 +48,7 @@ def next_token_logits(model: SparseTransformer, tokens: torch.Tensor) -> torch.T
     return model(x)[:, -1].float()
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all: decoding is hundreds of tiny ops
 def generate(model: SparseTransformer, prompt: Tokens, n_bytes: int | None = None, *,
              max_new_tokens: int | None = None, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,

@@ -85,3 +85,14 @@ def test_no_module_level_caches_or_id_keys():
                 if re.search(r"lru_cache|functools\.cache\b|\bid\(", line):
                     found.append(f"{path.relative_to(root)}: {line.strip()}")
     assert found == ["kernels/flex.py: @functools.cache"], found
+
+
+def test_a_state_built_while_sampling_serves_training():
+    """Regression: sampling runs under inference mode, whose tensors autograd refuses; the
+    states the model keeps must be built as ordinary tensors there."""
+    model = _model(backend="torch")
+    model.generate(b"ab", 100, seed=0, cache=False)  # the 64-position state, built sampling
+    x = torch.randint(0, 256, (2, 64))
+    model.train()
+    model.loss(x).backward()  # raised "Inference tensors cannot be saved for backward"
+    assert model.head.weight.grad is not None
