@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     best.update(preset=args.preset, n_bytes=args.n_bytes, threads=torch.get_num_threads(),
                 ratio_past_to_within=best["past_bytes_per_s"] / best["within_bytes_per_s"],
                 runs=runs)
-    print(f"{args.preset}, {args.n_bytes} bytes, {best['threads']} thread(s): "
+    print(f"{args.preset}, {args.n_bytes} bytes (process: {best['threads']} intra-op threads; "
+          f"generate decodes with one on the CPU): "
           f"{best['bytes_per_s']:.0f} bytes/s; within the context "
           f"{best['within_bytes_per_s']:.0f}, past it {best['past_bytes_per_s']:.0f} "
           f"({best['ratio_past_to_within']:.2f}x)")
