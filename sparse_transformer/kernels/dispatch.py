@@ -22,9 +22,9 @@ masks -- as a ``Prepared`` value; ``run(prepared, q, k, v, scale)`` then only co
 model prepares each layer's pattern once per (length, device, dtype) in its forward state
 (``model/state.py``), so a training step neither re-chooses a backend nor re-reads a pattern.
 The public ``attention(...)`` checks its inputs and takes its ``Prepared`` from ``PREPARED``,
-a bounded LRU (32 entries, keyed by pattern, length, heads, head dims, dtype, device and
-backend): a hit costs the checks and one dict lookup; a miss plans the pattern (numpy on the
-host: a millisecond at n = 1,024, about a second at n = 1M).
+a bounded LRU (32 entries and 512 MiB of tables and masks, keyed by pattern, length, heads,
+head dims, dtype, device and backend): a hit costs the checks and one dict lookup; a miss
+plans the pattern (numpy on the host: a millisecond at n = 1,024, about a second at n = 1M).
 
 For the tile backends other than Triton ("torch", "flex") ``run`` goes over each *component*
 of the plan (a group of heads in one position order, ``patterns/plan.py``): it gathers the
@@ -195,28 +195,47 @@ def attention(
 
 
 class PreparedLRU:
-    """The ``Prepared`` values of the last ``size`` distinct ``attention`` calls."""
+    """The ``Prepared`` values of the last distinct ``attention`` calls: at most ``size`` of
+    them, holding at most ``max_bytes`` of device tensors (a dense mask is H x N x N bytes)."""
 
-    def __init__(self, size: int = 32):
-        self.size = size
-        self._items: OrderedDict[tuple, Prepared] = OrderedDict()
+    def __init__(self, size: int = 32, max_bytes: int = 512 << 20):
+        self.size, self.max_bytes = size, max_bytes
+        self._items: OrderedDict[tuple, tuple[Prepared, int]] = OrderedDict()
+        self._bytes = 0
 
     def get(self, key: tuple) -> Prepared:
         """The entry for ``key`` = ``prepare``'s arguments, built on a miss."""
         item = self._items.get(key)
-        if item is None:
-            item = self._items[key] = prepare(*key)
-            if len(self._items) > self.size:
-                self._items.popitem(last=False)
-        else:
+        if item is not None:
             self._items.move_to_end(key)
-        return item
+            return item[0]
+        prepared = prepare(*key)
+        size = _tensor_bytes(prepared)
+        self._items[key] = (prepared, size)
+        self._bytes += size
+        while len(self._items) > 1 and (len(self._items) > self.size
+                                        or self._bytes > self.max_bytes):
+            _, (_, gone) = self._items.popitem(last=False)
+            self._bytes -= gone
+        return prepared
 
     def clear(self) -> None:
         self._items.clear()
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _tensor_bytes(x: Any) -> int:
+    """Bytes of the tensors in ``x``, a Prepared value (dataclasses, tuples, lists)."""
+    if isinstance(x, torch.Tensor):
+        return x.numel() * x.element_size()
+    if isinstance(x, (tuple, list)):
+        return sum(_tensor_bytes(y) for y in x)
+    if hasattr(x, "__dataclass_fields__"):
+        return sum(_tensor_bytes(getattr(x, f)) for f in x.__dataclass_fields__)
+    return 0
 
 
 PREPARED = PreparedLRU()

@@ -83,10 +83,10 @@ class DecodeState:
     pos: torch.Tensor  # long [1]: the position the next step computes
     coords: tuple[torch.Tensor, ...]  # per position table: the rows of positions 0..capacity-1
     length: int = 0
-    step_layers: tuple[LayerState, ...] = field(default=())
+    index: StepIndex = field(init=False)  # every step's: a step clears it, its layers fill it
+    step_layers: tuple[LayerState, ...] = field(init=False)  # what a step's blocks read
 
     def __post_init__(self) -> None:
-        # One StepIndex for every step: a step clears it, and the layers fill it on first use.
         self.index = StepIndex(self.pos, self.batch, self.plans)
         self.step_layers = tuple(LayerState(None, cache=c, index=self.index)
                                  for c in self.caches)

@@ -125,3 +125,25 @@ def test_scale_must_be_a_finite_number(scale):
     q, k, v = _qkv()
     with pytest.raises(ValueError, match="scale must be a finite number"):
         attention(q, k, v, P.local(5), scale=scale)
+
+
+def test_attention_keeps_a_bounded_lru_of_prepared_patterns(monkeypatch):
+    """What attention() prepared is kept (dispatch.PREPARED), bounded in entries and in bytes:
+    the dense masks of "reference" are H x N x N."""
+    from sparse_transformer.kernels import dispatch
+
+    lru = dispatch.PreparedLRU(size=3, max_bytes=2 * 40 * 40)
+    monkeypatch.setattr(dispatch, "PREPARED", lru)
+    q = torch.randn(1, 1, 40, 8)
+    attention(q, q, q, P.local(5), backend="reference")  # a 1,600-byte mask
+    first = next(iter(lru._items.values()))[0]
+    attention(q, q, q, P.local(5), backend="reference")
+    assert len(lru) == 1 and next(iter(lru._items.values()))[0] is first  # a hit
+    attention(q, q, q, P.local(6), backend="reference")
+    attention(q, q, q, P.local(7), backend="reference")  # 4,800 bytes > 3,200: oldest out
+    assert len(lru) == 2 and lru._bytes == 2 * 1600
+    lru = dispatch.PreparedLRU(size=3)
+    monkeypatch.setattr(dispatch, "PREPARED", lru)
+    for n in range(10, 15):
+        attention(q[:, :, :n], q[:, :, :n], q[:, :, :n], P.local(3), backend="torch")
+    assert len(lru) == 3  # the last three lengths
