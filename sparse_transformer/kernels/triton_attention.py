@@ -1,7 +1,7 @@
 """``backend="triton"``: the whole pattern as one PyTorch custom op over our Triton kernels.
 
-``sparse_attention(q, k, v, pattern, scale)`` runs every component of the pattern's plan
-(``patterns/plan.py``) and returns [B, H, N, Dv]. The launches (``forward_launches``,
+``sparse_attention(q, k, v, prepared, scale)`` runs every component of the plan of the
+pattern ``prepare`` was given (``patterns/plan.py``) and returns [B, H, N, Dv]. The launches (``forward_launches``,
 ``backward_launches``) are registered as two custom ops, ``sparse_transformer::
 sparse_attention_fwd`` and ``_bwd``, with fake (meta) kernels and an autograd formula, so
 ``torch.compile`` traces a model through them with no graph break; an eager call runs the same
