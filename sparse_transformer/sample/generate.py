@@ -29,6 +29,7 @@ from collections.abc import Iterator
 
 import torch
 
+from sparse_transformer.checks import INT64_MAX, check_int, check_memory
 from sparse_transformer.model.tokens import Tokens, as_tokens, is_bytes_like, to_bytes
 from sparse_transformer.model.transformer import SparseTransformer
 from sparse_transformer.sample.decode import Decoder
@@ -80,8 +81,8 @@ def generate(model: SparseTransformer, prompt: Tokens, n_bytes: int | None = Non
     check_filters(temperature=temperature, top_k=top_k, top_p=top_p)
     if seed is not None and generator is not None:
         raise ValueError("give seed or generator, not both")
-    if seed is not None:
-        generator = torch.Generator().manual_seed(operator.index(seed))
+    if seed is not None:  # torch seeds are 64-bit: say so rather than "Overflow ..."
+        generator = torch.Generator().manual_seed(check_int("seed", seed, 0, INT64_MAX))
     if max_time is not None and not (isinstance(max_time, numbers.Real) and max_time > 0):
         raise ValueError(f"max_time must be a number of seconds > 0, got {max_time!r}")
     n_ctx = model.cfg.n_ctx
@@ -93,6 +94,9 @@ def generate(model: SparseTransformer, prompt: Tokens, n_bytes: int | None = Non
                          f"n_ctx - 1 = {n_ctx - 1} bytes; pass the last {n_ctx - 1}, or "
                          f"crop=True (sample: --crop-prompt)")
     device = model.head.weight.device
+    # the output buffer is allocated whole: refuse one that cannot fit before trying
+    check_memory(f"generate: {b} x {t0 + n_bytes:,} tokens", 8 * b * (t0 + n_bytes),
+                 hint="ask for fewer bytes")
     out = torch.empty(b, t0 + n_bytes, dtype=torch.long, device=device)
     out[:, :t0] = tokens
     start = max(0, t0 - (n_ctx - 1))  # the current window is out[:, start:t]
