@@ -18,10 +18,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "sparse_transformer"
 # Rank of each layer: a module may import its own layer and lower ranks at module level.
 # Top-level helper modules that import nothing of the package rank with the lowest layer.
-RANKS = {"checks": 0, "codecs": 0, "precision": 0, "baselines": 0, "schema": 0, "patterns": 1,
-         "kernels": 2,
-         "model": 3, "data": 4, "train": 4, "sample": 4, "evaluate": 4, "cli": 5, "__main__": 6,
-         "": 6}
+RANKS = {"checks": 0, "codecs": 0, "precision": 0, "baselines": 0, "schema": 0,
+         "patterns": 1, "kernels": 2, "model": 3, "data": 4, "train": 4, "sample": 4,
+         "evaluate": 4, "cli": 5, "__main__": 6, "": 6}
 
 
 def _name(path: Path) -> str:
