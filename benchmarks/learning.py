@@ -142,16 +142,8 @@ def _absolute_positions(model: SparseTransformer, value: str) -> None:
     table = nn.Embedding(model.cfg.n_ctx, model.cfg.d_model)
     nn.init.normal_(table.weight, std=float(emb.pos[0].weight.std()))
     emb.pos = nn.ModuleList([table])
-    emb._coords.clear()
-    orig = emb.forward
-
-    def forward(x, emb=emb):
-        b, n = x.shape
-        key = (n, str(x.device))
-        emb._coords[key] = [torch.arange(n, device=x.device)]
-        return orig(x)
-
-    emb.forward = forward
+    # position i reads row i of the one table (the model's forward states ask the embedding)
+    emb.coordinates = lambda n, device=None: [torch.arange(n, device=device)]
 
 
 UNIGRAM: dict[str, torch.Tensor] = {}  # log frequencies of the train bytes (set in main)

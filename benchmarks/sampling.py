@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sparse_transformer.model import ModelConfig, SparseTransformer  # noqa: E402
-from sparse_transformer.sample.incremental import CachedNextLogits, IncrementalDecoder  # noqa: E402
+from sparse_transformer.sample.decode import Decoder  # noqa: E402
 
 
 def _sync(dev: torch.device) -> None:
@@ -69,15 +69,15 @@ def exactness(dev: torch.device) -> list[dict]:
         with torch.no_grad():
             full = model(x)[:, 40:]
         for dense in (False, True):
-            dec = IncrementalDecoder(model, 4, dense=dense)
+            dec = Decoder(model, 4, dense=dense)
             got = [dec.prefill(x[:, :40]).clone()]
             for t in range(40, 104):
-                got.append(dec.step(x[:, t]).clone())
+                got.append(dec.step(x[:, t]).clone())  # clone: a graph's output is reused
             err = (torch.stack(got, 1) - full).abs().max().item()
             out.append(dict(pattern=att, cache="dense" if dense else "pattern", max_abs_err=err,
-                            cuda_graph=dec._graph is not None))
+                            cuda_graph=dec.graph))
             print(f"exact  {att:45s} {'dense' if dense else 'pattern':8s} err {err:.2e} "
-                  f"graph={dec._graph is not None}", flush=True)
+                  f"graph={dec.graph}", flush=True)
         if dev.type == "cuda":
             # bf16 weights and caches: how far incremental decoding is from the fp32 logits,
             # next to how far the bf16 full forward pass itself is (precision, not a bug).
@@ -86,15 +86,16 @@ def exactness(dev: torch.device) -> list[dict]:
             low = low.to(torch.bfloat16)
             with torch.no_grad():
                 fwd = low(x)[:, 40:].float()
-            dec = IncrementalDecoder(low, 4)
+            dec = Decoder(low, 4)
             got = [dec.prefill(x[:, :40]).clone()]
             for t in range(40, 104):
                 got.append(dec.step(x[:, t]).clone())
-            inc = torch.stack(got, 1)
+            inc = torch.stack(got, 1).float()
             row = dict(pattern=att, cache="pattern", dtype="bf16",
                        inc_vs_fp32=(inc - full).abs().max().item(),
                        fwd_vs_fp32=(fwd - full).abs().max().item(),
-                       logit_scale=full.abs().max().item(), lowp_gemm=dec.caches[0]._lowp)
+                       logit_scale=full.abs().max().item(),
+                       lowp_gemm=dec.state.caches[0]._lowp)
             out.append(row)
             print(f"bf16   {att:45s} incremental {row['inc_vs_fp32']:.2e}, full forward "
                   f"{row['fwd_vs_fp32']:.2e} (|logits| <= {row['logit_scale']:.1f}), "
@@ -105,10 +106,10 @@ def exactness(dev: torch.device) -> list[dict]:
 def time_decoder(model, batch: int, dense: bool, steps: int, dev: torch.device,
                  graph: bool | str = "auto") -> dict:
     n = model.cfg.n_ctx
-    dec = IncrementalDecoder(model, batch, dense=dense, cuda_graph=graph)
+    dec = Decoder(model, batch, dense=dense, cuda_graph=graph)
     start = n - steps - 8
-    dec.length = start  # positions < start count as cached (zeros: same work as real keys)
-    dec.pos.fill_(start)
+    dec.state.length = start  # positions < start count as cached (zeros: same work as real keys)
+    dec.state.pos.fill_(start)
     tok = torch.zeros(batch, dtype=torch.long, device=dev)
     for _ in range(3):  # capture + warm-up
         dec.step(tok)
@@ -123,13 +124,13 @@ def time_decoder(model, batch: int, dense: bool, steps: int, dev: torch.device,
     res = dict(batch=batch, cache_bytes=dec.nbytes, cache_bytes_per_sample=dec.nbytes // batch,
                slots_read_per_token=dec.slots_read_per_token(), latency_ms=lat * 1e3,
                latency_ms_mean=statistics.fmean(times) * 1e3, tokens_per_s=batch / lat,
-               cuda_graph=dec._graph is not None, position=start + 3)
+               cuda_graph=dec.graph, position=start + 3)
     del dec
     return res
 
 
 def bytes_per_sample(model, dense: bool) -> int:
-    dec = IncrementalDecoder(model, 1, dense=dense, cuda_graph=False)
+    dec = Decoder(model, 1, dense=dense, cuda_graph=False)
     b = dec.nbytes
     del dec
     return b
@@ -186,22 +187,9 @@ def timings(dev, contexts, batches, steps, layers, budget, on_row=None) -> list[
     return rows
 
 
-class _Guarded(CachedNextLogits):
-    """The cached seam, stopping the sample once ``limit`` seconds have passed (a slow device
-    must not eat the benchmark's time budget); the bytes done so far are reported."""
-
-    def __init__(self, limit: float):
-        super().__init__()
-        self.limit, self.t0, self.calls = limit, time.perf_counter(), 0
-
-    def __call__(self, model, tokens):
-        self.calls += 1
-        if self.calls % 256 == 0 and time.perf_counter() - self.t0 > self.limit:
-            raise TimeoutError(tokens.shape[1])
-        return super().__call__(model, tokens)
-
-
 def enwik8_sample(dev, n_bytes: int, preset: str, time_limit: float = 120.0) -> dict:
+    import warnings
+
     from sparse_transformer.sample.generate import generate
 
     # The prefill of an empty prompt is a 1-token forward; "reference" keeps it independent
@@ -213,29 +201,30 @@ def enwik8_sample(dev, n_bytes: int, preset: str, time_limit: float = 120.0) -> 
     if dev.type == "cuda":
         model = model.to(torch.bfloat16)
     n_bytes = min(n_bytes, cfg.n_ctx)
-    seam = _Guarded(time_limit)
     gen = torch.Generator().manual_seed(0)
     _sync(dev)
-    t0 = seam.t0 = time.perf_counter()
-    try:
+    t0 = time.perf_counter()
+    # max_time: a slow device must not eat the benchmark's time budget; the bytes done by then
+    # are reported
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         done = int(generate(model, torch.zeros(1, 0, dtype=torch.long), n_bytes, generator=gen,
-                            next_logits=seam).shape[1])
-        stopped = False
-    except TimeoutError as err:
-        done, stopped = int(err.args[0]), True
+                            max_time=time_limit).shape[1])
+    stopped = done < n_bytes
     _sync(dev)
     wall = time.perf_counter() - t0
-    dec = seam.decoder
+    graph = dev.type == "cuda" and not any("CUDA graph" in str(w.message) for w in caught)
+    cache_bytes = Decoder(model, 1, capacity=n_bytes, cuda_graph=False).nbytes  # generate's
     step = time_decoder(model, 1, False, 20, dev)  # the decode step alone, near the end
     res = dict(preset=preset, n_bytes=done, decode_step_ms=step["latency_ms"],
                n_bytes_asked=n_bytes, stopped_at_limit=stopped,
-               batch=1, wall_s=wall, bytes_per_s=done / wall, cache_bytes=dec.nbytes,
-               dense_cache_bytes=bytes_per_sample(model, True), cuda_graph=dec._graph is not None,
+               batch=1, wall_s=wall, bytes_per_s=done / wall, cache_bytes=cache_bytes,
+               dense_cache_bytes=bytes_per_sample(model, True), cuda_graph=graph,
                params=model.num_params())
     print(f"sample {preset}: decode step alone {step['latency_ms']:.3f} ms at position "
           f"{step['position']}", flush=True)
     print(f"sample {preset}: {res['n_bytes']} bytes in {wall:.1f} s "
-          f"({res['bytes_per_s']:.0f} bytes/s), cache {dec.nbytes / 2**20:.1f} MiB "
+          f"({res['bytes_per_s']:.0f} bytes/s), cache {cache_bytes / 2**20:.1f} MiB "
           f"vs dense {res['dense_cache_bytes'] / 2**20:.1f} MiB, graph={res['cuda_graph']}",
           flush=True)
     return res

@@ -16,7 +16,8 @@ __version__ = "0.1.0"
 
 # Every export loads on first use (PEP 562): `import sparse_transformer` (and with it the command
 # line's --help) imports no torch, and the model and kernels, which pull in torch._dynamo (2-3 s
-# on a busy 2-core machine), load only when asked for.
+# on a busy 2-core machine), load only when asked for. SparseTransformer comes with sampling
+# loaded: sample/ attaches ``generate`` to it as a method (the model never imports sample/).
 _EXPORTS = {
     "patterns": ("sparse_transformer.patterns", None),
     "causal": ("sparse_transformer.patterns", "causal"),
@@ -28,6 +29,7 @@ _EXPORTS = {
     "SparseTransformer": ("sparse_transformer.model", "SparseTransformer"),
     "generate": ("sparse_transformer.sample", "generate"),
 }
+_LOADS_TOO = {"SparseTransformer": "sparse_transformer.sample"}
 
 __all__ = [*_EXPORTS, "__version__"]
 
@@ -42,6 +44,8 @@ if _typing.TYPE_CHECKING:  # for type checkers and IDEs; at run time these come 
 def __getattr__(name: str) -> object:
     if name in _EXPORTS:
         module, attr = _EXPORTS[name]
+        if name in _LOADS_TOO:
+            _importlib.import_module(_LOADS_TOO[name])
         mod = _importlib.import_module(module)
         value = mod if attr is None else getattr(mod, attr)
         globals()[name] = value  # later lookups skip __getattr__

@@ -26,16 +26,17 @@ def _hygiene():
     torch.set_default_dtype(dtype)
 
 
-def assert_plans_skip_tiles(model, n: int) -> None:
-    """Every layer's plan at the model's backend tile sizes computes fewer tiles than causal,
-    so a test on it cannot pass on a dense path."""
+def assert_plans_skip_tiles(model, n: int, backend: str | None = None) -> None:
+    """Every layer's plan at the tile sizes of the model's backend (or ``backend``) on the
+    model's device computes fewer tiles than causal, so a test on it cannot pass on a dense
+    path."""
     from sparse_transformer import patterns as P
     from sparse_transformer.kernels.dispatch import load_backend
 
     cfg = model.cfg
-    dtype = next(model.parameters()).dtype
-    qb, kb = load_backend(cfg.backend).block_sizes(cfg.d_qk // cfg.n_head, dtype,
-                                                   torch.device("cpu"))
+    weight = next(model.parameters())
+    qb, kb = load_backend(backend or cfg.backend).block_sizes(cfg.d_qk // cfg.n_head,
+                                                              weight.dtype, weight.device)
     causal = P.causal().plan(n, cfg.n_head, qb, kb).tiles_computed()
     for r in range(cfg.n_layer):
         tiles = cfg.layer_pattern(r).plan(n, cfg.n_head, qb, kb).tiles_computed()

@@ -106,18 +106,13 @@ CASES = [
     (lambda: _pretrained_with({"backend": '"bogus"'}), ValueError, "ModelConfig.backend must be"),
 ]
 
-SAMPLE = "owner: sample/ (the decoding redesign); generate() checks these arguments"
 OWNED = [
-    pytest.param(lambda: generate(_tiny(), b"a", 2, top_k=0), ValueError, "top_k", id="top_k=0",
-                 marks=pytest.mark.xfail(strict=True, reason=SAMPLE + ": top_k=0 is accepted "
-                                         "(the CLI refuses --top-k 0)")),
-    pytest.param(lambda: generate(_tiny(), b"a", 2, seed=-1), ValueError, "seed", id="seed=-1",
-                 marks=pytest.mark.xfail(strict=True, reason=SAMPLE + ": a negative seed is "
-                                         "accepted (the CLI refuses --seed -1)")),
+    # top_k=0 stays accepted: it means "off" (apply_filters, as in Hugging Face's generate)
+    pytest.param(lambda: generate(_tiny(), b"a", 2, seed=-1), ValueError, "seed", id="seed=-1"),
     pytest.param(lambda: generate(_tiny(), b"a", 2, seed=I64), ValueError, "seed must be",
-                 id="seed=2**70",
-                 marks=pytest.mark.xfail(strict=True, reason=SAMPLE + ": a seed beyond 64 bits "
-                                         "says 'Overflow when unpacking long long'")),
+                 id="seed=2**70"),
+    pytest.param(lambda: generate(_tiny(), b"a", 2**60), ValueError, "of memory, more than",
+                 id="n_bytes=2**60"),
 ]
 
 _PRETRAINED: dict[str, object] = {}

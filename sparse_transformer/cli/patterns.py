@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -111,8 +110,8 @@ class ShowOptions(PatternOptions):
             if Path(self.png).suffix.lower() not in FORMATS:
                 raise ValueError(f"--out must end in {', '.join(FORMATS)} (the picture's "
                                  f"format), got {self.png!r}")
-            n_pad = _padded_length(self.pattern, self.n_ctx, self.heads, self.block,
-                                   self.reorder)
+            n_pad, _ = _planned_length(self.pattern, self.n_ctx, self.heads, self.block,
+                                       self.reorder)
             if self.heads * n_pad * n_pad > MAX_PIXELS:
                 raise ValueError(f"a picture of {self.heads} head(s) at {n_pad} positions is "
                                  f"{self.heads * n_pad * n_pad:,} pixels, more than "
@@ -171,51 +170,25 @@ def _build_pattern(opts: PatternOptions):
     return getattr(patterns, name)(**given)  # the factory checks every value's range
 
 
-def _reordered_column(terms, reorder: bool) -> bool:
-    """Whether the planner runs this head's column part in reordered positions (the rule of
-    ``patterns.plan._split_head``): one strided term beside windows that start at 0."""
-    columns = [t for t in terms if t.kind == "stride"]
-    others = [t for t in terms if t.kind != "stride"]
-    return reorder and len(columns) == 1 and all(t.kind == "window" and t.offset == 0
-                                                 for t in others)
+def _planned_length(p, n_ctx: int, heads: int, block: int, reorder: bool):
+    """(the length the planner pads to, each head's split into natural and reordered parts),
+    by the planner's own rules, without planning."""
+    from sparse_transformer.patterns.plan import padded_length, split_head
 
-
-def _padded_length(p, n_ctx: int, heads: int, block: int, reorder: bool) -> int:
-    """An upper bound on the length the plan pads to: a multiple of the tile and of every
-    stride it may reorder by."""
-    strides = {t.stride for h in range(heads) for t in p.head_terms(h, heads)
-               if t.kind == "stride"} if reorder else set()
-    m = math.lcm(block, *strides)
-    return -(-n_ctx // m) * m
-
-
-def _row_tiles(t, n: int, b: int, reordered: bool) -> int:
-    """Key tiles one query tile can touch through term ``t`` (before clipping to causal)."""
-    def group(g: int) -> int:  # query tile meets <= b/g + 2 groups of <= g/b + 2 tiles
-        return (b // g + 2) * (g // b + 2)
-
-    kind = t.kind
-    if kind == "window":
-        return t.window // b + 2
-    if kind == "group":
-        return group(t.group)
-    if kind == "summary":
-        return (n // t.period + 1) * ((t.hi - t.lo) // b + 2)
-    if kind == "stride":
-        return group(max(1, n // t.stride)) if reordered else (n // t.stride + 1) * 2
-    return n // b  # causal
+    splits = [split_head(p.head_terms(h, heads), reorder) for h in range(heads)]
+    return padded_length(n_ctx, block, block, {col[0] for _, col in splits if col}), splits
 
 
 def _tile_bound(p, n_ctx: int, heads: int, block: int, reorder: bool) -> int:
     """An upper bound on the (query tile, key tile) pairs the planner emits, over all terms
-    and heads, computed from the terms alone (so it costs nothing at any n_ctx)."""
-    n = _padded_length(p, n_ctx, heads, block, reorder)
+    and heads, computed from the terms alone (so it costs nothing at any n_ctx): each kind's
+    ``row_tiles`` (``patterns/kinds.py``), at the length and reordering the planner uses."""
+    n, splits = _planned_length(p, n_ctx, heads, block, reorder)
     rows = n // block
     total = 0
-    for h in range(heads):
-        terms = p.head_terms(h, heads)
-        reordered = _reordered_column(terms, reorder)
-        total += sum(rows * min(rows, _row_tiles(t, n, block, reordered)) for t in terms)
+    for h, (_, col) in enumerate(splits):
+        total += sum(rows * min(rows, t.rules.row_tiles(t, n, block, col is not None))
+                     for t in p.head_terms(h, heads))
     return total
 
 

@@ -47,6 +47,7 @@ class SampleOptions:
     device: str = "auto"
     progress: bool = True
     cache: bool = True
+    crop_prompt: bool = False
 
     def __post_init__(self) -> None:
         check_text("--checkpoint", self.checkpoint)
@@ -90,8 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"the rest of one image for image models, --seconds of audio)")
     p.add_argument("--seconds", type=float,
                    help=f"audio models: seconds of new audio (default {AUDIO_SECONDS:g}); past "
-                   f"the model's window of n_ctx samples every sample runs the whole window, "
-                   f"which is slow on a CPU")
+                   f"the model's window of n_ctx samples decoding slides the window (docs/"
+                   f"sampling.md)")
     p.add_argument("--num-samples", type=int, default=d.num_samples,
                    help=f"samples drawn together, 1 to {MAX_SAMPLES}")
     p.add_argument("--temperature", type=float, default=d.temperature,
@@ -109,6 +110,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true",
                    help="decode without the pattern-aware key/value cache (the whole window "
                    "through the model for every byte; same output, much slower)")
+    p.add_argument("--crop-prompt", action="store_true",
+                   help="take a prompt longer than the context: the model starts from its last "
+                   "n_ctx - 1 bytes (the output still begins with the whole prompt)")
     p.set_defaults(func=run)
 
 
@@ -116,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     opts = SampleOptions(args.checkpoint, args.prompt, args.prompt_file, args.n_bytes,
                          args.seconds, args.num_samples, args.temperature, args.top_k,
                          args.top_p, args.seed, args.out, args.force, args.device,
-                         not args.no_progress, not args.no_cache)
+                         not args.no_progress, not args.no_cache, args.crop_prompt)
 
     import numpy as np
     import torch
@@ -151,11 +155,6 @@ def run(args: argparse.Namespace) -> int:
         n_new = round((opts.seconds or AUDIO_SECONDS) * rate)
         check_memory(f"{opts.seconds or AUDIO_SECONDS:g} s of audio at {rate:,} Hz",
                      2 * 8 * opts.num_samples * n_new, hint="ask for fewer --seconds")
-        if len(prompt) + n_new >= n_ctx and device.type == "cpu":
-            print(f"sampling {n_new:,} samples ({n_new / rate:g} s); past the model's window "
-                  f"of {n_ctx:,} samples each one runs the whole window, which takes minutes "
-                  f"per second of audio on a CPU (--seconds {(n_ctx - 1) / rate:.3f} stays "
-                  f"inside it)", file=sys.stderr)
     if n_new is None:
         n_new = max(0, n_ctx - len(prompt)) if kind != "text" else 500
     if kind == "image" and len(prompt) + n_new != n_ctx:
@@ -164,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
     gen = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
     tokens = torch.tensor(list(prompt), dtype=torch.long).repeat(opts.num_samples, 1)
     out = generate(model, tokens, n_new, temperature=opts.temperature, top_k=opts.top_k,
-                   top_p=opts.top_p, generator=gen, progress=opts.progress, cache=opts.cache)
+                   top_p=opts.top_p, generator=gen, progress=opts.progress, cache=opts.cache,
+                   crop=opts.crop_prompt)
     samples = out.cpu().numpy().astype(np.uint8)
     written = writer(samples, opts.out, meta, force=opts.force)
     for path in written:

@@ -1,7 +1,19 @@
-"""Attention restricted to a pattern, with interchangeable backends (see ``dispatch``)."""
+"""Attention restricted to a pattern, with interchangeable backends (see ``dispatch``).
 
-from sparse_transformer.kernels.dispatch import BACKENDS, attention, resolve_backend
+``attention(q, k, v, pattern)`` for one call; ``prepare`` + ``run`` for callers that run the
+same pattern many times (the model: ``model/state.py``); ``kv_cache`` for decoding one query
+at a time.
+"""
+
+from sparse_transformer.kernels.dispatch import (
+    BACKENDS,
+    Prepared,
+    attention,
+    prepare,
+    resolve_backend,
+    run,
+)
 from sparse_transformer.kernels.reference import masked_softmax_attention, reference_attention
 
-__all__ = ["attention", "reference_attention", "masked_softmax_attention", "resolve_backend",
-           "BACKENDS"]
+__all__ = ["attention", "prepare", "run", "Prepared", "reference_attention",
+           "masked_softmax_attention", "resolve_backend", "BACKENDS"]

@@ -1,10 +1,10 @@
-"""``attention(q, k, v, pattern)``: one entry point, several backends.
+"""``attention(q, k, v, pattern)`` and ``prepare``: one entry point, several backends.
 
 Backends:
 
 * "triton": our kernels, the whole pattern in one custom op (``triton_attention``): heads
-  through head tables, strided column heads reordered in the kernels' index arithmetic, plans
-  and device tables cached, no host sync; CUDA (or Triton's interpreter on the CPU, for tests);
+  through head tables, strided column heads reordered in the kernels' index arithmetic, no
+  host sync; CUDA (or Triton's interpreter on the CPU, for tests);
 * "sdpa": ``torch.nn.functional.scaled_dot_product_attention`` (cuDNN / FlashAttention on
   CUDA): ``is_causal`` for patterns that are causal attention, a dense boolean mask otherwise
   (n x n per head: small n only);
@@ -16,7 +16,17 @@ Backends:
 kernels are best where nothing can be skipped) and "triton" otherwise; on the CPU, "torch",
 except dense "reference" for small problems whose plan keeps most of the causal tiles.
 
-For the tile backends other than Triton ("torch", "flex") the dispatcher runs each *component*
+Two ways in. ``prepare(pattern, n, n_heads, ...)`` resolves the backend once and builds all
+that it needs for that pattern at that length on that device -- the plan, its device tables,
+masks -- as a ``Prepared`` value; ``run(prepared, q, k, v, scale)`` then only computes. The
+model prepares each layer's pattern once per (length, device, dtype) in its forward state
+(``model/state.py``), so a training step neither re-chooses a backend nor re-reads a pattern.
+The public ``attention(...)`` checks its inputs and takes its ``Prepared`` from ``PREPARED``,
+a bounded LRU (32 entries and 512 MiB of tables and masks, keyed by pattern, length, heads,
+head dims, dtype, device and backend): a hit costs the checks and one dict lookup; a miss
+plans the pattern (numpy on the host: a millisecond at n = 1,024, about a second at n = 1M).
+
+For the tile backends other than Triton ("torch", "flex") ``run`` goes over each *component*
 of the plan (a group of heads in one position order, ``patterns/plan.py``): it gathers the
 component's heads, reorders positions for strided column heads (i -> (i mod l)(n/l) + i//l,
 paper 5.5), runs the backend, undoes the order and merges heads computed in two components
@@ -25,21 +35,23 @@ exactly through their log-sum-exps.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import math
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from sparse_transformer.kernels.device_cache import on_device
-from sparse_transformer.kernels.reference import reference_attention
+from sparse_transformer.kernels.reference import masked_softmax_attention
 from sparse_transformer.patterns import (
+    ComponentPlan,
     Pattern,
     Schedule,
     inverse_permutation,
-    parse_pattern,
     strided_permutation,
 )
 
@@ -49,10 +61,107 @@ _MODULES = {
     "triton": "sparse_transformer.kernels.triton_attention",
     "flex": "sparse_transformer.kernels.flex",
 }
-_LOADED: dict[str, ModuleType] = {}  # backend modules imported so far (read inside traces)
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+# -- prepared attention ----------------------------------------------------------------------
+@dataclass(eq=False)
+class Prepared:
+    """A pattern ready to run at one length, head count, head dims, dtype and device.
+
+    ``backend`` is the resolved backend (never "auto"). Subclasses hold what it needs on the
+    device; everything here is built once by ``prepare`` and only read by ``run``.
+    """
+
+    backend: str
+    pattern: Pattern
+    n: int
+    n_heads: int
+
+
+@dataclass(eq=False)
+class Dense(Prepared):
+    """"reference" and "sdpa": the dense [H, N, N] mask (None for SDPA's ``is_causal``)."""
+
+    mask: torch.Tensor | None = None
+    empty_rows: bool = False  # some query has no key: SDPA gives NaN there, we give 0
+
+
+@dataclass(eq=False)
+class Component:
+    """One plan component prepared for a tile backend on one device."""
+
+    plan: ComponentPlan  # index tensors on the device
+    heads: torch.Tensor | None  # its heads' indices; None when it holds every head in order
+    perm: torch.Tensor | None  # its position order (paper 5.5); None in natural order
+    inverse: torch.Tensor | None
+    tables: Any  # what the backend derived from the plan (tile lists and masks, a BlockMask)
+
+
+@dataclass(eq=False)
+class Components(Prepared):
+    """"torch" and "flex": every component of the plan (``_MODULES[backend]`` runs them)."""
+
+    n_pad: int = 0
+    components: tuple[Component, ...] = ()
+
+
+def prepare(pattern: Pattern, n: int, n_heads: int, head_dim: int, v_dim: int,
+            dtype: torch.dtype, device: torch.device | str, backend: str = "auto") -> Prepared:
+    """Resolve ``backend`` for this problem and build what it needs (see the module docstring).
+
+    Raises ValueError/TypeError naming the problem when the backend cannot take it (unknown
+    name, not importable here, unsupported dtype or head dim).
+    """
+    device = torch.device(device)
+    name = resolve(backend, device.type, pattern, n, n_heads)
+    if name == "reference":
+        return Dense(name, pattern, n, n_heads, mask=pattern.mask(n, n_heads, device=device))
+    if name == "sdpa":
+        if is_causal_at(pattern, n, n_heads):
+            return Dense(name, pattern, n, n_heads)
+        return Dense(name, pattern, n, n_heads, mask=pattern.sdpa_mask(n, n_heads, device),
+                     empty_rows=not _every_row_has_a_key(pattern, n, n_heads))
+    module = load_backend(name)
+    if name == "triton":
+        return module.prepare(pattern, n, n_heads, head_dim, v_dim, dtype, device)
+    q_block, k_block = module.block_sizes(head_dim, dtype, device)
+    plan = pattern.plan(n, n_heads, q_block, k_block)
+    comps = []
+    for cp in plan.components:
+        cp = cp.to(device)
+        every = cp.heads == tuple(range(n_heads))
+        perm = strided_permutation(plan.n_pad, cp.order, device) if cp.order else None
+        comps.append(Component(
+            cp, None if every else torch.tensor(cp.heads, device=device), perm,
+            None if perm is None else inverse_permutation(perm),
+            module.component_tables(cp, device)))
+    return Components(name, pattern, n, n_heads, n_pad=plan.n_pad, components=tuple(comps))
+
+
+def run(p: Prepared, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+        ) -> torch.Tensor:
+    """Attention of q, k [B, H, N, D], v [B, H, N, Dv] through ``p`` -> [B, H, N, Dv].
+
+    No checks: ``p`` was prepared for these shapes (``attention`` checks for its callers).
+    A plain function rather than a method, so ``torch.compile`` traces it for a ``Prepared``
+    that ``attention`` looked up as well as for one the model passes in.
+    """
+    if p.backend == "triton":
+        return _module(p.backend).sparse_attention(q, k, v, p, scale)
+    if p.backend == "reference":
+        work = q.dtype if q.dtype == torch.float64 else torch.float32
+        out, _ = masked_softmax_attention(q.to(work), k.to(work), v.to(work), p.mask, scale)
+        return out.to(q.dtype)
+    if p.backend == "sdpa":
+        if p.mask is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=p.mask, scale=scale)
+        return torch.nan_to_num(out, nan=0.0) if p.empty_rows else out
+    return _run_components(p, q, k, v, scale)
+
+
+# -- the public function ---------------------------------------------------------------------
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, *,
     scale: float | None = None, backend: str = "auto", check_finite: bool = False,
@@ -73,74 +182,98 @@ def attention(
     Returns:
         [B, H, N, Dv] in q's dtype. Logits, softmax and accumulation run in float32 (float64
         for float64 inputs) in every backend.
+
+    Each call checks its inputs and finds the pattern's ``Prepared`` in ``PREPARED`` (module
+    docstring); a model prepares its layers once instead and calls ``run``.
     """
     _validate(q, k, v, pattern, backend, scale, check_finite)
     B, H, N, D = q.shape
     if scale is None:
         scale = 1.0 / math.sqrt(D)
-    name = _choose(backend, q.device.type, pattern.name, N, H)
-    if name == "reference":
-        return reference_attention(q, k, v, pattern, scale)
-    if name == "sdpa":
-        return sdpa_attention(q, k, v, pattern, scale)
-    if name == "triton":
-        return _LOADED["triton"].sparse_attention(q, k, v, pattern, scale)
-    return blocksparse_attention(q, k, v, pattern, scale, _LOADED[name])
+    p = _lookup(pattern, N, H, D, v.shape[-1], q.dtype, q.device, backend)
+    return run(p, q, k, v, scale)
 
 
+class PreparedLRU:
+    """The ``Prepared`` values of the last distinct ``attention`` calls: at most ``size`` of
+    them, holding at most ``max_bytes`` of device tensors (a dense mask is H x N x N bytes)."""
+
+    def __init__(self, size: int = 32, max_bytes: int = 512 << 20):
+        self.size, self.max_bytes = size, max_bytes
+        self._items: OrderedDict[tuple, tuple[Prepared, int]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple) -> Prepared:
+        """The entry for ``key`` = ``prepare``'s arguments, built on a miss."""
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+            return item[0]
+        prepared = prepare(*key)
+        size = _tensor_bytes(prepared)
+        self._items[key] = (prepared, size)
+        self._bytes += size
+        while len(self._items) > 1 and (len(self._items) > self.size
+                                        or self._bytes > self.max_bytes):
+            _, (_, gone) = self._items.popitem(last=False)
+            self._bytes -= gone
+        return prepared
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _tensor_bytes(x: Any) -> int:
+    """Bytes of the tensors in ``x``, a Prepared value (dataclasses, tuples, lists)."""
+    if isinstance(x, torch.Tensor):
+        return x.numel() * x.element_size()
+    if isinstance(x, (tuple, list)):
+        return sum(_tensor_bytes(y) for y in x)
+    if hasattr(x, "__dataclass_fields__"):
+        return sum(_tensor_bytes(getattr(x, f)) for f in x.__dataclass_fields__)
+    return 0
+
+
+PREPARED = PreparedLRU()
+
+
+@torch.compiler.assume_constant_result
+def _lookup(pattern: Pattern, n: int, n_heads: int, head_dim: int, v_dim: int,
+            dtype: torch.dtype, device: torch.device, backend: str) -> Prepared:
+    # torch.compile runs this once while tracing and keeps the result as a constant, so a
+    # compiled caller has no graph break here (``run`` only reads the result's fields).
+    return PREPARED.get((pattern, n, n_heads, head_dim, v_dim, dtype, device, backend))
+
+
+# -- choosing a backend ----------------------------------------------------------------------
 def resolve_backend(backend: str, q: torch.Tensor, pattern: Pattern) -> str:
     """The backend ``attention`` runs for ``backend`` on q's device, shape and ``pattern``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown attention backend {backend!r}; choose one of "
-                         f"{', '.join(BACKENDS)}")
-    return _choose(backend, q.device.type, pattern.name, q.shape[2], q.shape[1])
+    return resolve(backend, q.device.type, pattern, q.shape[2], q.shape[1])
 
 
 def auto_backend(pattern: Pattern, n_ctx: int, n_heads: int, device_type: str = "cuda") -> str:
     """What "auto" picks for ``pattern`` at ``n_ctx`` on a device type (for cost reports)."""
-    return _choose("auto", device_type, pattern.name, n_ctx, n_heads)
+    return resolve("auto", device_type, pattern, n_ctx, n_heads)
 
 
-def is_causal_at(pattern: Pattern, n_ctx: int, n_heads: int) -> bool:
-    """Whether every head of ``pattern`` is plain causal attention at length ``n_ctx``.
-
-    Every term is a subset of causal attention, so a head is causal exactly when one of its
-    terms is: causal with offset 0, or a window at offset 0 at least n_ctx wide.
-    """
-    def causal_term(t) -> bool:
-        return t.offset == 0 and (t.kind == "causal" or (t.kind == "window"
-                                                         and t.window >= n_ctx))
-    return all(any(causal_term(t) for t in pattern.head_terms(h, n_heads))
-               for h in range(n_heads))
-
-
-@torch.compiler.assume_constant_result
-def _choose(backend: str, device_type: str, spec: str, n: int, n_heads: int) -> str:
-    # Plain values in, a string out: torch.compile runs this once while tracing and keeps the
-    # answer as a constant, so a compiled model has no graph break here.
-    return _choose_cached(backend, device_type, spec, n, n_heads)
-
-
-@functools.lru_cache(maxsize=1024)
-def _choose_cached(backend: str, device_type: str, spec: str, n: int, n_heads: int) -> str:
-    name = _pick(backend, device_type, spec, n, n_heads)
-    if name in _MODULES:
-        load_backend(name)  # imported here, outside any trace; attention() reads _LOADED
-    return name
-
-
-def _pick(backend: str, device_type: str, spec: str, n: int, n_heads: int) -> str:
+def resolve(backend: str, device_type: str, pattern: Pattern, n: int, n_heads: int) -> str:
+    """The backend to run: ``backend`` itself (checked to be usable here) or what "auto"
+    picks for ``pattern`` at length ``n`` with ``n_heads`` heads on ``device_type``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of "
+                         f"{', '.join(BACKENDS)}")
     if backend != "auto":
         if backend in _MODULES:
             load_backend(backend)  # raises a clear error if unavailable
         return backend
-    pattern = parse_pattern(spec)
     if device_type == "cuda":
         if is_causal_at(pattern, n, n_heads):
             return "sdpa"
-        if _available("triton"):
-            return "triton"
-        return "torch"
+        return "triton" if _available("triton") else "torch"
     if n <= 2048:
         # Small CPU problems: dense masked matmuls beat gathering tiles once the pattern keeps
         # a large share of the causal work.
@@ -151,7 +284,22 @@ def _pick(backend: str, device_type: str, spec: str, n: int, n_heads: int) -> st
     return "torch"
 
 
-@functools.cache
+def is_causal_at(pattern: Pattern, n_ctx: int, n_heads: int) -> bool:
+    """Whether every head of ``pattern`` is plain causal attention at length ``n_ctx``.
+
+    Every term is a subset of causal attention, so a head is causal exactly when one of its
+    terms is (``kinds.Kind.covers_causal``: causal at offset 0, or a window at offset 0 at
+    least n_ctx wide).
+    """
+    return all(any(t.rules.covers_causal(t, n_ctx) for t in pattern.head_terms(h, n_heads))
+               for h in range(n_heads))
+
+
+def _every_row_has_a_key(pattern: Pattern, n: int, n_heads: int) -> bool:
+    return all(any(t.offset == 0 for t in pattern.head_terms(h, n_heads))
+               for h in range(n_heads))
+
+
 def _available(name: str) -> bool:
     try:
         load_backend(name)
@@ -160,88 +308,51 @@ def _available(name: str) -> bool:
     return True
 
 
+def _module(name: str) -> ModuleType:
+    # The backend module ``prepare`` imported. Read from Python's module table rather than
+    # kept on the Prepared value: torch.compile can then guard the function it calls.
+    return sys.modules[_MODULES[name]]
+
+
 def load_backend(name: str) -> ModuleType:
-    """Import a backend module (once), raising a clear error if it cannot be used here."""
+    """Import a backend module, raising a clear error if it cannot be used here."""
     if name not in _MODULES:
         raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    if name not in _LOADED:
-        try:
-            _LOADED[name] = importlib.import_module(_MODULES[name])
-        except ImportError as err:
-            raise ValueError(f"attention backend {name!r} is not available here: {err}") from None
-    return _LOADED[name]
-
-
-# -- sdpa ------------------------------------------------------------------------------------
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern,
-                   scale: float) -> torch.Tensor:
-    """``scaled_dot_product_attention``: is_causal where the pattern is causal, else a mask."""
-    B, H, N, D = q.shape
-    if is_causal_at(pattern, N, H):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-    mask = _dense_mask(pattern, N, H, q.device)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-    # SDPA gives NaN for a row with no allowed key; every backend here returns 0 there.
-    return out if _every_row_has_a_key(pattern, N, H) else torch.nan_to_num(out, nan=0.0)
-
-
-@functools.lru_cache(maxsize=8)
-def _dense_mask(pattern: Pattern, n: int, n_heads: int, device: torch.device) -> torch.Tensor:
-    return pattern.sdpa_mask(n, n_heads, device=device)
-
-
-@functools.lru_cache(maxsize=64)
-def _every_row_has_a_key(pattern: Pattern, n: int, n_heads: int) -> bool:
-    return all(any(t.offset == 0 for t in pattern.head_terms(h, n_heads))
-               for h in range(n_heads))
+    try:
+        return importlib.import_module(_MODULES[name])  # Python keeps it after the first time
+    except ImportError as err:
+        raise ValueError(f"attention backend {name!r} is not available here: {err}") from None
 
 
 # -- the component path of the "torch" and "flex" backends -----------------------------------
-@torch.compiler.disable
-def _plan(pattern: Pattern, n: int, n_heads: int, q_block: int, k_block: int):
-    # Planning is host-side numpy over frozen dataclasses: keep it out of dynamo's trace so a
-    # compiled model breaks the graph here instead of failing to reconstruct the pattern.
-    return pattern.plan(n, n_heads, q_block, k_block)
-
-
-def blocksparse_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern, scale: float,
-    backend: ModuleType, **backend_kwargs,
-) -> torch.Tensor:
-    """Run a tile backend over every component of the pattern's plan and assemble heads."""
+def _run_components(p: Components, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    scale: float) -> torch.Tensor:
+    """Run a tile backend over every component of the plan and assemble heads."""
     B, H, N, D = q.shape
-    q_block, k_block = backend.block_sizes(D, q.dtype, q.device)
-    plan = _plan(pattern, N, H, q_block, k_block)
-    pad = plan.n_pad - N
+    pad = p.n_pad - N
     if pad:
-        q, k, v = (torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
-    only = plan.components[0] if len(plan.components) == 1 else None
-    if only is not None and only.order == 0 and only.heads == tuple(range(H)):
+        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+    run_component = _module(p.backend).run_component  # looked up per call: tests count calls
+    if len(p.components) == 1 and p.components[0].perm is None \
+            and p.components[0].heads is None:
         # One natural-order component with every head: no gather, permutation or restack.
-        out, _ = backend.run_component(q.contiguous(), k.contiguous(), v.contiguous(),
-                                       on_device(only, q.device), scale, **backend_kwargs)
+        out, _ = run_component(q.contiguous(), k.contiguous(), v.contiguous(),
+                               p.components[0], scale)
         return out[:, :, :N] if pad else out
     parts: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(H)]
-    for cp in plan.components:
-        cp = on_device(cp, q.device)
-        if cp.heads == tuple(range(H)):  # one component holds every head: no gather copy
+    for comp in p.components:
+        if comp.heads is None:  # one component holds every head: no gather copy
             qc, kc, vc = q, k, v
-        else:  # cached on the device: a fresh host->device copy would sync every call
-            heads = _heads_index(cp.heads, q.device)
-            qc, kc, vc = (x.index_select(1, heads) for x in (q, k, v))
-        if cp.order:
-            perm = _permutation(plan.n_pad, cp.order, q.device)
-            qc, kc, vc = (x[:, :, perm] for x in (qc, kc, vc))
-        out, lse = backend.run_component(
-            qc.contiguous(), kc.contiguous(), vc.contiguous(), cp, scale, **backend_kwargs
-        )
-        if cp.order:
-            inv = _inverse(plan.n_pad, cp.order, q.device)
-            out, lse = out[:, :, inv], lse[:, :, inv]
-        for idx, h in enumerate(cp.heads):
+        else:
+            qc, kc, vc = (x.index_select(1, comp.heads) for x in (q, k, v))
+        if comp.perm is not None:
+            qc, kc, vc = (x[:, :, comp.perm] for x in (qc, kc, vc))
+        out, lse = run_component(qc.contiguous(), kc.contiguous(), vc.contiguous(), comp, scale)
+        if comp.inverse is not None:
+            out, lse = out[:, :, comp.inverse], lse[:, :, comp.inverse]
+        for idx, h in enumerate(comp.plan.heads):
             parts[h].append((out[:, idx], lse[:, idx]))
-    heads_out = [_merge(p) for p in parts]
-    out = torch.stack(heads_out, dim=1)
+    out = torch.stack([_merge(part) for part in parts], dim=1)
     return out[:, :, :N] if pad else out
 
 
@@ -256,21 +367,6 @@ def _merge(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         w = torch.exp(lse - total).unsqueeze(-1)
         out = out + w * o.to(w.dtype)
     return out.to(parts[0][0].dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _heads_index(heads: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    return torch.tensor(heads, device=device)
-
-
-@functools.lru_cache(maxsize=32)
-def _permutation(n: int, stride: int, device: torch.device) -> torch.Tensor:
-    return strided_permutation(n, stride, device=device)
-
-
-@functools.lru_cache(maxsize=32)
-def _inverse(n: int, stride: int, device: torch.device) -> torch.Tensor:
-    return inverse_permutation(_permutation(n, stride, device))
 
 
 def _validate(q, k, v, pattern, backend: str, scale, check_finite: bool) -> None:

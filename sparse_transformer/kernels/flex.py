@@ -20,7 +20,6 @@ import warnings
 import torch
 from torch._dynamo import exc as _dynamo_exc
 
-from sparse_transformer.kernels.device_cache import component_table
 from sparse_transformer.patterns import ComponentPlan
 from sparse_transformer.patterns.export import component_block_mask
 
@@ -70,20 +69,21 @@ def _recompile_budget():
     return dc.patch(**patch)
 
 
-def _block_mask(cp: ComponentPlan, device: torch.device):
-    """The component's BlockMask on ``device``, built once."""
-    return component_table(cp, "flex block mask", device,
-                           lambda: component_block_mask(cp, device))
+def component_tables(cp: ComponentPlan, device: torch.device):
+    """The component's ``BlockMask`` on ``device``, built once by ``dispatch.prepare``."""
+    return component_block_mask(cp, device)
 
 
 def run_component(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ComponentPlan, scale: float,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, comp, scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """FlexAttention over one component (heads gathered, positions in ``cp``'s order).
+    """FlexAttention over one component (heads gathered, positions in the component's order).
 
-    q, k: [B, Hc, N, D]; v: [B, Hc, N, Dv], N = cp.n_ctx. Returns out [B, Hc, N, Dv] in q's
-    dtype and the natural-log lse [B, Hc, N] in float32 (-inf where no key is allowed).
+    q, k: [B, Hc, N, D]; v: [B, Hc, N, Dv], N = comp.plan.n_ctx; ``comp`` is a
+    ``dispatch.Component`` whose tables are its ``BlockMask``. Returns out [B, Hc, N, Dv] in
+    q's dtype and the natural-log lse [B, Hc, N] in float32 (-inf where no key is allowed).
     """
+    cp = comp.plan
     if q.shape[2] != cp.n_ctx or q.shape[1] != len(cp.heads):
         raise ValueError(f"flex backend: got [B, Hc, N] = {tuple(q.shape[:3])}, the component "
                          f"expects Hc = {len(cp.heads)}, N = {cp.n_ctx}")
@@ -93,7 +93,7 @@ def run_component(
                                   "torch; use backend='torch' or 'triton' to train on the CPU")
     if q.dtype == torch.float64 and q.device.type == "cuda":
         raise TypeError("flex backend: float64 is not supported on CUDA; use float32/16 or bf16")
-    bm = _block_mask(cp, q.device)
+    bm = comp.tables
     fn = _compiled() if q.device.type == "cuda" else _flex_module.flex_attention
     quiet = _recompile_budget() if q.device.type == "cuda" else warnings.catch_warnings()
     with quiet:

@@ -3,16 +3,18 @@
 Runs on any device with autograd and needs no compiler: the portable fallback and the
 CPU training path. For each query tile it gathers the planned key tiles into one contiguous
 [M * k_block] key range, scores them in float32, applies the element rule of the pattern's
-terms (evaluated on the fly from positions; no mask is stored), and takes a masked softmax.
+terms (a mask over the gathered ranges, built once when the pattern is prepared:
+``component_tables``), and takes a masked softmax.
 Time and memory are O(N x active keys per query), not O(N^2) (paper 4.2: O(n sqrt n) for the
 factorized patterns).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from sparse_transformer.kernels.device_cache import component_table
 from sparse_transformer.kernels.reference import masked_softmax_attention
 from sparse_transformer.patterns import ComponentPlan
 
@@ -27,38 +29,61 @@ def block_sizes(head_dim: int, dtype: torch.dtype, device: torch.device) -> tupl
     return (128, 32)
 
 
+@dataclass(eq=False)
+class ClassTables:
+    """One class of a component: its heads (slots), key tile lists and element mask."""
+
+    heads: torch.Tensor  # long [Hk]: the component slots of the class's heads
+    index: torch.Tensor  # long [n_qt, M]: key tiles gathered per query tile
+    allowed: torch.Tensor  # bool [n_qt, q_block, M * k_block]: the element rule over them
+
+
+def component_tables(cp: ComponentPlan, device: torch.device) -> tuple[ClassTables, ...]:
+    """Per class of ``cp`` (on ``device``), in class order: what ``run_component`` reads.
+
+    The element mask depends only on the plan, so it is built here once, by whoever prepares
+    the pattern (``dispatch.prepare``), and shared by every call; its size is N x active
+    keys per query.
+    """
+    head_class = cp.head_class.tolist()
+    order = sorted(range(len(head_class)), key=lambda k_: head_class[k_])
+    out = []
+    for c in sorted(set(head_class)):
+        heads = torch.tensor([h for h in order if head_class[h] == c], device=device)
+        index, valid = _tile_lists(cp, c, device)
+        out.append(ClassTables(heads, index, _element_mask(cp, c, index, valid)))
+    return tuple(out)
+
+
 def run_component(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cp: ComponentPlan, scale: float
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, comp, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention for one component (heads and positions already gathered/permuted).
 
-    q, k: [B, Hc, N, D]; v: [B, Hc, N, Dv] with N = cp.n_ctx. Returns out [B, Hc, N, Dv] in
-    q's dtype and lse [B, Hc, N] in float32 (float64 for float64 inputs).
+    q, k: [B, Hc, N, D]; v: [B, Hc, N, Dv] with N = comp.plan.n_ctx; ``comp`` is a
+    ``dispatch.Component`` whose tables came from ``component_tables``. Returns out
+    [B, Hc, N, Dv] in q's dtype and lse [B, Hc, N] in float32 (float64 for float64 inputs).
     """
     B, Hc, N, D = q.shape
     Dv = v.shape[-1]
+    cp = comp.plan
     qb, kb = cp.q_block, cp.k_block
     nqt, nkt = N // qb, N // kb
     work = torch.float64 if q.dtype == torch.float64 else torch.float32
     out = q.new_empty(B, Hc, N, Dv, dtype=work)
     lse = q.new_empty(B, Hc, N, dtype=work)
     outs, lses = [], []
-    head_class = cp.head_class.tolist()
-    order = sorted(range(Hc), key=lambda k_: head_class[k_])
-    for c in sorted(set(head_class)):
-        heads = [h for h in order if head_class[h] == c]
-        hidx = torch.tensor(heads, device=q.device)
-        index, valid = _tile_lists(cp, c, q.device)  # [nqt, M]
+    for t in comp.tables:
+        hidx, index, n_h = t.heads, t.index, t.heads.shape[0]
         M = index.shape[1]
-        qt = q[:, hidx].to(work).reshape(B, len(heads), nqt, qb, D)
-        kt = k[:, hidx].to(work).reshape(B, len(heads), nkt, kb, D)[:, :, index]
-        vt = v[:, hidx].to(work).reshape(B, len(heads), nkt, kb, Dv)[:, :, index]
-        kt = kt.reshape(B, len(heads), nqt, M * kb, D)
-        vt = vt.reshape(B, len(heads), nqt, M * kb, Dv)
-        allowed = _element_mask(cp, c, q.device)
-        o, l = masked_softmax_attention(qt, kt, vt, allowed, scale)
-        outs.append((hidx, o.reshape(B, len(heads), N, Dv)))
-        lses.append((hidx, l.reshape(B, len(heads), N)))
+        qt = q[:, hidx].to(work).reshape(B, n_h, nqt, qb, D)
+        kt = k[:, hidx].to(work).reshape(B, n_h, nkt, kb, D)[:, :, index]
+        vt = v[:, hidx].to(work).reshape(B, n_h, nkt, kb, Dv)[:, :, index]
+        kt = kt.reshape(B, n_h, nqt, M * kb, D)
+        vt = vt.reshape(B, n_h, nqt, M * kb, Dv)
+        o, l = masked_softmax_attention(qt, kt, vt, t.allowed, scale)
+        outs.append((hidx, o.reshape(B, n_h, N, Dv)))
+        lses.append((hidx, l.reshape(B, n_h, N)))
     if len(outs) == 1:
         out, lse = outs[0][1], lses[0][1]
     else:  # put class groups back in head order (index_copy keeps autograd)
@@ -67,46 +92,37 @@ def run_component(
     return out.to(q.dtype), lse
 
 
-def _element_mask(cp: ComponentPlan, c: int, device: torch.device) -> torch.Tensor:
-    """Bool [n_qt, q_block, M * k_block]: the element rule over the gathered key ranges.
-
-    It depends only on the plan, so it is computed once per (plan, class, device) and reused by
-    every call and every layer with the same pattern; its size is N x active keys per query.
-    """
-    def build() -> torch.Tensor:
-        index, valid = _tile_lists(cp, c, device)
-        nqt, M = index.shape
-        qb, kb = cp.q_block, cp.k_block
-        i = (torch.arange(nqt, device=device)[:, None] * qb
-             + torch.arange(qb, device=device))[:, :, None]  # [nqt, qb, 1]
-        j = (index[:, :, None] * kb + torch.arange(kb, device=device)).reshape(nqt, 1, M * kb)
-        allowed = torch.zeros(nqt, qb, M * kb, dtype=torch.bool, device=device)
-        for term in cp.terms[c]:
-            allowed |= term.allowed(i, j)
-        return allowed & valid.repeat_interleave(kb, dim=1)[:, None, :]
-
-    return component_table(cp, "torch element mask", device, build, key=c)
+def _element_mask(cp: ComponentPlan, c: int, index: torch.Tensor, valid: torch.Tensor
+                  ) -> torch.Tensor:
+    """Bool [n_qt, q_block, M * k_block]: the element rule over the gathered key ranges."""
+    device = index.device
+    nqt, M = index.shape
+    qb, kb = cp.q_block, cp.k_block
+    i = (torch.arange(nqt, device=device)[:, None] * qb
+         + torch.arange(qb, device=device))[:, :, None]  # [nqt, qb, 1]
+    j = (index[:, :, None] * kb + torch.arange(kb, device=device)).reshape(nqt, 1, M * kb)
+    allowed = torch.zeros(nqt, qb, M * kb, dtype=torch.bool, device=device)
+    for term in cp.terms[c]:
+        allowed |= term.allowed(i, j)
+    return allowed & valid.repeat_interleave(kb, dim=1)[:, None, :]
 
 
 def _tile_lists(cp: ComponentPlan, c: int, device: torch.device
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Full and partial key tiles of class c merged into one padded [n_qt, M] list + validity."""
-    def build() -> tuple[torch.Tensor, torch.Tensor]:
-        # everything on the target device: the plan's tensors may live on any device (the
-        # dispatcher moves them to q's), so nothing here may assume the CPU
-        fc, fi = cp.full_count[c].to(device).long(), cp.full_index[c].to(device).long()
-        pc, pi = cp.partial_count[c].to(device).long(), cp.partial_index[c].to(device).long()
-        index = torch.cat([fi, pi], dim=1)
-        col = torch.arange(index.shape[1], device=device)
-        valid = torch.where(col < fi.shape[1], col[None] < fc[:, None],
-                            (col - fi.shape[1])[None] < pc[:, None])
-        # move each row's valid entries to the front, so M is the longest row rather than the
-        # sum of the full and partial widths
-        front = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)
-        index, valid = index.gather(1, front), valid.gather(1, front)
-        width = max(int(valid.sum(1).max()), 1)
-        index, valid = index[:, :width], valid[:, :width]
-        # invalid entries point at tile 0 (any real tile) and are masked out
-        return torch.where(valid, index, torch.zeros_like(index)), valid
-
-    return component_table(cp, "torch tile lists", device, build, key=c)
+    # everything on the target device: the plan's tensors may live on any device, so nothing
+    # here may assume the CPU
+    fc, fi = cp.full_count[c].to(device).long(), cp.full_index[c].to(device).long()
+    pc, pi = cp.partial_count[c].to(device).long(), cp.partial_index[c].to(device).long()
+    index = torch.cat([fi, pi], dim=1)
+    col = torch.arange(index.shape[1], device=device)
+    valid = torch.where(col < fi.shape[1], col[None] < fc[:, None],
+                        (col - fi.shape[1])[None] < pc[:, None])
+    # move each row's valid entries to the front, so M is the longest row rather than the
+    # sum of the full and partial widths
+    front = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)
+    index, valid = index.gather(1, front), valid.gather(1, front)
+    width = max(int(valid.sum(1).max()), 1)
+    index, valid = index[:, :width], valid[:, :width]
+    # invalid entries point at tile 0 (any real tile) and are masked out
+    return torch.where(valid, index, torch.zeros_like(index)), valid

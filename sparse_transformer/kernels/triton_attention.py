@@ -1,7 +1,7 @@
 """``backend="triton"``: the whole pattern as one PyTorch custom op over our Triton kernels.
 
-``sparse_attention(q, k, v, pattern, scale)`` runs every component of the pattern's plan
-(``patterns/plan.py``) and returns [B, H, N, Dv]. The launches (``forward_launches``,
+``sparse_attention(q, k, v, prepared, scale)`` runs every component of the plan of the
+pattern ``prepare`` was given (``patterns/plan.py``) and returns [B, H, N, Dv]. The launches (``forward_launches``,
 ``backward_launches``) are registered as two custom ops, ``sparse_transformer::
 sparse_attention_fwd`` and ``_bwd``, with fake (meta) kernels and an autograd formula, so
 ``torch.compile`` traces a model through them with no graph break; an eager call runs the same
@@ -15,8 +15,10 @@ call cheap on the host:
   projection reads it without a copy either;
 * heads are taken through per-component head tables and strided column heads are reordered
   inside the kernels, so there are no gathers, permutations, restacks or merge ops around them;
-* the plan and its device tables are built once per (pattern, n, heads, tiles, device) and
-  cached by ``device_tables``; a call only looks them up (no host work, no host sync).
+* the plan and its device tables are built once, by ``prepare`` (which the model's forward
+  state calls per layer pattern, ``model/state.py``), and handed to every call: the custom ops
+  take them as tensor arguments, so nothing is looked up, parsed or planned per call and
+  nothing waits on the device.
 
 Per call: one forward launch per component (1 for fixed, 2 for strided), and in the backward
 one Delta launch plus a dQ and a dK/dV launch per component. A head computed by two components
@@ -31,7 +33,6 @@ machine without CUDA the kernels run in Triton's interpreter (slow; for tests).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -39,8 +40,10 @@ import triton
 import triton.language as tl
 
 from sparse_transformer.kernels import triton_bwd, triton_fwd
-from sparse_transformer.kernels.triton_fwd import KIND_CODES, LOG2E, MAX_TERMS
-from sparse_transformer.patterns import ComponentPlan, Pattern, parse_pattern
+from sparse_transformer.kernels.dispatch import Prepared
+from sparse_transformer.kernels.triton_fwd import LOG2E, MAX_TERMS
+from sparse_transformer.patterns import ComponentPlan, Pattern
+from sparse_transformer.patterns.kinds import KIND_NONE
 
 # Triton runs kernels on CPU tensors only through its interpreter, and only if it was imported
 # with TRITON_INTERPRET=1 (its own library functions, such as tl.zeros, are defined then too).
@@ -100,7 +103,7 @@ class ComponentTables:
     slot_merge: torch.Tensor  # int32 [Hc]: 1 where an earlier component wrote this head
     query_side: tuple[torch.Tensor, ...]  # full count/index, partial count/index [C, n_qt, .]
     key_side: tuple[torch.Tensor, ...]  # the same per (grouped) key tile, listing query tiles
-    params: torch.Tensor  # int32 [C, T, 7]
+    params: torch.Tensor  # int32 [C, T, len(kinds.PARAMS)]
     kinds: tuple[int, int, int, int]
     n_slots: int
     n_query_tiles: int
@@ -108,15 +111,56 @@ class ComponentTables:
     stride: int  # 0: natural order; l: reordered by stride l
     groups: int  # n_pad // l (1 in natural order)
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.slot_head, self.slot_class, self.slot_merge, *self.query_side,
+                *self.key_side, self.params)
+
+    def ints(self) -> tuple[int, ...]:
+        return (*self.kinds, self.n_slots, self.n_query_tiles, self.n_key_groups, self.stride,
+                self.groups)
+
+
+_TENSORS, _INTS = 12, 9  # per component, in the order of ``tensors()`` and ``ints()``
+
 
 @dataclass(frozen=True)
 class PlanTables:
-    """Every component of one plan, in launch order, on one device."""
+    """Every component of one plan, in launch order, on one device.
+
+    ``flat`` is the same as the custom ops take it: (tensors, ints), since a custom op's
+    arguments are tensors, numbers and lists of them; ``unflatten`` undoes it.
+    """
 
     n_pad: int
     q_block: int
     k_block: int
     components: tuple[ComponentTables, ...]
+
+    @property
+    def flat(self) -> tuple[list[torch.Tensor], list[int]]:
+        tensors = [t for c in self.components for t in c.tensors()]
+        ints = [self.n_pad, self.q_block, self.k_block]
+        ints += [i for c in self.components for i in c.ints()]
+        return tensors, ints
+
+    @classmethod
+    def unflatten(cls, tensors: list[torch.Tensor], ints: list[int]) -> "PlanTables":
+        comps = []
+        for k in range(len(tensors) // _TENSORS):
+            t = tensors[k * _TENSORS:(k + 1) * _TENSORS]
+            i = ints[3 + k * _INTS:3 + (k + 1) * _INTS]
+            comps.append(ComponentTables(t[0], t[1], t[2], tuple(t[3:7]), tuple(t[7:11]), t[11],
+                                         tuple(i[:4]), *i[4:]))
+        return cls(ints[0], ints[1], ints[2], tuple(comps))
+
+
+@dataclass(eq=False)
+class TritonAttention(Prepared):
+    """``backend="triton"`` prepared: the plan's device tables (and the ops' flat form)."""
+
+    tables: PlanTables | None = None
+    flat: tuple[list[torch.Tensor], list[int]] = ((), ())
+    upcast: bool = False  # bfloat16 in Triton's interpreter: run float32 copies (see below)
 
 
 def _group_key_tiles(fc, fi, pc, pi, max_group: int = 4):
@@ -145,13 +189,13 @@ def _group_key_tiles(fc, fi, pc, pi, max_group: int = 4):
 
 def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device
                       ) -> ComponentTables:
-    kinds = [t.kind for t in cp.terms[0]]
+    kinds = [t.rules for t in cp.terms[0]]
     if len(kinds) > MAX_TERMS:
         raise ValueError(f"triton backend: a head ORs {len(kinds)} terms; at most "
                          f"{MAX_TERMS} are supported (use backend='torch')")
-    if any([t.kind for t in terms] != kinds for terms in cp.terms):
+    if any([t.rules for t in terms] != kinds for terms in cp.terms):
         raise ValueError("triton backend: classes of one component must share term kinds")
-    codes = tuple([KIND_CODES[k] for k in kinds] + [0] * (MAX_TERMS - len(kinds)))
+    codes = tuple([k.code for k in kinds] + [KIND_NONE] * (MAX_TERMS - len(kinds)))
     params = torch.tensor([[t.as_tuple() for t in terms] for terms in cp.terms],
                           dtype=torch.int32)
     key_side = _group_key_tiles(*cp.key_side())
@@ -167,10 +211,9 @@ def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device
         groups=cp.n_ctx // cp.order if cp.order else 1)
 
 
-@functools.lru_cache(maxsize=256)
 def device_tables(pattern: Pattern, n: int, n_heads: int, q_block: int, k_block: int,
                   device: torch.device) -> PlanTables:
-    """The plan of ``pattern`` at (n, heads, tiles) as device tables; built once, then cached."""
+    """The plan of ``pattern`` at (n, heads, tiles) as device tables."""
     plan = pattern.plan(n, n_heads, q_block, k_block)
     seen: set[int] = set()
     comps = []
@@ -180,9 +223,14 @@ def device_tables(pattern: Pattern, n: int, n_heads: int, q_block: int, k_block:
     return PlanTables(plan.n_pad, q_block, k_block, tuple(comps))
 
 
-@functools.lru_cache(maxsize=256)
-def _pattern(spec: str) -> Pattern:
-    return parse_pattern(spec)
+def prepare(pattern: Pattern, n: int, n_heads: int, head_dim: int, v_dim: int,
+            dtype: torch.dtype, device: torch.device) -> TritonAttention:
+    """Check that the kernels can take this problem and build its device tables (once)."""
+    check_support(dtype, head_dim, v_dim, device)
+    qb, kb = block_sizes(max(head_dim, v_dim), dtype, device)
+    tables = device_tables(pattern, n, n_heads, qb, kb, device)
+    return TritonAttention("triton", pattern, n, n_heads, tables=tables, flat=tables.flat,
+                           upcast=INTERPRETED and dtype == torch.bfloat16)
 
 
 def _prec(dtype: torch.dtype) -> str:
@@ -194,12 +242,6 @@ def _strides(x: torch.Tensor) -> tuple[int, int, int]:
     return x.stride(0), x.stride(1), x.stride(2)
 
 
-def _tables_for(q: torch.Tensor, v: torch.Tensor, pattern: str) -> PlanTables:
-    B, H, N, D = q.shape
-    qb, kb = block_sizes(max(D, v.shape[-1]), q.dtype, q.device)
-    return device_tables(_pattern(pattern), N, H, qb, kb, q.device)
-
-
 def _token_major(B: int, H: int, N: int, D: int, like: torch.Tensor,
                  dtype: torch.dtype | None = None) -> torch.Tensor:
     """A [B, H, N, D] view of fresh [B, N, H, D] memory (the model's layout)."""
@@ -207,12 +249,11 @@ def _token_major(B: int, H: int, N: int, D: int, like: torch.Tensor,
 
 
 # -- the launches ------------------------------------------------------------------------------
-def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: str,
+def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabs: PlanTables,
                      scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """out [B, H, N, Dv] (q's dtype, token-major memory) and lse [B, H, N] (float32)."""
     B, H, N, D = q.shape
     DV = v.shape[-1]
-    tabs = _tables_for(q, v, pattern)
     out = _token_major(B, H, N, DV, q)
     lse = torch.empty(B, H, N, device=q.device, dtype=torch.float32)
     dp, dvp = _pow2(D), _pow2(DV)
@@ -232,14 +273,13 @@ def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern:
 
 
 def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                      out: torch.Tensor, lse: torch.Tensor, pattern: str, scale: float
+                      out: torch.Tensor, lse: torch.Tensor, tabs: PlanTables, scale: float
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) in the inputs' dtype (token-major memory), given d out."""
     B, H, N, D = q.shape
     DV = v.shape[-1]
     if dout.stride(-1) != 1:
         dout = dout.contiguous()
-    tabs = _tables_for(q, v, pattern)
     dp, dvp = _pow2(D), _pow2(DV)
     delta = torch.empty(B, H, N, device=q.device, dtype=torch.float32)
     block = 64
@@ -280,36 +320,49 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
 
 
 # -- the custom ops: what torch.compile traces ---------------------------------------------------
+# The plan's device tables travel as arguments (``PlanTables.flat``): a compiled model passes
+# the ones its forward state holds, so the ops look nothing up.
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tables: list[torch.Tensor],
+            ints: list[int], scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return forward_launches(q, k, v, PlanTables.unflatten(tables, ints), scale)
+
+
+def _bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            out: torch.Tensor, lse: torch.Tensor, tables: list[torch.Tensor], ints: list[int],
+            scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return backward_launches(dout, q, k, v, out, lse, PlanTables.unflatten(tables, ints), scale)
+
+
 sparse_attention_fwd = torch.library.custom_op(
-    "sparse_transformer::sparse_attention_fwd", forward_launches, mutates_args=())
+    "sparse_transformer::sparse_attention_fwd", _fwd_op, mutates_args=())
 sparse_attention_bwd = torch.library.custom_op(
-    "sparse_transformer::sparse_attention_bwd", backward_launches, mutates_args=())
+    "sparse_transformer::sparse_attention_bwd", _bwd_op, mutates_args=())
 
 
 @sparse_attention_fwd.register_fake
-def _(q, k, v, pattern, scale):
+def _(q, k, v, tables, ints, scale):
     B, H, N, _ = q.shape
     return _token_major(B, H, N, v.shape[-1], q), q.new_empty(B, H, N, dtype=torch.float32)
 
 
 @sparse_attention_bwd.register_fake
-def _(dout, q, k, v, out, lse, pattern, scale):
+def _(dout, q, k, v, out, lse, tables, ints, scale):
     B, H, N, D = q.shape
     return (_token_major(B, H, N, D, q), _token_major(B, H, N, D, k),
             _token_major(B, H, N, v.shape[-1], v))
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, pattern, scale = inputs
-    ctx.pattern, ctx.scale = pattern, scale
-    ctx.save_for_backward(q, k, v, output[0], output[1])
+    q, k, v, tables, ints, scale = inputs
+    ctx.ints, ctx.scale, ctx.n_tables = ints, scale, len(tables)
+    ctx.save_for_backward(q, k, v, output[0], output[1], *tables)
     ctx.mark_non_differentiable(output[1])
 
 
 def _backward(ctx, dout, _dlse):
-    q, k, v, out, lse = ctx.saved_tensors
-    dq, dk, dv = sparse_attention_bwd(dout, q, k, v, out, lse, ctx.pattern, ctx.scale)
-    return dq, dk, dv, None, None
+    q, k, v, out, lse, *tables = ctx.saved_tensors
+    dq, dk, dv = sparse_attention_bwd(dout, q, k, v, out, lse, tables, ctx.ints, ctx.scale)
+    return dq, dk, dv, [None] * ctx.n_tables, None, None
 
 
 sparse_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -323,49 +376,55 @@ class _EagerAttention(torch.autograd.Function):
     GPU time. Only ``out`` is an output here, so no zero gradient is made for lse either."""
 
     @staticmethod
-    def forward(ctx, q, k, v, pattern: str, scale: float):
-        out, lse = forward_launches(q, k, v, pattern, scale)
-        ctx.pattern, ctx.scale = pattern, scale
+    def forward(ctx, q, k, v, tables: PlanTables, scale: float):
+        out, lse = forward_launches(q, k, v, tables, scale)
+        ctx.tables, ctx.scale = tables, scale
         ctx.save_for_backward(q, k, v, out, lse)
         return out
 
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = backward_launches(dout, q, k, v, out, lse, ctx.pattern, ctx.scale)
+        dq, dk, dv = backward_launches(dout, q, k, v, out, lse, ctx.tables, ctx.scale)
         return dq, dk, dv, None, None
 
 
-def check_inputs(q: torch.Tensor, v: torch.Tensor) -> None:
-    """Refuse what the kernels cannot take (the dispatcher has checked shapes and dtypes)."""
-    if q.dtype not in _DTYPES:
-        raise TypeError(f"triton backend: dtype {q.dtype} not supported; use float16, "
+def check_support(dtype: torch.dtype, head_dim: int, v_dim: int, device: torch.device) -> None:
+    """Refuse what the kernels cannot take (once, when a pattern is prepared)."""
+    if dtype not in _DTYPES:
+        raise TypeError(f"triton backend: dtype {dtype} not supported; use float16, "
                         "bfloat16 or float32 (or backend='torch')")
-    if q.shape[-1] > 256 or v.shape[-1] > 256:
-        raise ValueError(f"triton backend: head dims up to 256, got {q.shape[-1]}/{v.shape[-1]}")
-    if q.device.type != "cuda" and not INTERPRETED:
+    if head_dim > 256 or v_dim > 256:
+        raise ValueError(f"triton backend: head dims up to 256, got {head_dim}/{v_dim}")
+    if device.type != "cuda" and not INTERPRETED:
         raise ValueError("triton backend: CPU tensors need Triton's interpreter; set "
                          "TRITON_INTERPRET=1 before triton is first imported (or use CUDA)")
 
 
-def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: Pattern,
+def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: TritonAttention,
                      scale: float) -> torch.Tensor:
-    """Attention of every head of ``pattern`` in one op: q, k [B, H, N, D], v [B, H, N, Dv].
+    """Attention of every head of ``p``'s pattern in one op: q, k [B, H, N, D], v [B, H, N, Dv].
 
     Returns [B, H, N, Dv] in q's dtype (a view of [B, N, H, Dv] memory); differentiable.
-    Inputs may be any strided views whose last dim is contiguous.
+    Inputs may be any strided views whose last dim is contiguous; ``p`` comes from
+    ``prepare`` for these shapes and this dtype.
     """
-    check_inputs(q, v)
-    if INTERPRETED and q.dtype == torch.bfloat16:
+    if p.upcast:
         # Triton's interpreter computes tl.dot wrongly on bfloat16 operands (numpy has no
-        # bfloat16); run the same kernels on float32 copies and round the result back.
-        return sparse_attention(q.float(), k.float(), v.float(), pattern,
-                                scale).to(torch.bfloat16)
+        # bfloat16); run the same kernels on float32 copies and round the result back. Only
+        # on the CPU (tests): on CUDA bfloat16 runs as it is.
+        return _launch_op(q.float(), k.float(), v.float(), p, scale).to(torch.bfloat16)
+    return _launch_op(q, k, v, p, scale)
+
+
+def _launch_op(q, k, v, p: TritonAttention, scale: float) -> torch.Tensor:
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     if torch.compiler.is_compiling():  # traced: the custom op, which compiles with no break
-        return sparse_attention_fwd(q, k, v, pattern.name, float(scale))[0]
-    return _EagerAttention.apply(q, k, v, pattern.name, float(scale))
+        tensors, ints = p.flat
+        return sparse_attention_fwd(q, k, v, list(tensors), list(ints), float(scale))[0]
+    return _EagerAttention.apply(q, k, v, p.tables, float(scale))
 
 
-__all__ = ["block_sizes", "sparse_attention", "sparse_attention_fwd", "sparse_attention_bwd",
-           "forward_launches", "backward_launches", "device_tables", "DETERMINISTIC", "CONFIG"]
+__all__ = ["block_sizes", "prepare", "sparse_attention", "sparse_attention_fwd",
+           "sparse_attention_bwd", "forward_launches", "backward_launches", "device_tables",
+           "PlanTables", "TritonAttention", "DETERMINISTIC", "CONFIG"]

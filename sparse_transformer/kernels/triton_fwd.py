@@ -24,8 +24,9 @@ so every product is at least QB x 64 x D and the tensor cores stay busy. Softmax
 (FlashAttention-2) form in base 2 with float32 accumulation; the program writes its output
 rows and their natural-log log-sum-exp, which the backward needs.
 
-Term kinds (constexpr, ``KIND_*``) and parameters (int32 [C, T, 7], ``Term.as_tuple`` order:
-offset, window, group, period, lo, hi, stride) follow ``patterns/terms.py``.
+Term kinds (constexpr, ``KIND_*``) and the layout of their parameters (int32 [C, T, P],
+``_P_*``: offset, window, group, period, lo, hi, stride) come from the kind table,
+``patterns/kinds.py``; ``_term_ok`` is that table's ``holds`` in Triton.
 """
 
 from __future__ import annotations
@@ -42,9 +43,19 @@ if not torch.cuda.is_available():  # pragma: no cover - depends on the machine
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-KIND_NONE, KIND_CAUSAL, KIND_WINDOW, KIND_GROUP, KIND_SUMMARY, KIND_STRIDE = range(6)
-KIND_CODES = {"causal": KIND_CAUSAL, "window": KIND_WINDOW, "group": KIND_GROUP,
-              "summary": KIND_SUMMARY, "stride": KIND_STRIDE}
+from sparse_transformer.patterns.kinds import KIND_NONE, KINDS, PARAMS  # noqa: E402
+
+# Kernels read globals only as constexprs: the kind codes and the parameter layout, from the
+# kind table.
+KIND_WINDOW = tl.constexpr(KINDS["window"].code)
+KIND_GROUP = tl.constexpr(KINDS["group"].code)
+KIND_SUMMARY = tl.constexpr(KINDS["summary"].code)
+KIND_STRIDE = tl.constexpr(KINDS["stride"].code)
+_NO_TERM = tl.constexpr(KIND_NONE)
+_N_PARAMS = tl.constexpr(len(PARAMS))
+_P_OFFSET, _P_WINDOW, _P_GROUP, _P_PERIOD, _P_LO, _P_HI, _P_STRIDE = (
+    tl.constexpr(PARAMS.index(name))
+    for name in ("offset", "window", "group", "period", "lo", "hi", "stride"))
 MAX_TERMS = 4
 LOG2E = 1.4426950408889634
 
@@ -79,17 +90,18 @@ if os.environ.get("TRITON_INTERPRET") == "1":
 def _term_ok(i, j, prm, T: tl.constexpr, KIND: tl.constexpr):
     """Element truth of term T of a class: i [R, 1] query positions, j [1, S] key positions."""
     d = i - j
-    ok = d >= tl.load(prm + T * 7 + 0)
-    if KIND == 2:  # window: i - j < W
-        ok = ok & (d < tl.load(prm + T * 7 + 1))
-    if KIND == 3:  # group: same block of G positions
-        g = tl.load(prm + T * 7 + 2)
+    t = prm + T * _N_PARAMS
+    ok = d >= tl.load(t + _P_OFFSET)
+    if KIND == KIND_WINDOW:  # i - j < W
+        ok = ok & (d < tl.load(t + _P_WINDOW))
+    if KIND == KIND_GROUP:  # same block of G positions
+        g = tl.load(t + _P_GROUP)
         ok = ok & ((i // g) == (j // g))
-    if KIND == 4:  # summary: lo <= j mod P < hi
-        r = j % tl.load(prm + T * 7 + 3)
-        ok = ok & (r >= tl.load(prm + T * 7 + 4)) & (r < tl.load(prm + T * 7 + 5))
-    if KIND == 5:  # stride: (i - j) mod S == 0 (d >= 0 wherever it matters, so C-style % is fine)
-        ok = ok & ((d % tl.load(prm + T * 7 + 6)) == 0)
+    if KIND == KIND_SUMMARY:  # lo <= j mod P < hi
+        r = j % tl.load(t + _P_PERIOD)
+        ok = ok & (r >= tl.load(t + _P_LO)) & (r < tl.load(t + _P_HI))
+    if KIND == KIND_STRIDE:  # (i - j) mod S == 0 (d >= 0 wherever it matters: C-style % is fine)
+        ok = ok & ((d % tl.load(t + _P_STRIDE)) == 0)
     return ok
 
 
@@ -98,11 +110,11 @@ def element_rule(i, j, prm, K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr
                  K3: tl.constexpr):
     """OR of up to four terms (kinds K0..K3, KIND_NONE = absent)."""
     ok = _term_ok(i, j, prm, 0, K0)
-    if K1 != 0:
+    if K1 != _NO_TERM:
         ok = ok | _term_ok(i, j, prm, 1, K1)
-    if K2 != 0:
+    if K2 != _NO_TERM:
         ok = ok | _term_ok(i, j, prm, 2, K2)
-    if K3 != 0:
+    if K3 != _NO_TERM:
         ok = ok | _term_ok(i, j, prm, 3, K3)
     return ok
 

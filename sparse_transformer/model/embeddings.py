@@ -10,7 +10,11 @@ where o_i^(j) is the one-hot coordinate of position i along dimension j of the d
 The token at position i of the *input* is the byte before it: inputs are shifted right by one
 and a learned start vector takes position 0 (first-token handling is not in the paper; OpenAI's
 later code does the same), so logits at position i predict byte i from bytes < i, and the
-position embedding added at i is that of the byte being predicted.
+position embedding added at i is that of the byte being predicted. The model does the shift
+(``SparseTransformer.forward``); this module embeds what each position reads.
+
+Position coordinates are a pure function of (config, length); the model's forward state keeps
+them on the device (``model/state.py``), so a call computes none.
 
 Shapes: B batch, N positions, D = d_model.
 """
@@ -51,7 +55,6 @@ class Embedding(nn.Module):
         self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.start = nn.Parameter(torch.zeros(cfg.d_model))
         self.pos = nn.ModuleList(nn.Embedding(s, cfg.d_model) for s in table_sizes(cfg))
-        self._coords: dict[tuple[int, str], list[torch.Tensor]] = {}
 
     def reset_parameters(self, init: str) -> None:
         # Paper 6: W_e ~ N(0, 0.125/sqrt(d)), position tables ~ N(0, 0.125/sqrt(d n_emb));
@@ -62,16 +65,21 @@ class Embedding(nn.Module):
         for table in self.pos:
             nn.init.normal_(table.weight, std=paper_std(d * n_emb, init))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n = x.shape
-        if n > self.cfg.n_ctx:
-            raise ValueError(f"sequence length {n} exceeds n_ctx {self.cfg.n_ctx}")
-        tok = self.tok(x[:, :-1])  # [B, N-1, D]: byte i-1 sits at position i
-        h = torch.cat([self.start.expand(b, 1, -1).to(tok.dtype), tok], dim=1)
-        key = (n, str(x.device))
-        if key not in self._coords:
-            self._coords[key] = position_coordinates(self.cfg, n, x.device)
-        for table, coord in zip(self.pos, self._coords[key]):
+    def coordinates(self, n: int, device: torch.device | str | None = None
+                    ) -> list[torch.Tensor]:
+        """Per position table, the rows positions 0..n-1 read (``position_coordinates``)."""
+        return position_coordinates(self.cfg, n, device)
+
+    def forward(self, x: torch.Tensor, coords: list[torch.Tensor] | tuple[torch.Tensor, ...],
+                start: bool) -> torch.Tensor:
+        """Embeddings [B, N, D] of N positions: the start vector first if ``start`` (the
+        position is 0), then one position per byte of ``x`` [B, N - start]; ``coords`` holds
+        each table's rows for those N positions."""
+        b = x.shape[0]
+        h = self.tok(x)  # [B, N - start, D]
+        if start:
+            h = torch.cat([self.start.expand(b, 1, -1).to(h.dtype), h], dim=1)
+        for table, coord in zip(self.pos, coords):
             h = h + table(coord)  # [N, D] broadcast over the batch
         return h
 

@@ -6,8 +6,13 @@
     logits = LN(H_N) W_out,  W_out untied and zero at init  (5.2, 6)
 
 attn is multi-head attention restricted, per layer and head, to the configured pattern and
-computed by ``sparse_transformer.attention``; ff(x) = W_2 gelu(W_1 x + b_1) + b_2 with
+computed by the attention backends (``kernels``); ff(x) = W_2 gelu(W_1 x + b_1) + b_2 with
 gelu(x) = x * sigmoid(1.702 x). Dropout only at the end of each residual branch (5.4).
+
+Every forward pass takes an explicit state (``model/state.py``): each layer's attention
+prepared for the length (backend, plan, device tables), built once and kept by the model, or,
+when decoding, the run's key/value caches and position. Training, evaluation, the prompt of a
+sample and each decoding step run these same modules; only the state differs.
 
 Initialisation (paper 6; the notation is ambiguous, see ``ModelConfig.init``): biases 0,
 weights N(0, s(d_in)) with s the chosen reading of 0.125/sqrt(d_in); W_2 and W_p (the attention
@@ -20,30 +25,38 @@ from __future__ import annotations
 
 import math
 import os
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from sparse_transformer.kernels import attention
-from sparse_transformer.model.config import ModelConfig
+from sparse_transformer.kernels import Prepared, run
 from sparse_transformer.model import pretrained
+from sparse_transformer.model.config import ModelConfig
 from sparse_transformer.model.embeddings import Embedding, paper_std
+from sparse_transformer.model.state import (
+    STATES,
+    DecodeState,
+    ForwardState,
+    LayerState,
+    build_decode_state,
+    build_forward_state,
+)
 from sparse_transformer.model.tokens import Tokens, as_tokens
-from sparse_transformer.patterns import Pattern
 
-def attend(q, k, v, pattern: Pattern, scale: float, backend: str) -> torch.Tensor:
-    """``sparse_transformer.attention`` with autocast off, so logits and softmax stay fp32.
+
+def attend(q, k, v, prepared: Prepared, scale: float) -> torch.Tensor:
+    """The prepared attention (``kernels.run``) with autocast off, so logits stay fp32.
 
     Under autocast a matmul of fp32 tensors is silently downcast to bf16/fp16; the backends
     upcast q, k, v themselves (the paper keeps q.k in fp32 because it can overflow fp16, 5.6),
     so autocast is switched off around the call and the result keeps the inputs' dtype.
     """
     with torch.autocast(q.device.type, enabled=False):
-        return attention(q, k, v, pattern, scale=scale, backend=backend, check_finite=False)
+        return run(prepared, q, k, v, scale)
 
 
 class Attention(nn.Module):
@@ -51,21 +64,28 @@ class Attention(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
-        self.n_head, self.d_qk, self.backend = cfg.n_head, cfg.d_qk, cfg.backend
+        self.n_head, self.d_qk = cfg.n_head, cfg.d_qk
         self.pattern = cfg.layer_pattern(layer)
+        self.scale = 1.0 / math.sqrt(cfg.d_qk // cfg.n_head)  # per-head q/k width (paper 4.2)
         # One fused matrix for q, k (each d_qk wide, half of d for "half-size" q/k) and v (d).
         self.qkv = nn.Linear(cfg.d_model, 2 * cfg.d_qk + cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)  # W_p of Eq. 5
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layer: LayerState) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).split([self.d_qk, self.d_qk, d], dim=-1)
         # [B, N, H*Dh] -> [B, H, N, Dh]
         q = q.view(b, n, self.n_head, -1).transpose(1, 2)
         k = k.view(b, n, self.n_head, -1).transpose(1, 2)
         v = v.view(b, n, self.n_head, -1).transpose(1, 2)
-        scale = 1.0 / math.sqrt(self.d_qk // self.n_head)  # per-head q/k width (paper 4.2)
-        y = attend(q, k, v, self.pattern, scale, self.backend)  # [B, H, N, Dv]
+        if layer.attend is None:
+            # One decoding step: store this position's key/value where the pattern will read
+            # it, and attend to the pattern's cached keys only (kernels/kv_cache.py).
+            y = layer.cache.step(q, k, v, layer.index, self.scale)  # [B, H, 1, Dv]
+        else:
+            y = attend(q, k, v, layer.attend, self.scale)  # [B, H, N, Dv]
+            if layer.cache is not None:  # a decoding run's prompt: keep its keys and values
+                layer.cache.prefill(k, v)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
 
@@ -97,14 +117,15 @@ class Block(nn.Module):
         self.ff = FeedForward(cfg)
         self.drop = nn.Dropout(cfg.dropout)  # end of each branch only (paper 5.4)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x)))
+    def forward(self, x: torch.Tensor, layer: LayerState) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), layer))
         return x + self.drop(self.ff(self.ln2(x)))
 
 
-def _run_blocks(blocks: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
-    for block in blocks:
-        h = block(h)
+def _run_blocks(blocks: nn.ModuleList, h: torch.Tensor, layers: tuple[LayerState, ...]
+                ) -> torch.Tensor:
+    for block, layer in zip(blocks, layers):
+        h = block(h, layer)
     return h
 
 
@@ -131,7 +152,15 @@ class SparseTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, r) for r in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=cfg.output_bias)  # W_out, untied
+        # The forward states this model ran with last, by (length, device, dtype, backend):
+        # a bounded cache owned here (not in the state dict; rebuilt after a reload).
+        self._states: OrderedDict[tuple, ForwardState] = OrderedDict()
         self.reset_parameters()
+
+    @property
+    def config(self) -> ModelConfig:
+        """The model's ``ModelConfig`` (Hugging Face's name for it; ``cfg`` is the same)."""
+        return self.cfg
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -168,22 +197,111 @@ class SparseTransformer(nn.Module):
                              f"log frequencies, got shape {tuple(freq.shape)}")
         self.head.bias.copy_(freq.to(self.head.bias.device))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    # -- forward -----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, state: ForwardState | DecodeState | None = None
+                ) -> torch.Tensor:
+        """Logits for bytes ``x`` [B, N].
+
+        Without a state, or with ``forward_state(N)``: positions 0..N-1, logits[:, i]
+        predicting x[:, i] from x[:, :i] (the class docstring). With a ``decode_state``,
+        decoding: the first call runs the prompt x (positions 0..N: the start vector, then
+        one position per byte) and returns logits [B, N + 1, V], the last predicting the byte
+        after the prompt; each later call takes one byte x [B, 1] -- the byte just chosen --
+        and returns logits [B, 1, V] for the byte after it, through the caches.
+        """
         if x.dim() != 2:
             raise ValueError(f"expected tokens [B, N], got shape {tuple(x.shape)}")
-        h = self.embed(x)  # [B, N, D]
+        if isinstance(state, DecodeState):
+            return self._decode(x, state)
+        if state is None:
+            state = self.forward_state(x.shape[1], x.device)
+        elif state.n != x.shape[1]:
+            raise ValueError(f"the state was built for {state.n} positions, got {x.shape[1]}")
+        h = self.embed(x[:, :-1], state.coords, start=True)  # [B, N, D]: byte i-1 at i
+        return self._blocks_and_head(h, state.layers)
+
+    def _blocks_and_head(self, h: torch.Tensor, layers: tuple[LayerState, ...]) -> torch.Tensor:
         if self.cfg.recompute and self.training and torch.is_grad_enabled():
             # Keep only the residual stream (once per group of blocks); re-run the blocks in
             # the backward with the same RNG state so dropout masks replay (paper 5.4, Fig. 4).
             g = self.cfg.recompute_group
             for start in range(0, len(self.blocks), g):
-                group = self.blocks[start:start + g]
-                h = checkpoint(_run_blocks, group, h, use_reentrant=False,
+                h = checkpoint(_run_blocks, self.blocks[start:start + g], h,
+                               layers[start:start + g], use_reentrant=False,
                                preserve_rng_state=True)
         else:
-            for block in self.blocks:
-                h = block(h)
+            h = _run_blocks(self.blocks, h, layers)
         return self.head(self.ln_f(h))  # [B, N, vocab]
+
+    def _decode(self, x: torch.Tensor, state: DecodeState) -> torch.Tensor:
+        if self.training:  # a step has no dropout; the prompt's pass must not either
+            raise ValueError("decoding needs the model in eval mode (model.eval())")
+        if x.shape[0] != state.batch:
+            raise ValueError(f"the decode state holds {state.batch} sequences, got a batch of "
+                             f"{x.shape[0]}")
+        if state.length == 0:  # the prompt: start vector + x, one ordinary forward pass
+            n = x.shape[1] + 1
+            if n > state.capacity:
+                raise ValueError(f"prompt of {n - 1} tokens leaves no room in the cache's "
+                                 f"{state.capacity} positions (n_ctx {self.cfg.n_ctx})")
+            fs = self.forward_state(n, x.device)
+            layers = tuple(LayerState(f.attend, cache=c) for f, c in zip(fs.layers, state.caches))
+            logits = self._blocks_and_head(self.embed(x, fs.coords, start=True), layers)
+            state.pos.fill_(n)
+            state.length = n
+            return logits
+        if x.shape[1] != 1:
+            raise ValueError(f"a decoding step takes one byte per sequence, got {x.shape[1]}; "
+                             "state.reset() to run a new prompt")
+        if state.length >= state.capacity:
+            raise ValueError(f"the cache is full: {state.capacity} positions decoded")
+        # Position pos reads the byte x (at pos - 1); its coordinates come from the device
+        # position, so a CUDA graph of this step replays at any position.
+        state.index.clear()
+        h = self.embed(x, [c.index_select(0, state.pos) for c in state.coords], start=False)
+        logits = self._blocks_and_head(h, state.step_layers)
+        state.pos.add_(1)  # after the blocks: the step index reads pos lazily
+        state.length += 1
+        return logits
+
+    # -- states ----------------------------------------------------------------------------
+    @torch.compiler.disable
+    def forward_state(self, n: int, device: torch.device | str | None = None,
+                      dtype: torch.dtype | None = None) -> ForwardState:
+        """The state of a forward pass over ``n`` positions on ``device`` (default: the
+        model's) with attention inputs of ``dtype`` (default: autocast's when it is on, else
+        the weights'): built once, then kept with the last few (``state.STATES``).
+
+        Outside torch.compile's trace (planning is host-side numpy): a compiled ``forward``
+        breaks the graph once here, and ``compile_blocks`` traces none of it.
+        """
+        if not 1 <= n <= self.cfg.n_ctx:
+            raise ValueError(f"sequence length {n} exceeds n_ctx {self.cfg.n_ctx}"
+                             if n > 0 else f"sequence length must be >= 1, got {n}")
+        device = self.head.weight.device if device is None else torch.device(device)
+        if dtype is None:
+            dtype = (torch.get_autocast_dtype(device.type)
+                     if torch.is_autocast_enabled(device.type) else self.head.weight.dtype)
+        key = (n, device, dtype, self.cfg.backend)
+        state = self._states.get(key)
+        if state is None:
+            # ordinary tensors even when called under inference mode (sampling): the model keeps
+            # the state, and a training step may take it up later
+            with torch.inference_mode(False):
+                state = self._states[key] = build_forward_state(self, n, device, dtype)
+            if len(self._states) > STATES:
+                self._states.popitem(last=False)
+        else:
+            self._states.move_to_end(key)
+        return state
+
+    def decode_state(self, batch: int, capacity: int | None = None, *, dense: bool = False
+                     ) -> DecodeState:
+        """Caches for decoding ``batch`` sequences of up to ``capacity`` positions (default
+        and at most n_ctx) on the model's device: pass it to ``forward`` (see there), or let
+        ``sparse_transformer.generate`` do it. ``dense`` builds the baseline that stores and
+        reads every position (benchmarks)."""
+        return build_decode_state(self, batch, capacity, dense)
 
     def compile_blocks(self, **options) -> "SparseTransformer":
         """``torch.compile`` each residual block in place; returns the model.
@@ -201,7 +319,9 @@ class SparseTransformer(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    # -- using a model: thin entry points over model/pretrained.py, model/tokens.py, sample/ --
+    # -- using a model: thin entry points over model/pretrained.py and model/tokens.py ------
+    # (``model.generate(prompt, ...)`` is ``sparse_transformer.generate(model, prompt, ...)``,
+    # wired by the package: sampling builds on the model, sparse_transformer/__init__.py)
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
                         map_location: str | torch.device = "cpu") -> "SparseTransformer":
@@ -223,21 +343,6 @@ class SparseTransformer(nn.Module):
         tokens = as_tokens(x, self.cfg.vocab_size, name="loss", min_len=1, max_len=self.cfg.n_ctx)
         tokens = tokens.to(self.head.weight.device)
         return loss_nats(self(tokens), tokens)
-
-    def generate(self, prompt: Tokens, n_bytes: int, *, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 **options: Any) -> bytes | torch.Tensor:
-        """Sample ``n_bytes`` after ``prompt`` with the pattern-aware cache: bytes (prompt + new)
-        for a bytes or str prompt, a tensor for a tensor prompt.
-
-        See ``sparse_transformer.generate`` for every option (``progress``, ``cache``, ...).
-        """
-        # Sampling builds on the model (sample imports model), so the model reaches it at call
-        # time: importing it at module level would make the two packages import each other.
-        from sparse_transformer.sample.generate import generate
-
-        return generate(self, prompt, n_bytes, temperature=temperature, top_k=top_k,
-                        top_p=top_p, seed=seed, **options)
 
 
 def loss_nats(logits: torch.Tensor, x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

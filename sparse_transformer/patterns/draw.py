@@ -39,8 +39,6 @@ _COMPUTED = np.array([0.80, 0.87, 0.97])  # light blue: computed but masked out
 _EMPTY = np.array([1.0, 1.0, 1.0])
 _PADDING = np.array([0.88, 0.88, 0.88])  # positions added to reach a multiple of the stride
 
-_PART = {"causal": "causal", "window": "window", "group": "own block",
-         "summary": "summary columns", "stride": "column"}
 _PANEL_IN = (3.1, 3.3)  # inches per panel (width, height), labels included
 _TITLE_CHARS = 38  # per line of a panel title at 8 pt in a 3.1-inch panel
 _TITLE_CHARS_PER_IN = 12  # for the 9 pt figure title
@@ -120,7 +118,7 @@ def _panels(pattern: Pattern, n_ctx: int, n_heads: int, block: int, reorder: boo
         natural = [cp for cp in comps if cp.order == 0]
         for cp in natural:
             c = int(cp.head_class[cp.heads.index(h)])
-            parts = ", ".join(dict.fromkeys(_PART[t.kind] for t in cp.terms[c]))
+            parts = ", ".join(dict.fromkeys(t.rules.label for t in cp.terms[c]))
             title = f"head {h}" if len(comps) == 1 else f"head {h}: {parts} part"
             tiles = _tiles_image((n_ctx, n_ctx), [cp.pairs[c][:2]], block, block)
             panels.append((_component_mask(cp, c)[:n_ctx, :n_ctx], tiles, None, title, False))

@@ -22,7 +22,6 @@ queries are dropped by the caller.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 
@@ -203,7 +202,8 @@ def _class_pairs(terms: tuple[Term, ...], n: int, qb: int, kb: int
     return uniq // nkb, uniq % nkb, full
 
 
-def _split_head(terms: tuple[Term, ...], reorder: bool) -> tuple[tuple[Term, ...], tuple[int, int] | None]:
+def split_head(terms: tuple[Term, ...], reorder: bool = True
+               ) -> tuple[tuple[Term, ...], tuple[int, int] | None]:
     """Natural-order terms and, if the column part can run reordered, (stride, min distance).
 
     The reordered column must not repeat keys the natural terms already cover, so that the two
@@ -224,10 +224,20 @@ def _split_head(terms: tuple[Term, ...], reorder: bool) -> tuple[tuple[Term, ...
     return others, (col.stride, -(-reach // col.stride))
 
 
-@functools.lru_cache(maxsize=64)
+def padded_length(n_ctx: int, q_block: int, k_block: int, strides=()) -> int:
+    """The length a plan works at: n_ctx rounded up to a multiple of both tile sizes and of
+    every stride it reorders by (so each reordered residue class has n / l positions)."""
+    multiple = math.lcm(q_block, k_block, *strides)
+    return -(-n_ctx // multiple) * multiple
+
+
 def build_plan(pattern: Pattern, n_ctx: int, n_heads: int, q_block: int, k_block: int,
                reorder: bool = True) -> AttentionPlan:
-    """Plan ``pattern`` for ``n_ctx`` positions and ``n_heads`` heads (cached)."""
+    """Plan ``pattern`` for ``n_ctx`` positions and ``n_heads`` heads.
+
+    Not memoised: whoever runs a plan keeps it (``kernels.prepare`` builds one per layer
+    pattern and length, owned by the model's forward state), so the planner holds nothing.
+    """
     _check_positive_int("n_ctx", n_ctx)
     _check_positive_int("q_block", q_block)
     _check_positive_int("k_block", k_block)
@@ -236,14 +246,13 @@ def build_plan(pattern: Pattern, n_ctx: int, n_heads: int, q_block: int, k_block
     natural: dict[tuple[str, ...], list[tuple[int, tuple[Term, ...]]]] = {}
     columns: dict[int, list[tuple[int, int]]] = {}
     for h in range(n_heads):
-        nat, col = _split_head(pattern.head_terms(h, n_heads), reorder)
+        nat, col = split_head(pattern.head_terms(h, n_heads), reorder)
         if nat:
             natural.setdefault(tuple(t.kind for t in nat), []).append((h, nat))
         if col:
             columns.setdefault(col[0], []).append((h, col[1]))
 
-    multiple = math.lcm(q_block, k_block, *columns.keys())
-    n_pad = -(-n_ctx // multiple) * multiple
+    n_pad = padded_length(n_ctx, q_block, k_block, columns.keys())
 
     components: list[ComponentPlan] = []
     for members in natural.values():

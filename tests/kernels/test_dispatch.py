@@ -21,12 +21,24 @@ def test_default_scale_is_inverse_sqrt_head_dim():
     assert not torch.allclose(attention(q, k, v, p), attention(q, k, v, p, scale=1.0))
 
 
-@pytest.mark.parametrize("backend", ["reference", "torch"])
-def test_backends_agree(backend):
+def _float64_by_hand(q, k, v, pattern, scale):
+    """Masked softmax attention written out here, in float64: an oracle that shares no code
+    with any backend (the "reference" backend included)."""
+    q, k, v = (x.double() for x in (q, k, v))
+    n, h = q.shape[2], q.shape[1]
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    mask = torch.stack([pattern.allowed(i, j, head, h) for head in range(h)])
+    s = (q @ k.transpose(-1, -2) * scale).masked_fill(~mask, float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "sdpa"])
+def test_backends_agree_with_an_independent_oracle(backend):
     q, k, v = _qkv(N=45)
     p = P.fixed(8, 2, 2)
-    torch.testing.assert_close(attention(q, k, v, p, backend=backend),
-                               reference_attention(q, k, v, p), atol=1e-5, rtol=1e-5)
+    got = attention(q, k, v, p, backend=backend)
+    torch.testing.assert_close(got.double(), _float64_by_hand(q, k, v, p, 1 / math.sqrt(8)),
+                               atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("n,pattern,want", [
@@ -113,3 +125,25 @@ def test_scale_must_be_a_finite_number(scale):
     q, k, v = _qkv()
     with pytest.raises(ValueError, match="scale must be a finite number"):
         attention(q, k, v, P.local(5), scale=scale)
+
+
+def test_attention_keeps_a_bounded_lru_of_prepared_patterns(monkeypatch):
+    """What attention() prepared is kept (dispatch.PREPARED), bounded in entries and in bytes:
+    the dense masks of "reference" are H x N x N."""
+    from sparse_transformer.kernels import dispatch
+
+    lru = dispatch.PreparedLRU(size=3, max_bytes=2 * 40 * 40)
+    monkeypatch.setattr(dispatch, "PREPARED", lru)
+    q = torch.randn(1, 1, 40, 8)
+    attention(q, q, q, P.local(5), backend="reference")  # a 1,600-byte mask
+    first = next(iter(lru._items.values()))[0]
+    attention(q, q, q, P.local(5), backend="reference")
+    assert len(lru) == 1 and next(iter(lru._items.values()))[0] is first  # a hit
+    attention(q, q, q, P.local(6), backend="reference")
+    attention(q, q, q, P.local(7), backend="reference")  # 4,800 bytes > 3,200: oldest out
+    assert len(lru) == 2 and lru._bytes == 2 * 1600
+    lru = dispatch.PreparedLRU(size=3)
+    monkeypatch.setattr(dispatch, "PREPARED", lru)
+    for n in range(10, 15):
+        attention(q[:, :, :n], q[:, :, :n], q[:, :, :n], P.local(3), backend="torch")
+    assert len(lru) == 3  # the last three lengths

@@ -108,10 +108,31 @@ def test_fp32_contiguous_layout(pattern, n):
     _check(pattern, n, 2, torch.float32, layout="contiguous")
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [
+    torch.float16,
+    pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
+        DEVICE == "cpu", reason="Triton's interpreter cannot run bf16 tl.dot (numpy has no "
+        "bfloat16), so the op runs float32 copies there (test_bf16_in_the_interpreter_runs_"
+        "float32_copies); the bf16 kernels run on CUDA (here and in test_cuda.py)")),
+])
 @pytest.mark.parametrize("pattern", [P.fixed(16, 8, 2), P.strided(8, "merge")])
 def test_half(pattern, dtype):
     _check(pattern, 64, 2, dtype, B=2, D=64, Dv=32)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="the interpreter's fallback only")
+def test_bf16_in_the_interpreter_runs_float32_copies():
+    """What a bf16 call does in Triton's interpreter: the float32 kernels on upcast copies,
+    rounded back to bf16 -- named for what it runs, unlike a bf16 test would be."""
+    p = P.fixed(16, 8, 2)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 64, 16, generator=g).to(torch.bfloat16) for _ in range(3))
+    prepared = T.prepare(p, 64, 2, 16, 16, torch.bfloat16, torch.device("cpu"))
+    assert prepared.upcast
+    out = attention(q, k, v, p, backend="triton")
+    assert out.dtype == torch.bfloat16
+    expect = attention(q.float(), k.float(), v.float(), p, backend="triton")
+    assert torch.equal(out, expect.to(torch.bfloat16))
 
 
 def test_output_is_token_major():
@@ -130,13 +151,22 @@ def test_merge_flags():
     assert [c.stride for c in split.components] == [0, 8]
 
 
-def test_tables_are_built_once():
+def test_tables_are_built_once(monkeypatch):
+    """attention() keeps what it prepared (dispatch.PREPARED, bounded); the model keeps its
+    own in its forward state (tests/model/test_state.py)."""
+    from sparse_transformer.kernels import dispatch
+
+    built, real = [], T.device_tables
+    monkeypatch.setattr(T, "device_tables", lambda *a: built.append(a) or real(*a))
+    monkeypatch.setattr(dispatch, "PREPARED", dispatch.PreparedLRU(2))
     p = P.fixed(16, 4, 2)
-    before = T.device_tables.cache_info().misses
     q = torch.randn(1, 2, 48, 16, device=DEVICE)
     for _ in range(3):
         attention(q, q, q, p, backend="triton")
-    assert T.device_tables.cache_info().misses == before + 1
+    assert len(built) == 1
+    for n in (32, 40, 48):  # the LRU holds two: 48 was pushed out by 32 and 40
+        attention(q[:, :, :n], q[:, :, :n], q[:, :, :n], p, backend="triton")
+    assert len(built) == 4 and len(dispatch.PREPARED) == 2
 
 
 def test_backward_is_deterministic():
@@ -167,12 +197,13 @@ def test_custom_ops_and_compile():
     """opcheck on both custom ops; torch.compile traces attention() through them, no break."""
     p = P.strided(8, "merge")
     q, k, v = (torch.randn(1, 2, 32, 16, device=DEVICE, requires_grad=True) for _ in range(3))
-    torch.library.opcheck(T.sparse_attention_fwd, (q, k, v, p.name, 0.25),
+    tables, ints = T.prepare(p, 32, 2, 16, 16, torch.float32, torch.device(DEVICE)).flat
+    torch.library.opcheck(T.sparse_attention_fwd, (q, k, v, tables, ints, 0.25),
                           test_utils=("test_schema", "test_faketensor",
                                       "test_aot_dispatch_static"))
-    out, lse = T.sparse_attention_fwd(q, k, v, p.name, 0.25)
+    out, lse = T.sparse_attention_fwd(q, k, v, tables, ints, 0.25)
     go = torch.randn_like(out)
-    torch.library.opcheck(T.sparse_attention_bwd, (go, q, k, v, out, lse, p.name, 0.25),
+    torch.library.opcheck(T.sparse_attention_bwd, (go, q, k, v, out, lse, tables, ints, 0.25),
                           test_utils=("test_schema", "test_faketensor"))
 
     def fn(a, b, c):

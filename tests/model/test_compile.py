@@ -87,3 +87,23 @@ def test_recompute_groups_give_the_same_gradients(group):
         loss_nats(m(x), x).backward()
     for (name, a), b in zip(plain.named_parameters(), grouped.parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton"])
+def test_compile_blocks_traces_the_state_without_a_graph_break(backend):
+    """Each block takes its layer's state (prepared attention) as an argument: dynamo reads it
+    and traces the backend through, one graph for every block, no break (the CUDA version with
+    autocast is tests/kernels/test_cuda.py)."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+    from torch._dynamo.utils import counters
+
+    cfg = ModelConfig.from_preset("wiki-tiny", n_ctx=128, backend=backend, recompute=True,
+                                  attention="fixed(stride=32, summary=8, distinct=2)")
+    model = SparseTransformer(cfg).compile_blocks(backend="aot_eager")
+    x = torch.randint(0, 256, (2, 128))
+    counters.clear()
+    for _ in range(2):
+        loss_nats(model(x), x).backward()
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])

@@ -2,8 +2,9 @@
 
 For every pattern family and mode (issue 6): decode a random sequence token by token after a
 prompt and compare each step's logits with ``model(tokens)`` at that position, fp32 on CPU at
-1e-5 (and fp64 at 1e-10 for a few patterns, which shows the key sets are identical, not just
-close). The dense baseline cache is checked the same way.
+1e-5, and float64 at 1e-10 for every pattern (which shows the key sets are identical, not just
+close). The dense baseline cache is checked the same way, and so is decoding past n_ctx: each
+slid window's prefill and steps against the full forward pass over that window.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import pytest
 import torch
 
 from sparse_transformer.model import ModelConfig, SparseTransformer
-from sparse_transformer.sample.incremental import CachedNextLogits, IncrementalDecoder
+from sparse_transformer.sample.decode import Decoder
+from sparse_transformer.sample.generate import generate
 
 N_CTX = 48
 
@@ -33,10 +35,10 @@ def _model(attention: str, *, n_head: int = 4, embedding: str = "text",
 def _decode_all(model: SparseTransformer, x: torch.Tensor, prompt: int, dense: bool = False
                 ) -> torch.Tensor:
     """Logits [B, N - prompt, V] for positions prompt..N-1, decoded one token at a time."""
-    dec = IncrementalDecoder(model, x.shape[0], dense=dense, cuda_graph=False)
-    out = [dec.prefill(x[:, :prompt]).clone()]
+    dec = Decoder(model, x.shape[0], dense=dense, cuda_graph=False)
+    out = [dec.prefill(x[:, :prompt])]
     for t in range(prompt, x.shape[1] - 1):
-        out.append(dec.step(x[:, t]).clone())
+        out.append(dec.step(x[:, t]))
     return torch.stack(out, dim=1)
 
 
@@ -86,13 +88,65 @@ def test_dense_baseline_cache_matches_full_forward(attention):
                                atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("attention", ["strided(stride=4, mode='merge')",
-                                       "fixed(stride=8, summary=2, distinct=2)"])
+@pytest.mark.parametrize("attention", PATTERNS)
 def test_float64_identical_key_sets(attention):
     model = _model(attention, dtype=torch.float64)
     x = torch.randint(0, 256, (1, N_CTX))
     torch.testing.assert_close(_decode_all(model, x, prompt=1), model(x)[:, 1:],
                                atol=1e-10, rtol=1e-10)
+
+
+def _windows(n_ctx: int, prompt: int, total: int, slide: int) -> list[tuple[int, int, bool]]:
+    """(window start, byte t, whether the window is new) for bytes prompt..total-1: the rule
+    of ``sample/generate.py`` written out once more, independently."""
+    out, start = [], 0
+    for t in range(prompt, total):
+        new = t == prompt
+        if t - start == n_ctx:  # byte t would be position n_ctx of its window
+            start, new = start + slide, True
+        out.append((start, t, new))
+    return out
+
+
+@pytest.mark.parametrize("attention", PATTERNS)
+@pytest.mark.parametrize("slide", [1, 5, N_CTX - 1])
+def test_past_n_ctx_each_window_equals_its_full_forward(attention, slide):
+    """Past n_ctx (``sample/generate.py``): when byte t would be the n_ctx-th position of its
+    window, the window drops its first ``slide`` bytes and starts again at position 0 with the
+    start vector, so byte t sees the last n_ctx - slide bytes; each later byte one more, up to
+    n_ctx - 1. The cached path re-prefills each new window and steps through it; every byte's
+    logits must equal the full forward pass over exactly the bytes it sees (the uncached
+    path, ``next_token_logits``, here without its cast to float32), in float64."""
+    model = _model(attention, dtype=torch.float64)
+    total = 3 * N_CTX + 7
+    x = torch.randint(0, 256, (2, total))
+    dec = Decoder(model, 2, cuda_graph=False)
+    for start, t, new in _windows(N_CTX, 9, total, slide):
+        assert N_CTX - slide <= t - start <= N_CTX - 1 or start == 0
+        got = dec.prefill(x[:, start:t]) if new else dec.step(x[:, t - 1])
+        window = x[:, start:t]
+        want = model(torch.cat([window, window[:, :1]], dim=1))[:, -1]  # the last byte unseen
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10, msg=f"byte {t}")
+
+
+@pytest.mark.parametrize("slide", [1, 7])
+def test_generate_past_n_ctx_follows_these_windows(slide, monkeypatch):
+    """``generate`` moves its windows by that rule, on the cached path (prefill at each new
+    window, steps in between) and the uncached one (the whole window per byte): both draw the
+    same bytes far past n_ctx."""
+    from sparse_transformer.sample import decode
+
+    model = _model("fixed(stride=8, summary=2, distinct=2)", n_layer=1)
+    prompt = torch.randint(0, 256, (2, 5))
+    prefills = []
+    real = decode.Decoder.prefill
+    monkeypatch.setattr(decode.Decoder, "prefill",
+                        lambda self, tokens: prefills.append(tokens.shape[1]) or real(self,
+                                                                                     tokens))
+    cached = generate(model, prompt, 3 * N_CTX, seed=4, slide=slide)
+    assert prefills == [n - s for s, n, new in _windows(N_CTX, 5, 5 + 3 * N_CTX, slide) if new]
+    assert torch.equal(cached, generate(model, prompt, 3 * N_CTX, seed=4, slide=slide,
+                                        cache=False))
 
 
 @pytest.mark.parametrize("prompt", [0, 1, 8, N_CTX - 1])
@@ -104,36 +158,42 @@ def test_prompt_lengths(prompt):
                                atol=1e-5, rtol=1e-5)
 
 
-def test_step_from_position_zero_without_prompt_pass():
-    # The step's own embedding at position 0 (start vector) matches the model's.
+def test_a_decode_from_the_start_vector_alone():
+    """An empty prompt is one position (the start vector); every later byte is a step."""
     model = _model("strided(stride=4, mode='split')", n_layer=1)
     x = torch.randint(0, 256, (2, N_CTX))
-    dec = IncrementalDecoder(model, 2, cuda_graph=False)
-    dec.prefill(x[:, :0])
-    dec.pos.fill_(0)  # redo position 0 through the step path
-    dec.length = 0 + 1
-    dec.prev.zero_()
-    dec._step()
-    torch.testing.assert_close(dec.logits, model(x)[:, 0], atol=1e-5, rtol=1e-5)
+    dec = Decoder(model, 2, cuda_graph=False)
+    torch.testing.assert_close(dec.prefill(x[:, :0]), model(x)[:, 0], atol=1e-5, rtol=1e-5)
+    assert dec.length == 1
+    torch.testing.assert_close(dec.step(x[:, 0]), model(x)[:, 1], atol=1e-5, rtol=1e-5)
 
 
-def test_cached_seam_matches_window_path_and_falls_back_past_n_ctx():
-    from sparse_transformer.sample.generate import next_token_logits
-
-    model = _model("strided(stride=4, mode='split')", n_layer=1)
-    seam = CachedNextLogits(cuda_graph=False)
-    x = torch.randint(0, 256, (2, N_CTX + 4))
-    for t in list(range(5, N_CTX + 3)):
-        torch.testing.assert_close(seam(model, x[:, :t]), next_token_logits(model, x[:, :t]),
+def test_model_forward_with_a_decode_state():
+    """The model's own decoding contract, without the Decoder: the prompt's call returns one
+    row per position (the start vector, then one per byte), a step's call one row; the same
+    modules as training."""
+    model = _model("fixed(stride=8, summary=2, distinct=2)")
+    x = torch.randint(0, 256, (2, 20))
+    full = model(x)
+    state = model.decode_state(2)
+    with torch.no_grad():
+        first = model(x[:, :10], state)
+        assert first.shape == (2, 11, 256) and state.length == 11
+        torch.testing.assert_close(first[:, :10], full[:, :10], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model(x[:, 10:11], state)[:, 0], full[:, 11],
                                    atol=1e-5, rtol=1e-5)
-    # a different prompt (not an append) re-prefills instead of decoding a stale cache
-    y = torch.randint(0, 256, (2, 9))
-    torch.testing.assert_close(seam(model, y), next_token_logits(model, y), atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="one byte per sequence"):
+            model(x[:, :2], state)
+        with pytest.raises(ValueError, match="batch of 3"):
+            model(x[:1].repeat(3, 1)[:, :1], state)
+        state.reset()
+        torch.testing.assert_close(model(x[:, :4], state)[:, -1], full[:, 4],
+                                   atol=1e-5, rtol=1e-5)
 
 
 def test_errors():
     model = _model("local(window=5)", n_layer=1)
-    dec = IncrementalDecoder(model, 2, cuda_graph=False)
+    dec = Decoder(model, 2, cuda_graph=False)
     with pytest.raises(RuntimeError, match="prefill"):
         dec.step(torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="prefill expects"):
@@ -141,7 +201,7 @@ def test_errors():
     with pytest.raises(ValueError, match="no room"):
         dec.prefill(torch.zeros(2, N_CTX, dtype=torch.long))
     with pytest.raises(ValueError, match="batch"):
-        IncrementalDecoder(model, 0)
+        Decoder(model, 0)
     dec.prefill(torch.zeros(2, N_CTX - 1, dtype=torch.long))
     with pytest.raises(ValueError, match="full"):
         dec.step(torch.zeros(2, dtype=torch.long))
@@ -151,14 +211,11 @@ def test_errors():
 
 
 def test_capacity_smaller_than_n_ctx():
-    # Caches sized for prompt + new bytes give the same logits and hold fewer slots; the seam
-    # moves to n_ctx-sized caches when a sequence outgrows them.
-    from sparse_transformer.sample.generate import next_token_logits
-
+    # Caches sized for prompt + new bytes give the same logits and hold fewer slots.
     model = _model("fixed(stride=8, summary=2, distinct=2)", n_layer=1)
     x = torch.randint(0, 256, (2, N_CTX))
-    small = IncrementalDecoder(model, 2, capacity=20, cuda_graph=False)
-    full = IncrementalDecoder(model, 2, cuda_graph=False)
+    small = Decoder(model, 2, capacity=20, cuda_graph=False)
+    full = Decoder(model, 2, cuda_graph=False)
     assert small.nbytes < full.nbytes
     torch.testing.assert_close(small.prefill(x[:, :4]), model(x)[:, 4], atol=1e-5, rtol=1e-5)
     for t in range(4, 19):
@@ -166,8 +223,3 @@ def test_capacity_smaller_than_n_ctx():
                                    atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="full"):
         small.step(x[:, 19])
-    seam = CachedNextLogits(cuda_graph=False, capacity=10)
-    for t in range(5, 30):
-        torch.testing.assert_close(seam(model, x[:, :t]), next_token_logits(model, x[:, :t]),
-                                   atol=1e-5, rtol=1e-5)
-    assert seam.decoder.capacity == N_CTX

@@ -1,8 +1,8 @@
 """``generate`` and ``sparse-transformer sample`` decode through the cache by default.
 
 Cached and straightforward decoding draw the same bytes from the same seed (their logits agree
-to ~1e-6), with a prompt, a batch, top-k / top-p and a temperature, and past n_ctx (where the
-cache hands over to the sliding window).
+to ~1e-6), with a prompt, a batch, top-k / top-p and a temperature, and past n_ctx (where both
+slide their window the same way: the cached path prefills each new window).
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ def test_beyond_n_ctx_and_empty_prompt():
     assert torch.equal(runs[0], runs[1])
 
 
-def test_cli_sample_has_no_cache_flag():
+def test_cli_sample_has_no_cache_and_crop_prompt_flags():
     from sparse_transformer.cli import build_parser
 
-    args = build_parser().parse_args(["sample", "-c", "run", "--no-cache"])
-    assert args.no_cache is True
-    assert build_parser().parse_args(["sample", "-c", "run"]).no_cache is False
+    args = build_parser().parse_args(["sample", "-c", "run", "--no-cache", "--crop-prompt"])
+    assert args.no_cache is True and args.crop_prompt is True
+    args = build_parser().parse_args(["sample", "-c", "run"])
+    assert args.no_cache is False and args.crop_prompt is False

@@ -83,6 +83,33 @@ def test_bad_arguments_fail_before_sampling(prompt, kw, err, words):
         _model().generate(prompt, **kw)
 
 
+def test_hugging_face_conventions():
+    """``max_new_tokens`` for n_bytes, a prompt longer than the context cropped on request
+    (the result still holds all of it), ``max_time`` stopping early, ``model.config``."""
+    model = _model()
+    out = model.generate(b"<page>", max_new_tokens=20, seed=0)
+    assert out == model.generate(b"<page>", 20, seed=0)
+    assert st.generate(model, b"<page>", max_new_tokens=20, seed=0) == out
+    with pytest.raises(ValueError, match="not both"):
+        model.generate(b"<page>", 20, max_new_tokens=21)
+    with pytest.raises(TypeError, match="give n_bytes"):
+        model.generate(b"<page>")
+    long = bytes(range(32, 127)) * 2  # 190 bytes; wiki-tiny sees n_ctx - 1 = 63
+    with pytest.raises(ValueError, match="crop=True"):
+        model.generate(long, 5)
+    cropped = model.generate(long, 5, seed=0, crop=True)
+    assert len(cropped) == 195 and cropped[:190] == long
+    assert cropped[190:] == model.generate(long[-63:], 5, seed=0)[63:]
+    assert len(model.generate(b"x", 5000, max_time=0.05)) < 5001
+    assert model.config is model.cfg
+
+
+@pytest.mark.parametrize("slide", [0, 64, 2.0, True])
+def test_bad_slide_is_refused(slide):
+    with pytest.raises(ValueError, match=r"slide must be an int in 1\.\.n_ctx - 1 = 63"):
+        _model().generate(b"x", 5, slide=slide)
+
+
 def _readme_example() -> str:
     text = DOC.read_text()
     section = text.split("## Use a trained model in Python", 1)[1]

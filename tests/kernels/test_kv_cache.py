@@ -1,4 +1,4 @@
-"""What the pattern-aware cache stores and reads, per term kind (issue 6; docs/sampling.md).
+"""What the pattern-aware cache (kernels/kv_cache.py) stores and reads, per term kind (issue 6).
 
 Slots are counted per head; every group carries one extra "trash" slot (it absorbs writes a
 term does not keep and is always masked). The dense baseline stores and reads n_ctx + 1.
@@ -13,8 +13,8 @@ import torch
 
 from sparse_transformer.patterns import (causal, column, fixed, local, parse_pattern, per_head,
                                          strided, union)
-from sparse_transformer.sample.cache import LayerCache, plan_layer, read_bias, read_layout
-from sparse_transformer.sample.cache import GroupConsts, head_rule
+from sparse_transformer.kernels.kv_cache import (GroupConsts, LayerCache, StepIndex, head_rule,
+                                                 plan_layer, read_bias, read_layout)
 
 
 def _per_head(p, n_heads, n_ctx):
@@ -84,7 +84,10 @@ def test_read_per_token_bounded_by_pattern_not_length():
 def test_masks_select_exactly_the_pattern_keys(spec):
     # For every query i, the valid read slots hold exactly the positions the pattern allows,
     # each once (overlapping terms deduplicated), and nothing else.
-    p, n, n_heads = parse_pattern(spec), 40, 4
+    _assert_reads_exactly_the_pattern(parse_pattern(spec), 40, 4)
+
+
+def _assert_reads_exactly_the_pattern(p, n: int, n_heads: int) -> None:
     truth = p.mask(n, n_heads)
     for g in plan_layer(p, n_heads, n):
         consts = GroupConsts(g, "cpu")
@@ -94,7 +97,7 @@ def test_masks_select_exactly_the_pattern_keys(spec):
             ok = read_bias(g, consts, it, pos) == 0
             for a, h in enumerate(g.heads):
                 keys = sorted(pos[a][ok[a]].tolist())
-                assert keys == torch.nonzero(truth[h, i]).flatten().tolist(), (spec, h, i)
+                assert keys == torch.nonzero(truth[h, i]).flatten().tolist(), (p, h, i)
 
 
 def test_per_head_non_contiguous_groups_are_put_back_in_head_order():
@@ -138,17 +141,7 @@ def test_masks_select_exactly_the_pattern_keys_random():
     @given(st.data(), st.integers(1, 37))
     def check(data, n):
         p = _random_pattern(data.draw)
-        n_heads = 4 * p.head_multiple
-        truth = p.mask(n, n_heads)
-        for g in plan_layer(p, n_heads, n):
-            consts = GroupConsts(g, "cpu")
-            for i in range(n):
-                it = torch.tensor([i])
-                _, pos = read_layout(g, consts, it)
-                ok = read_bias(g, consts, it, pos) == 0
-                for a, h in enumerate(g.heads):
-                    keys = sorted(pos[a][ok[a]].tolist())
-                    assert keys == torch.nonzero(truth[h, i]).flatten().tolist(), (p, h, i)
+        _assert_reads_exactly_the_pattern(p, n, 4 * p.head_multiple)
 
     check()
 
@@ -160,8 +153,6 @@ def test_valid_slots_hold_their_positions_after_prefill_and_steps_random():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from sparse_transformer.sample.cache import StepIndex
-
     @settings(max_examples=30, deadline=None)
     @given(st.data(), st.integers(2, 33))
     def check(data, n):
@@ -172,7 +163,7 @@ def test_valid_slots_hold_their_positions_after_prefill_and_steps_random():
         ids = torch.arange(t0, dtype=torch.float64).view(1, 1, t0, 1).expand(1, n_heads, t0, 1)
         cache.prefill(ids, ids)
         for i in range(t0, n):
-            idx = StepIndex(torch.tensor([i]), 1)
+            idx = StepIndex(torch.tensor([i]), 1, cache.plans)
             new = torch.full((1, n_heads, 1, 1), float(i), dtype=torch.float64)
             cache.step(torch.zeros_like(new), new, new, idx, 1.0)
             it = torch.tensor([i])

@@ -4,7 +4,8 @@ Decoding one token at position i needs, in every layer and head, the keys and va
 positions that head's pattern lets i see. A dense cache stores all of them and reads all of
 them. Here each head's rule -- an OR of ``Term`` s (``patterns/terms.py``) -- decides what is
 stored and read, term by term, so every pattern (and union, per-head split or schedule of
-patterns) is covered without looking at pattern class names:
+patterns) is covered without looking at pattern class names. What each term kind stores and
+reads is in the kind table (``patterns/kinds.py``: ``region``, ``slot``, ``key``):
 
     term          stored per head                        read per step (query i)
     causal        all n_ctx positions                    all n_ctx slots (masked j <= i)
@@ -32,40 +33,26 @@ the softmax runs over exactly the pattern's key set, as in a full forward pass.
 ``dense=True`` builds the baseline the benchmark compares against: one causal region holding
 every position, read in full each step and masked with the same pattern (same logits).
 
+The model owns its caches: ``model.decode_state(...)`` builds one ``LayerCache`` per layer,
+sharing the group plans (and so the per-step index work) of layers with equal patterns, and
+``Attention.forward`` calls ``prefill`` and ``step`` (``model/transformer.py``).
+
 Shapes: B batch, H heads, Hg heads of one group, S slots, Dk/Dv per-head key/value width.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 
 from sparse_transformer.patterns import Pattern, Term
-
-_KIND_ORDER = {"causal": 0, "window": 1, "group": 2, "summary": 3, "stride": 4}
-
-
-@dataclass(frozen=True)
-class Region:
-    """One term's store inside a head group's buffer: slots [start, start + size)."""
-
-    kind: str  # causal | window | group | summary | stride | trash
-    start: int
-    size: int
-    span: int = 0  # W (window), G (group), L (summary period), l (stride), n_ctx (causal)
-    width: int = 0  # c = hi - lo (summary)
-    rows: int = 0  # ceil(n_ctx / l): slots per residue (stride), also the slots read per step
-
-    @property
-    def read_size(self) -> int:
-        return self.rows if self.kind == "stride" else self.size
+from sparse_transformer.patterns.kinds import Region
 
 
 def _shape(t: Term) -> tuple:
     """What fixes a term's store size: its kind and window/group/period+width/stride."""
-    return (_KIND_ORDER[t.kind], t.window, t.group, t.period, t.hi - t.lo, t.stride)
+    return (t.rules.code, t.window, t.group, t.period, t.hi - t.lo, t.stride)
 
 
 def head_rule(pattern: Pattern, h: int, n_heads: int) -> tuple[Term, ...]:
@@ -74,21 +61,6 @@ def head_rule(pattern: Pattern, h: int, n_heads: int) -> tuple[Term, ...]:
     if any(t.kind == "causal" and t.offset == 0 for t in terms):
         return (Term(),)
     return tuple(sorted(set(terms), key=lambda t: (_shape(t), t.lo, t.offset)))
-
-
-def _region_for(t: Term, start: int, n_ctx: int) -> Region:
-    kind = t.kind
-    if kind == "causal":
-        return Region("causal", start, n_ctx, span=n_ctx)
-    if kind == "window":
-        return Region("window", start, min(t.window, n_ctx), span=t.window)
-    if kind == "group":
-        return Region("group", start, min(t.group, n_ctx), span=t.group)
-    if kind == "summary":
-        c = t.hi - t.lo
-        return Region("summary", start, -(-n_ctx // t.period) * c, span=t.period, width=c)
-    rows = -(-n_ctx // t.stride)
-    return Region("stride", start, t.stride * rows, span=t.stride, rows=rows)
 
 
 @dataclass(frozen=True)
@@ -120,14 +92,12 @@ class GroupPlan:
         return sum(r.read_size for r in self.regions)
 
 
-@functools.lru_cache(maxsize=256)
 def plan_layer(pattern: Pattern, n_heads: int, n_ctx: int, dense: bool = False
                ) -> tuple[GroupPlan, ...]:
     """Group a layer's heads by rule shape and lay out each group's regions.
 
     Direct regions (read whole) come first, then the trash slot, then stride regions (read one
     residue row each), so a group without a stride term reads its buffer as one view.
-    Memoised: layers with equal patterns share the same plan objects (and per-step indices).
     """
     pattern.check_heads(n_heads)
     rules = [head_rule(pattern, h, n_heads) for h in range(n_heads)]
@@ -148,14 +118,14 @@ def plan_layer(pattern: Pattern, n_heads: int, n_ctx: int, dense: bool = False
         regions: list[Region | None] = [None] * len(proto)
         start = 0
         for k, t in enumerate(proto):  # direct regions first, in rule order
-            if t.kind != "stride":
-                regions[k] = _region_for(t, start, n_ctx)
+            if not t.rules.gathered:
+                regions[k] = t.rules.region(t, start, n_ctx)
                 start += regions[k].size
         trash = Region("trash", start, 1)  # right after the direct regions
         start += 1
         for k, t in enumerate(proto):
-            if t.kind == "stride":
-                regions[k] = _region_for(t, start, n_ctx)
+            if t.rules.gathered:
+                regions[k] = t.rules.region(t, start, n_ctx)
                 start += regions[k].size
         accept = tuple(tuple((rules[h][k],) for k in range(len(proto))) for h in heads)
         exclude = tuple(tuple(rules[h][:k] for k in range(len(proto))) for h in heads)
@@ -173,6 +143,7 @@ class _HeadTerm:
 
     def __init__(self, terms: list[Term], device):
         proto = terms[0]
+        self.rules = proto.rules
         self.window, self.group = proto.window, proto.group
         self.period, self.stride = proto.period, proto.stride
         col = lambda name: torch.tensor([getattr(t, name) for t in terms], device=device)[:, None]
@@ -188,8 +159,8 @@ class GroupConsts:
 
     def __init__(self, g: GroupPlan, device):
         n_h = len(g.heads)
-        self.lo = {k: torch.tensor([g.summary_lo[a][k] for a in range(n_h)], device=device)[:, None]
-                   for k, r in enumerate(g.term_regions) if r.kind == "summary"}
+        self.lo = [torch.tensor([g.summary_lo[a][k] for a in range(n_h)], device=device)[:, None]
+                   if r.kind == "summary" else 0 for k, r in enumerate(g.term_regions)]
         # All heads of a (non-dense) group have one term per region with the same shape, so a
         # region's accept/exclude terms vectorise over heads; the dense baseline loops instead.
         self.vector = all(len(acc) == 1 and _shape(acc[0]) == _shape(g.accept[0][k][0])
@@ -199,7 +170,8 @@ class GroupConsts:
         direct, strided = [], []
         for k, r in enumerate(g.regions):
             who = -1 if r.kind == "trash" else k
-            (strided if r.kind == "stride" else direct).extend([who] * r.read_size)
+            gathered = r.kind != "trash" and r.rules.gathered
+            (strided if gathered else direct).extend([who] * r.read_size)
         owner = direct + strided
         self.runs: list[tuple[int, int, int]] = []  # (region, first slot, end slot) in read order
         for s, k in enumerate(owner):
@@ -220,20 +192,11 @@ def write_slots(g: GroupPlan, c: GroupConsts, pos: torch.Tensor, last: torch.Ten
     trash = g.regions[-1].start
     rows = []
     for k, r in enumerate(g.term_regions):
-        if r.kind == "causal":
-            s = pos + r.start
-        elif r.kind == "window":
-            s = torch.where(pos > last - r.size, r.start + pos % r.size, trash)
-        elif r.kind == "group":
-            s = torch.where(pos // r.span == last // r.span, r.start + pos % r.span, trash)
-        elif r.kind == "stride":
-            s = r.start + (pos % r.span) * r.rows + pos // r.span
-        else:  # summary: per head, only lo <= j mod L < lo + c is kept
-            off = pos % r.span - c.lo[k]  # [Hg, P]
-            keep = (off >= 0) & (off < r.width)
-            rows.append(torch.where(keep, r.start + (pos // r.span) * r.width + off, trash))
-            continue
-        rows.append(s[None].expand(len(g.heads), -1))
+        off, keep = r.rules.slot(r, pos, last, c.lo[k])
+        s = r.start + off
+        if keep is not None:
+            s = torch.where(keep, s, trash)
+        rows.append(s.expand(len(g.heads), -1))  # [P] or per head [Hg, P] -> [Hg, P]
     return torch.stack(rows, dim=1)
 
 
@@ -249,26 +212,19 @@ def read_layout(g: GroupPlan, c: GroupConsts, i: torch.Tensor
     direct_pos, stride_pos, stride_idx = [], [], []
     for k, r in enumerate(g.regions):
         s = torch.arange(r.read_size, device=dev)
-        if r.kind == "causal":
-            j = s[None].expand(n_h, -1)
-        elif r.kind == "window":
-            j = (i - (i - s) % r.size)[None].expand(n_h, -1)
-        elif r.kind == "group":
-            j = ((i // r.span) * r.span + s)[None].expand(n_h, -1)
-        elif r.kind == "summary":
-            j = (s // r.width) * r.span + c.lo[k] + s % r.width
-        elif r.kind == "trash":
-            j = (i + 1)[None].expand(n_h, -1)  # j > i: never a valid key
-        else:  # stride: residue row i mod l
-            res = i % r.span
-            stride_idx.append(r.start + res * r.rows + s)
-            stride_pos.append((res + r.span * s)[None].expand(n_h, -1))
+        if r.kind == "trash":
+            direct_pos.append((i + 1)[None].expand(n_h, -1))  # j > i: never a valid key
             continue
-        direct_pos.append(j)
+        j = r.rules.key(r, i, s, c.lo[k]).expand(n_h, -1)
+        if r.rules.gathered:  # a residue row (stride): gathered from the region
+            stride_idx.append(r.rules.gather(r, i, s))
+            stride_pos.append(j)
+        else:
+            direct_pos.append(j)
     pos = torch.cat(direct_pos + stride_pos, dim=1)
     if not stride_idx:
         return None, pos
-    n_direct = sum(r.size for r in g.regions if r.kind != "stride")
+    n_direct = sum(r.size for r in g.regions if r.kind == "trash" or not r.rules.gathered)
     index = torch.cat([torch.arange(n_direct, device=dev)] + stride_idx)
     return index, pos
 
@@ -287,7 +243,7 @@ def read_bias(g: GroupPlan, c: GroupConsts, i: torch.Tensor, pos: torch.Tensor) 
                 parts.append(torch.zeros_like(j, dtype=torch.bool))
                 continue
             ok = c.terms[k].allowed(i, j)
-            if g.regions[k].kind == "window":  # the only region whose slots map to j < 0
+            if g.regions[k].rules.negative_keys:  # slots that stand for j < 0
                 ok = ok & (j >= 0)
             for t in range(k):
                 ok = ok & ~c.terms[t].allowed(i, j)
@@ -316,63 +272,88 @@ def read_bias(g: GroupPlan, c: GroupConsts, i: torch.Tensor, pos: torch.Tensor) 
     return torch.where(ok, zero, torch.full_like(zero, float("-inf")))
 
 
-class StepIndex:
-    """Per-step index tensors, computed once per distinct group plan and shared by all layers.
+class CachePlans:
+    """The group plans of one decoding run's layers, each distinct one once, numbered.
 
-    A 30-layer model with one pattern computes its slots and masks once per token, not 30
-    times. ``batch`` fixes the bias layout [B * Hg, 1, S] that ``baddbmm`` wants.
+    Layers with equal patterns get the same numbers, so a ``StepIndex`` computes their slots
+    and masks once per token: a 30-layer model with one pattern does it once, not 30 times.
+    Owned by whoever builds the caches (``model.decode_state``); ``LayerCache`` makes its own
+    when used alone.
     """
 
-    def __init__(self, i: torch.Tensor, batch: int):
-        self.i, self.batch = i, batch
-        self._memo: dict[int, tuple] = {}  # by id: plans are interned by plan_layer
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self.groups: list[tuple[GroupPlan, GroupConsts]] = []
+        self._layers: dict[tuple, tuple[int, ...]] = {}
 
-    def get(self, g: GroupPlan, c: GroupConsts
-            ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(write slots [Hg, R, 1], gather index or None, bias [B * Hg, 1, S])."""
-        key = id(g)
-        if key not in self._memo:
+    def layer(self, pattern: Pattern, n_heads: int, n_ctx: int, dense: bool = False
+              ) -> tuple[int, ...]:
+        """The numbers of the group plans of a layer with this pattern (planned on first use)."""
+        key = (pattern, n_heads, n_ctx, dense)
+        if key not in self._layers:
+            first = len(self.groups)
+            self.groups += [(g, GroupConsts(g, self.device))
+                            for g in plan_layer(pattern, n_heads, n_ctx, dense)]
+            self._layers[key] = tuple(range(first, len(self.groups)))
+        return self._layers[key]
+
+
+class StepIndex:
+    """One step's index tensors for query position ``i`` [1] (a device tensor), computed per
+    distinct group plan of ``plans`` on first use and shared by all layers.
+
+    ``batch`` fixes the bias layout [B * Hg, 1, S] that ``baddbmm`` wants.
+    """
+
+    def __init__(self, i: torch.Tensor, batch: int, plans: CachePlans):
+        self.i, self.batch, self.plans = i, batch, plans
+        self._memo: dict[int, tuple] = {}  # by group plan number
+
+    def clear(self) -> None:
+        """Forget the last step's tensors (the next ``get`` computes them for ``i`` as it is)."""
+        self._memo.clear()
+
+    def get(self, number: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(write slots [Hg, R, 1], gather index or None, bias [B * Hg, 1, S]) of group plan
+        ``number``."""
+        if number not in self._memo:
+            g, c = self.plans.groups[number]
             slots = write_slots(g, c, self.i, self.i)
             index, pos = read_layout(g, c, self.i)
             bias = read_bias(g, c, self.i, pos)
             n_h, s = bias.shape
             bias = bias[None].expand(self.batch, n_h, s).reshape(self.batch * n_h, 1, s)
-            self._memo[key] = (slots, index, bias)
-        return self._memo[key]
+            self._memo[number] = (slots, index, bias)
+        return self._memo[number]
 
 
-_LOWP: dict[tuple[str, torch.dtype], str | None] = {}
-
-
-def _lowp_gemm(device: torch.device, dtype: torch.dtype) -> str | None:
+def lowp_gemm(device: torch.device | str, dtype: torch.dtype) -> str | None:
     """How to get fp32 q.k from bf16/fp16 q and k on this device without upcasting them.
 
     "baddbmm" / "bmm" when ``out_dtype=torch.float32`` GEMMs exist and agree with the
-    upcast product (probed once, outside any CUDA-graph capture); None means upcast.
+    upcast product; None means upcast. A probe that runs a few tiny GEMMs: call it once per
+    decoding run, outside any CUDA-graph capture (``model.decode_state`` does).
     """
+    device = torch.device(device)
     if device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16):
         return None
-    key = (str(device), dtype)
-    if key not in _LOWP:
-        _LOWP[key] = None
-        a = torch.randn(3, 1, 16, device=device).to(dtype)
-        b = torch.randn(3, 16, 7, device=device).to(dtype)
-        bias = torch.zeros(3, 1, 7, device=device)
-        bias[0, 0, 0] = float("-inf")
-        ref = torch.baddbmm(bias, a.float(), b.float(), alpha=0.25)
-        tries = (("baddbmm", lambda: torch.baddbmm(bias, a, b, alpha=0.25,
-                                                   out_dtype=torch.float32)),
-                 ("bmm", lambda: torch.add(bias, torch.bmm(a, b, out_dtype=torch.float32),
-                                           alpha=0.25)))
-        for name, fn in tries:
-            try:
-                got = fn()
-            except (RuntimeError, TypeError):
-                continue
-            if got.dtype == torch.float32 and torch.allclose(got, ref, rtol=1e-5, atol=1e-5):
-                _LOWP[key] = name
-                break
-    return _LOWP[key]
+    a = torch.randn(3, 1, 16, device=device).to(dtype)
+    b = torch.randn(3, 16, 7, device=device).to(dtype)
+    bias = torch.zeros(3, 1, 7, device=device)
+    bias[0, 0, 0] = float("-inf")
+    ref = torch.baddbmm(bias, a.float(), b.float(), alpha=0.25)
+    tries = (("baddbmm", lambda: torch.baddbmm(bias, a, b, alpha=0.25,
+                                               out_dtype=torch.float32)),
+             ("bmm", lambda: torch.add(bias, torch.bmm(a, b, out_dtype=torch.float32),
+                                       alpha=0.25)))
+    for name, fn in tries:
+        try:
+            got = fn()
+        except (RuntimeError, TypeError):
+            continue
+        if got.dtype == torch.float32 and torch.allclose(got, ref, rtol=1e-5, atol=1e-5):
+            return name
+    return None
 
 
 class LayerCache:
@@ -384,12 +365,17 @@ class LayerCache:
         d_k, d_v: per-head query/key and value widths.
         dtype, device: storage (the model's parameter dtype); q.k runs in fp32 (paper 5.6).
         dense: build the dense baseline (every position stored and read).
+        plans: the decoding run's ``CachePlans`` (shared by its layers); its own by default.
+        lowp: ``lowp_gemm(device, dtype)``, probed once per run by the caller; None upcasts.
     """
 
     def __init__(self, pattern: Pattern, n_heads: int, n_ctx: int, batch: int, d_k: int,
                  d_v: int, *, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str = "cpu", dense: bool = False):
-        self.groups = plan_layer(pattern, n_heads, n_ctx, dense)
+                 device: torch.device | str = "cpu", dense: bool = False,
+                 plans: CachePlans | None = None, lowp: str | None = None):
+        self.plans = CachePlans(device) if plans is None else plans
+        self.numbers = self.plans.layer(pattern, n_heads, n_ctx, dense)
+        self.groups = tuple(self.plans.groups[k][0] for k in self.numbers)
         self.n_heads, self.n_ctx, self.batch = n_heads, n_ctx, batch
         # Zero-filled, never empty: masked slots still enter q.k and p.v, and 0 * NaN = NaN.
         self.k = [torch.zeros(batch, len(g.heads), g.size, d_k, dtype=dtype, device=device)
@@ -399,8 +385,8 @@ class LayerCache:
         order = [h for g in self.groups for h in g.heads]
         self._natural = order == list(range(n_heads))
         self._sel = [self._selector(g.heads, device) for g in self.groups]
-        self._consts = [GroupConsts(g, device) for g in self.groups]
-        self._lowp = _lowp_gemm(torch.device(device), dtype)
+        self._consts = [self.plans.groups[k][1] for k in self.numbers]
+        self._lowp = lowp
         self._unperm = (None if self._natural else
                         torch.tensor(order, device=device).argsort())
 
@@ -447,13 +433,14 @@ class LayerCache:
         """Store the new key/value and attend: q, k [B, H, 1, Dk], v [B, H, 1, Dv] -> [B, H, 1, Dv].
 
         Scores and softmax run in fp32 (paper 5.6; fp64 for an fp64 model); p.v in fp32 too,
-        except for bf16/fp16 caches on CUDA (see ``_lowp``). The result comes back in q's dtype.
+        except for bf16/fp16 caches on CUDA (see ``lowp_gemm``). The result comes back in q's
+        dtype. ``idx`` is this step's index over the same ``plans``.
         """
         b = q.shape[0]
         work = torch.float64 if q.dtype == torch.float64 else torch.float32
         outs = []
-        for g, c, sel, kb, vb in zip(self.groups, self._consts, self._sel, self.k, self.v):
-            slots, index, bias = idx.get(g, c)
+        for number, sel, kb, vb in zip(self.numbers, self._sel, self.k, self.v):
+            slots, index, bias = idx.get(number)
             n_h, n_r = slots.shape[0], slots.shape[1]
             kg, vg = self._take(k, sel), self._take(v, sel)
             where = slots.reshape(1, n_h, n_r, 1)
@@ -491,5 +478,5 @@ class LayerCache:
         return y.to(q.dtype)
 
 
-__all__ = ["LayerCache", "StepIndex", "GroupPlan", "GroupConsts", "Region", "plan_layer",
-           "head_rule", "write_slots", "read_layout", "read_bias"]
+__all__ = ["LayerCache", "CachePlans", "StepIndex", "GroupPlan", "GroupConsts", "Region",
+           "plan_layer", "lowp_gemm", "head_rule", "write_slots", "read_layout", "read_bias"]
