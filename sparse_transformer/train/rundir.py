@@ -155,7 +155,7 @@ class Claim:
         self.run = run
         self.lock: RunLock | None = None
         self._made: list[Path] = []  # folders we created, innermost first
-        self._before: set[str] = set()
+        self._before: set[str] | None = None  # the names there before the claim
 
     def acquire(self) -> "Claim":
         p = self.run
@@ -178,13 +178,16 @@ class Claim:
             self.lock = None
 
     def undo(self) -> None:
-        new = [name for name in RUN_FILES if name not in self._before and name != LOCK]
-        remove_files(self.run, [name for name in new if (self.run / name).exists()
-                                or (self.run / name).is_symlink()])
-        if LOCK not in self._before and self.lock is not None:
-            # unlinked while still held: a process that opens .lock now makes a new file,
-            # and the rmdir below then leaves the directory to it
-            (self.run / LOCK).unlink(missing_ok=True)
+        # files only while we hold the lock: without it (another process's run, a rank that
+        # never claimed) what appeared since our listing is not ours
+        if self.lock is not None and self._before is not None:
+            new = [name for name in RUN_FILES if name not in self._before and name != LOCK]
+            remove_files(self.run, [name for name in new if (self.run / name).exists()
+                                    or (self.run / name).is_symlink()])
+            if LOCK not in self._before:
+                # unlinked while still held: a process that opens .lock now makes a new file,
+                # and the rmdir below then leaves the directory to it
+                (self.run / LOCK).unlink(missing_ok=True)
         self.release()
         for folder in self._made:
             try:

@@ -3,6 +3,7 @@ finds after a kill (metrics rows, temporaries, the final checkpoint before a fai
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -84,6 +85,24 @@ def test_a_directory_that_is_not_a_run(byte_file, tmp_path):
     assert (clash / "metrics.csv").read_text() == "my,own\n"
 
 
+def test_a_run_that_fails_to_start_leaves_nothing(byte_file, tmp_path, monkeypatch):
+    """Issue 20: a new run on a full disk left its claimed directory (and .lock) behind. What
+    the claim and the start created goes again; a user's file stays."""
+    def full_disk(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loop, "MetricsLogger", full_disk)  # after run.json was written
+    with pytest.raises(OSError, match="No space left"):
+        train(cfg_for(byte_file, tmp_path / "new" / "run"))
+    assert not (tmp_path / "new").exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(OSError, match="No space left"):
+        train(cfg_for(byte_file, mine, force=True))
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
 def test_resume_after_a_kill_repeats_no_rows_and_cleans_temporaries(byte_file, tmp_path):
     out = tmp_path / "run"
     train(cfg_for(byte_file, out, steps=4, save_every=2, keep_last=0))
@@ -110,6 +129,54 @@ def test_final_checkpoint_is_saved_before_the_final_evaluation(byte_file, tmp_pa
         train(cfg_for(byte_file, tmp_path / "run", steps=3))
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt.step == 3 and ckpt.train["reason"] == "final"
+
+
+def test_a_signal_during_the_final_evaluation_cuts_it_short(byte_file, tmp_path, monkeypatch):
+    """Issue 20: SIGTERM during the final evaluation lost the final metrics row, summary.json
+    and loss.png, and a later resume crashed. Now the evaluation is cut short inside the
+    signal-safe region, the rest is written, and --resume only runs the evaluation."""
+    from sparse_transformer.evaluate import EvalResult
+
+    def killed(*a, **kw):
+        signal.raise_signal(signal.SIGTERM)  # the real handler, as the scheduler would
+        raise AssertionError("the evaluation went on after the signal")
+
+    monkeypatch.setattr(loop, "evaluate_bpb", killed)
+    out = tmp_path / "run"
+    s = train(cfg_for(byte_file, out, steps=2))
+    assert s["stopped_by"] == signal.SIGTERM and s["valid_bpb"] is None
+    assert json.loads((out / "summary.json").read_text())["stopped_by"] == signal.SIGTERM
+    assert [r["step"] for r in read_metrics(out / "metrics.csv")] == ["1", "2"]
+    monkeypatch.setattr(loop, "evaluate_bpb", lambda *a, **kw: EvalResult(2.5, 1, 1, 0))
+    s = train(cfg_for(byte_file, out, steps=2, resume=True))
+    assert (s["session_steps"], s["valid_bpb"], s["stopped_by"]) == (0, 2.5, None)
+    rows = read_metrics(out / "metrics.csv")  # the validation joins step 2's row
+    assert [(r["step"], r["valid_bpb"]) for r in rows] == [("1", ""), ("2", "2.5")]
+    assert (out / "checkpoints" / "best").read_text().strip() == "step-00000002"
+    with pytest.raises(ValueError, match="is finished .step 2, validation 2.5000"):
+        train(cfg_for(byte_file, out, steps=2, resume=True))
+
+
+def test_resume_refuses_a_checkpoint_replaced_while_it_was_checked(byte_file, tmp_path,
+                                                                   monkeypatch):
+    """RunLock review (issue 20): --resume read the checkpoint before taking the lock, so a
+    training process that saved and released the lock in between was resumed from its stale
+    checkpoint. The checkpoint is compared again under the lock."""
+    out = tmp_path / "run"
+    train(cfg_for(byte_file, out, steps=2))
+    real = loop.claim_run_dir
+
+    def another_process_saves_first(cfg, info, start):
+        monkeypatch.setattr(loop, "claim_run_dir", real)
+        train(cfg_for(byte_file, out, steps=3, resume=True))  # checked, then step 3 saved
+        return real(cfg, info, start)
+
+    monkeypatch.setattr(loop, "claim_run_dir", another_process_saves_first)
+    with pytest.raises(RuntimeError, match="changed while it was being checked"):
+        train(cfg_for(byte_file, out, steps=4, resume=True))
+    assert load_checkpoint(out).step == 3
+    with RunLock(out):  # and the lock was let go
+        pass
 
 
 def test_tensorboard_is_recorded_as_written(byte_file, tmp_path, monkeypatch):
