@@ -374,6 +374,7 @@ class Trainer:
         cfg, st, info = self.cfg, self.state, self.info
         self.model.train()
         pbar = _progress(cfg, info, st)
+        st.t_start, st.window = time.time(), Window()  # the clocks start with the first update
         with StopFlag() as stop:
             while not st.final:
                 row = self.step()
