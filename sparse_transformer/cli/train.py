@@ -290,7 +290,7 @@ class TrainLog:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         return (f"train {model}; data {cfg.data}; {start}{budget} of batch {cfg.batch_size}"
                 f"{window}{accum}, lr {cfg.lr:g}, warm-up {cfg.warmup}, {cfg.precision} on "
-                f"{device}; run in {printable(cfg.out)}")
+                f"{device}; run in {cfg.out}")
 
     def _row_line(self, row: dict) -> str:
         from math import log
@@ -307,6 +307,7 @@ class TrainLog:
         return line
 
     def _say(self, line: str) -> None:
+        line = printable(line)  # paths (--out, --data) need not be UTF-8
         if self.cfg.progress:
             from tqdm import tqdm
 
