@@ -208,6 +208,12 @@ class Trainer:
         schedule_start = None
         if total is None or timed_before:
             schedule_start = _saved_fraction(ckpt, cfg) if ckpt else 0.0
+        if total is None and ckpt is not None and schedule_start >= 1.0 and cfg.max_minutes:
+            # a run whose budget ran out, given a larger one: its cosine ended at the floor,
+            # where more minutes would change nothing; it is re-planned over the whole new
+            # budget (as --steps re-plans a run of updates), so the rate rises to where the
+            # longer schedule stands after the minutes already trained, not to its peak
+            schedule_start = min(1.0, elapsed / (60 * cfg.max_minutes))
         st = TrainState(step=step, total=total, elapsed=elapsed, start_step=step,
                         start_elapsed=elapsed, schedule_start=schedule_start,
                         left=60 * cfg.max_minutes - elapsed if cfg.max_minutes else math.inf,

@@ -229,7 +229,14 @@ def test_resume_of_a_time_budgeted_run_continues_its_schedule(corpus, tmp_path, 
     capsys.readouterr()
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     lrs = [float(r["lr"]) for r in rows if r.get("lr")]
-    assert all(b <= a * (1 + 1e-6) for a, b in zip(lrs, lrs[1:])), lrs  # no restart
+    # the first session's cosine ran out (its rate fell to the floor); the larger budget is
+    # re-planned: the rate rises once, to where a 0.1-minute cosine stands after the minutes
+    # already trained (about half-way: well below the peak, so no restart), then falls
+    rises = [i + 1 for i, (a, b) in enumerate(zip(lrs, lrs[1:])) if b > a * (1 + 1e-6)]
+    assert len(rises) <= 1, lrs
+    after = lrs[rises[0]:] if rises else lrs
+    assert max(after) < 0.8 * max(lrs), lrs
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(after, after[1:])), lrs
 
 
 def test_a_run_name_that_is_not_utf8(corpus, tmp_path, capsys):
