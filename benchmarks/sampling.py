@@ -68,16 +68,17 @@ def exactness(dev: torch.device) -> list[dict]:
         x = torch.randint(0, 256, (4, 105), device=dev)
         with torch.no_grad():
             full = model(x)[:, 40:]
-        for dense in (False, True):
-            dec = Decoder(model, 4, dense=dense)
+        combos = [(False, False), (True, False)] + ([(False, True)] if dev.type == "cuda" else [])
+        for dense, compile in combos:  # (cache dense?, step compiled?)
+            dec = Decoder(model, 4, dense=dense, compile=compile)
             got = [dec.prefill(x[:, :40]).clone()]
             for t in range(40, 104):
                 got.append(dec.step(x[:, t]).clone())  # clone: a graph's output is reused
             err = (torch.stack(got, 1) - full).abs().max().item()
             out.append(dict(pattern=att, cache="dense" if dense else "pattern", max_abs_err=err,
-                            cuda_graph=dec.graph))
+                            cuda_graph=dec.graph, compiled=compile))
             print(f"exact  {att:45s} {'dense' if dense else 'pattern':8s} err {err:.2e} "
-                  f"graph={dec.graph}", flush=True)
+                  f"graph={dec.graph} compiled={compile}", flush=True)
         if dev.type == "cuda":
             # bf16 weights and caches: how far incremental decoding is from the fp32 logits,
             # next to how far the bf16 full forward pass itself is (precision, not a bug).
@@ -104,16 +105,18 @@ def exactness(dev: torch.device) -> list[dict]:
 
 
 def time_decoder(model, batch: int, dense: bool, steps: int, dev: torch.device,
-                 graph: bool | str = "auto") -> dict:
+                 graph: bool | str = "auto", compile: bool = False) -> dict:
     n = model.cfg.n_ctx
-    dec = Decoder(model, batch, dense=dense, cuda_graph=graph)
+    t0 = time.perf_counter()
+    dec = Decoder(model, batch, dense=dense, cuda_graph=graph, compile=compile)
     start = n - steps - 8
     dec.state.length = start  # positions < start count as cached (zeros: same work as real keys)
     dec.state.pos.fill_(start)
     tok = torch.zeros(batch, dtype=torch.long, device=dev)
-    for _ in range(3):  # capture + warm-up
+    for _ in range(3):  # capture + warm-up (+ compilation)
         dec.step(tok)
     _sync(dev)
+    setup_s = time.perf_counter() - t0
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -124,7 +127,7 @@ def time_decoder(model, batch: int, dense: bool, steps: int, dev: torch.device,
     res = dict(batch=batch, cache_bytes=dec.nbytes, cache_bytes_per_sample=dec.nbytes // batch,
                slots_read_per_token=dec.slots_read_per_token(), latency_ms=lat * 1e3,
                latency_ms_mean=statistics.fmean(times) * 1e3, tokens_per_s=batch / lat,
-               cuda_graph=dec.graph, position=start + 3)
+               cuda_graph=dec.graph, compiled=compile, setup_s=setup_s, position=start + 3)
     del dec
     return res
 
@@ -136,7 +139,8 @@ def bytes_per_sample(model, dense: bool) -> int:
     return b
 
 
-def timings(dev, contexts, batches, steps, layers, budget, on_row=None) -> list[dict]:
+def timings(dev, contexts, batches, steps, layers, budget, on_row=None, compile=False
+            ) -> list[dict]:
     rows = []
     for n in contexts:
         for pname, att in patterns_for(n).items():
@@ -156,6 +160,18 @@ def timings(dev, contexts, batches, steps, layers, budget, on_row=None) -> list[
                 rows.append(r)
                 print(f"time   n={n:6d} {pname:8s} eager    B=  1 {r['latency_ms']:8.3f} "
                       f"ms/token (no CUDA graph)", flush=True)
+            if compile and n == contexts[-1]:
+                # both caches with the step compiled (batch 1): the like-for-like comparison
+                for cache in ("pattern", "dense"):
+                    r = time_decoder(model, 1, cache == "dense", steps, dev, compile=True)
+                    r.update(context=n, pattern=pname, spec=att, cache=f"{cache}-compiled",
+                             batch_asked=1)
+                    rows.append(r)
+                    if on_row is not None:
+                        on_row(rows)
+                    print(f"time   n={n:6d} {pname:8s} {cache}-compiled B=  1 "
+                          f"{r['latency_ms']:8.3f} ms/token (compile + capture "
+                          f"{r['setup_s']:.0f} s)", flush=True)
             for cache in ("pattern", "dense"):
                 per = bytes_per_sample(model, cache == "dense")
                 for want in batches:
@@ -230,6 +246,59 @@ def enwik8_sample(dev, n_bytes: int, preset: str, time_limit: float = 120.0) -> 
     return res
 
 
+def kernel_profile(dev: torch.device, n: int, layers: int, steps: int = 5) -> list[dict]:
+    """The CUDA kernels one eager decoding step launches (batch 1, context ``n``), per cache:
+    how many per step and the most expensive by GPU time. A CUDA-graph replay runs the same
+    kernels with the launch cost gone but each still a graph node: their count is what a
+    launch-bound step at batch 1 pays for."""
+    from collections import defaultdict
+
+    from torch.profiler import ProfilerActivity, profile
+
+    rows = []
+    for pname, att in patterns_for(n).items():
+        l = int(att.split("stride=")[1].split(",")[0])
+        cfg = ModelConfig(n_layer=layers, d_model=512, n_head=8, n_ctx=n, attention=att,
+                          embed_stride=l)
+        with torch.device(dev):
+            model = SparseTransformer(cfg).eval()
+        model = model.to(torch.bfloat16)
+        for cache in ("pattern", "dense"):
+            dec = Decoder(model, 1, dense=cache == "dense", cuda_graph=False)
+            start = n - steps - 16
+            dec.state.length = start
+            dec.state.pos.fill_(start)
+            tok = torch.zeros(1, dtype=torch.long, device=dev)
+            for _ in range(3):
+                dec.step(tok)
+            _sync(dev)
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(steps):
+                    dec.step(tok)
+                _sync(dev)
+            count, total = defaultdict(int), defaultdict(float)
+            for e in prof.events():
+                if e.device_type == torch.autograd.DeviceType.CUDA:
+                    count[e.name] += 1
+                    total[e.name] += e.device_time_total
+            top = sorted(total, key=total.get, reverse=True)[:25]
+            row = dict(context=n, pattern=pname, cache=cache,
+                       kernels_per_step=sum(count.values()) / steps,
+                       gpu_us_per_step=sum(total.values()) / steps,
+                       top=[dict(name=k[:120], per_step=count[k] / steps,
+                                 us_per_step=total[k] / steps) for k in top])
+            rows.append(row)
+            print(f"profile n={n} {pname:8s} {cache:8s} {row['kernels_per_step']:.0f} kernels, "
+                  f"{row['gpu_us_per_step']:.0f} us GPU per step", flush=True)
+            for t in row["top"][:12]:
+                print(f"    {t['per_step']:6.1f} x {t['us_per_step']:8.1f} us  {t['name'][:90]}")
+            del dec
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+    return rows
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -273,13 +342,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem-budget-gb", type=float, default=80.0)
     ap.add_argument("--sample-bytes", type=int, default=12288)
     ap.add_argument("--sample-limit-s", type=float, default=120.0)
+    ap.add_argument("--contexts", default="4096,16384,65536", help="comma-separated")
+    ap.add_argument("--batches", default="1,64", help="comma-separated")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time both caches with the step compiled, largest context, B=1")
+    ap.add_argument("--profile", action="store_true",
+                    help="also list the CUDA kernels of one eager step at the largest context")
     args = ap.parse_args(argv)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    contexts, batches = [4096, 16384, 65536], [1, 64]
+    contexts = [int(x) for x in args.contexts.split(",")]
+    batches = [int(x) for x in args.batches.split(",")]
     preset, sample_bytes, layers = "enwik8", args.sample_bytes, args.layers
     if args.quick:
         contexts, batches, layers, sample_bytes, preset = [256, 1024], [1, 4], 2, 64, "wiki-small"
@@ -299,8 +375,11 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
     result["timings"] = timings(dev, contexts, batches, args.steps, layers,
-                                args.mem_budget_gb * 2**30, on_row)
+                                args.mem_budget_gb * 2**30, on_row, args.compile)
     save()
+    if args.profile and cuda:
+        result["profile"] = kernel_profile(dev, contexts[-1], layers)
+        save()
     result["sample"] = enwik8_sample(dev, sample_bytes, preset, args.sample_limit_s)
     result["total_wall_s"] = time.perf_counter() - t_all
     (out / "sampling.json").write_text(json.dumps(result, indent=1))

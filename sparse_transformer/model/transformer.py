@@ -255,13 +255,21 @@ class SparseTransformer(nn.Module):
                              "state.reset() to run a new prompt")
         if state.length >= state.capacity:
             raise ValueError(f"the cache is full: {state.capacity} positions decoded")
+        logits = self.decode_step(x, state)
+        state.length += 1
+        return logits
+
+    def decode_step(self, x: torch.Tensor, state: DecodeState) -> torch.Tensor:
+        """One cached decoding step, bytes x [B, 1] -> logits [B, 1, V], with no host-side
+        checks or counters: what ``sample/decode.py`` captures in a CUDA graph or compiles.
+        Advances ``state.pos`` (on the device), not ``state.length``; ``model(x, state)`` is
+        the checked call."""
         # Position pos reads the byte x (at pos - 1); its coordinates come from the device
         # position, so a CUDA graph of this step replays at any position.
         state.index.clear()
         h = self.embed(x, [c.index_select(0, state.pos) for c in state.coords], start=False)
         logits = self._blocks_and_head(h, state.step_layers)
         state.pos.add_(1)  # after the blocks: the step index reads pos lazily
-        state.length += 1
         return logits
 
     # -- states ----------------------------------------------------------------------------

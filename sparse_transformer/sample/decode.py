@@ -14,6 +14,13 @@ On CUDA the step is captured once in a CUDA graph: the byte goes into a static b
 position advances in a device tensor inside the graph, and a byte costs one graph replay. If
 capture fails the step runs eagerly (with a warning). Nothing here waits on the device.
 
+At batch 1 a step is ~400 small kernels (12 layers: layer norms, four GEMVs, the cache's
+scatters, gathers, q.k, softmax, p.v), each a few microseconds on the GPU even inside a graph.
+``compile=True`` runs the step (``model.decode_step``) through ``torch.compile`` first, which
+fuses the elementwise work into fewer kernels; the graph is then captured around the compiled
+step. It costs a compilation (tens of seconds for a 12-layer model) on the first step, so it
+pays for long samples; benchmarks/sampling.py measures both.
+
 Shapes: B batch, T prompt length, V vocabulary.
 """
 
@@ -37,12 +44,22 @@ class Decoder:
             column stores (and their reads) shrink with it.
         dense: use the dense baseline cache (every position stored and read; benchmarks).
         cuda_graph: "auto" (capture on CUDA), True (require capture), False (eager).
+        compile: run the step through ``torch.compile`` (module docstring).
     """
 
     def __init__(self, model: SparseTransformer, batch: int, *, capacity: int | None = None,
-                 dense: bool = False, cuda_graph: bool | str = "auto"):
+                 dense: bool = False, cuda_graph: bool | str = "auto", compile: bool = False):
         self.model = model
         self.state = model.decode_state(batch, capacity, dense=dense)
+        state = self.state
+
+        def step(token: torch.Tensor) -> torch.Tensor:
+            return model.decode_step(token, state)
+
+        # fullgraph: a graph break would split the step into pieces run by Python, which a
+        # CUDA-graph capture of it cannot see through; better to fail loudly on the first step
+        self._step = torch.compile(step, fullgraph=True, dynamic=False) if compile else step
+        self.compiled = bool(compile)
         device = self.state.pos.device
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)  # the step's input
         want = cuda_graph if cuda_graph != "auto" else device.type == "cuda"
@@ -91,6 +108,8 @@ class Decoder:
         byte after it."""
         if self.state.length == 0:
             raise RuntimeError("call prefill (possibly with an empty prompt) before step")
+        if self.model.training:  # a step has no dropout (what model(x, state) checks too)
+            raise ValueError("decoding needs the model in eval mode (model.eval())")
         if self.state.length >= self.state.capacity:
             raise ValueError(f"the cache is full: {self.state.capacity} positions decoded")
         self.token.copy_(token.reshape(self.batch, 1))
@@ -102,7 +121,9 @@ class Decoder:
                               stacklevel=2)
                 self._want_graph = False
         if self._graph is None:
-            return self.model(self.token, self.state)[:, -1]
+            logits = self._step(self.token)
+            self.state.length += 1
+            return logits[:, -1]
         self._graph.replay()  # advances the device position; the host count is ours to keep
         self.state.length += 1
         return self._graph_logits[:, -1]
@@ -120,13 +141,13 @@ class Decoder:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            for _ in range(2):
+            for _ in range(2):  # (a compiled step compiles here)
                 restore()
-                self.model(self.token, st)
+                self._step(self.token)
         torch.cuda.current_stream().wait_stream(stream)
         restore()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._graph_logits = self.model(self.token, st)
+            self._graph_logits = self._step(self.token)
         restore()
         self._graph = graph

@@ -98,3 +98,17 @@ def test_graph_and_eager_steps_agree_and_generate_uses_the_graph_past_n_ctx(monk
     out = model.generate(bytes(range(65, 85)), n_bytes=N_CTX + 100, top_k=8, seed=0)
     assert isinstance(out, bytes) and len(out) == N_CTX + 120
     assert len(made) == 1 and made[0].graph  # one decoder, its steps replayed a graph
+
+
+@pytest.mark.parametrize("attention", PATTERNS)
+def test_compiled_graph_steps_match_float64(attention):
+    # the compiled step (torch.compile of model.decode_step, then captured in a CUDA graph)
+    # against the float64 reference's full forward pass, in float32
+    model, ref = _models(attention, torch.float32, "auto")
+    x = torch.randint(0, 256, (2, N_CTX), device="cuda")
+    dec = Decoder(model, 2, cuda_graph=True, compile=True)
+    got = _decode(dec, x, PROMPT, PROMPT + 40)
+    assert dec.graph and dec.compiled
+    with torch.no_grad():
+        full = ref(x)
+    torch.testing.assert_close(got.double(), full[:, PROMPT:PROMPT + 41], atol=2e-4, rtol=2e-4)
