@@ -303,13 +303,15 @@ class SparseTransformer(nn.Module):
             self._states.move_to_end(key)
         return state
 
-    def decode_state(self, batch: int, capacity: int | None = None, *, dense: bool = False
-                     ) -> DecodeState:
+    def decode_state(self, batch: int, capacity: int | None = None, *, dense: bool = False,
+                     lowp_gemm: bool = True) -> DecodeState:
         """Caches for decoding ``batch`` sequences of up to ``capacity`` positions (default
         and at most n_ctx) on the model's device: pass it to ``forward`` (see there), or let
         ``sparse_transformer.generate`` do it. ``dense`` builds the baseline that stores and
-        reads every position (benchmarks)."""
-        return build_decode_state(self, batch, capacity, dense)
+        reads every position (benchmarks). ``lowp_gemm=False`` upcasts bf16/fp16 keys for
+        q.k instead of using fp32-output GEMMs (``kernels/kv_cache.lowp_gemm``): what a
+        compiled step needs, as torch.compile cannot trace those GEMMs."""
+        return build_decode_state(self, batch, capacity, dense, lowp_gemm)
 
     def compile_blocks(self, **options) -> "SparseTransformer":
         """``torch.compile`` each residual block in place; returns the model.

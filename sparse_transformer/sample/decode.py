@@ -50,7 +50,7 @@ class Decoder:
     def __init__(self, model: SparseTransformer, batch: int, *, capacity: int | None = None,
                  dense: bool = False, cuda_graph: bool | str = "auto", compile: bool = False):
         self.model = model
-        self.state = model.decode_state(batch, capacity, dense=dense)
+        self.state = model.decode_state(batch, capacity, dense=dense, lowp_gemm=not compile)
         state = self.state
 
         def step(token: torch.Tensor) -> torch.Tensor:
