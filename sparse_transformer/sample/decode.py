@@ -33,6 +33,22 @@ import torch
 from sparse_transformer.model.transformer import SparseTransformer
 
 
+def _compiled(step):
+    """``step`` through torch.compile. fullgraph: a graph break would split the step into
+    pieces run by Python, which a CUDA-graph capture cannot see through, so fail loudly.
+    Every decoder's step is the same code object with other closure cells (model, state), so
+    dynamo counts each new decoder as a recompilation of it: its limit (8) is raised while
+    this step compiles, or a process that decodes with many models would hit it."""
+    fn = torch.compile(step, fullgraph=True, dynamic=False)
+
+    def run(token: torch.Tensor) -> torch.Tensor:
+        with torch._dynamo.config.patch(recompile_limit=1 << 20,
+                                        accumulated_recompile_limit=1 << 20):
+            return fn(token)
+
+    return run
+
+
 class Decoder:
     """Decode ``batch`` sequences of ``model`` one byte per step.
 
@@ -56,9 +72,7 @@ class Decoder:
         def step(token: torch.Tensor) -> torch.Tensor:
             return model.decode_step(token, state)
 
-        # fullgraph: a graph break would split the step into pieces run by Python, which a
-        # CUDA-graph capture of it cannot see through; better to fail loudly on the first step
-        self._step = torch.compile(step, fullgraph=True, dynamic=False) if compile else step
+        self._step = _compiled(step) if compile else step
         self.compiled = bool(compile)
         device = self.state.pos.device
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)  # the step's input

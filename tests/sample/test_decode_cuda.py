@@ -40,7 +40,9 @@ def _models(attention: str, dtype: torch.dtype, backend: str):
 
 def _decode(dec: Decoder, x: torch.Tensor, prompt: int, end: int) -> torch.Tensor:
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a failed capture warns and decodes eagerly
+        # a failed capture warns and decodes eagerly (only that: torch.compile's own
+        # dependencies warn of deprecations while it compiles)
+        warnings.filterwarnings("error", message="CUDA graph capture failed")
         got = [dec.prefill(x[:, :prompt]).clone()]
         for t in range(prompt, end):
             got.append(dec.step(x[:, t]).clone())  # clone: a graph's output is overwritten
