@@ -68,17 +68,19 @@ def exactness(dev: torch.device) -> list[dict]:
         x = torch.randint(0, 256, (4, 105), device=dev)
         with torch.no_grad():
             full = model(x)[:, 40:]
-        combos = [(False, False), (True, False)] + ([(False, True)] if dev.type == "cuda" else [])
-        for dense, compile in combos:  # (cache dense?, step compiled?)
-            dec = Decoder(model, 4, dense=dense, compile=compile)
+        combos = [(False, False, False), (True, False, False)]  # (dense?, compiled?, fused?)
+        if dev.type == "cuda":
+            combos += [(False, True, False), (False, False, True)]
+        for dense, compile, fused in combos:
+            dec = Decoder(model, 4, dense=dense, compile=compile, fused=fused)
             got = [dec.prefill(x[:, :40]).clone()]
             for t in range(40, 104):
                 got.append(dec.step(x[:, t]).clone())  # clone: a graph's output is reused
             err = (torch.stack(got, 1) - full).abs().max().item()
             out.append(dict(pattern=att, cache="dense" if dense else "pattern", max_abs_err=err,
-                            cuda_graph=dec.graph, compiled=compile))
+                            cuda_graph=dec.graph, compiled=compile, fused=fused))
             print(f"exact  {att:45s} {'dense' if dense else 'pattern':8s} err {err:.2e} "
-                  f"graph={dec.graph} compiled={compile}", flush=True)
+                  f"graph={dec.graph} compiled={compile} fused={fused}", flush=True)
         if dev.type == "cuda":
             # bf16 weights and caches: how far incremental decoding is from the fp32 logits,
             # next to how far the bf16 full forward pass itself is (precision, not a bug).
@@ -105,10 +107,11 @@ def exactness(dev: torch.device) -> list[dict]:
 
 
 def time_decoder(model, batch: int, dense: bool, steps: int, dev: torch.device,
-                 graph: bool | str = "auto", compile: bool = False) -> dict:
+                 graph: bool | str = "auto", compile: bool = False, fused: bool = False
+                 ) -> dict:
     n = model.cfg.n_ctx
     t0 = time.perf_counter()
-    dec = Decoder(model, batch, dense=dense, cuda_graph=graph, compile=compile)
+    dec = Decoder(model, batch, dense=dense, cuda_graph=graph, compile=compile, fused=fused)
     start = n - steps - 8
     dec.state.length = start  # positions < start count as cached (zeros: same work as real keys)
     dec.state.pos.fill_(start)
@@ -127,7 +130,8 @@ def time_decoder(model, batch: int, dense: bool, steps: int, dev: torch.device,
     res = dict(batch=batch, cache_bytes=dec.nbytes, cache_bytes_per_sample=dec.nbytes // batch,
                slots_read_per_token=dec.slots_read_per_token(), latency_ms=lat * 1e3,
                latency_ms_mean=statistics.fmean(times) * 1e3, tokens_per_s=batch / lat,
-               cuda_graph=dec.graph, compiled=compile, setup_s=setup_s, position=start + 3)
+               cuda_graph=dec.graph, compiled=compile, fused=fused, setup_s=setup_s,
+               position=start + 3)
     del dec
     return res
 
@@ -139,8 +143,8 @@ def bytes_per_sample(model, dense: bool) -> int:
     return b
 
 
-def timings(dev, contexts, batches, steps, layers, budget, on_row=None, compile=False
-            ) -> list[dict]:
+def timings(dev, contexts, batches, steps, layers, budget, on_row=None, compile=False,
+            fused=False) -> list[dict]:
     rows = []
     for n in contexts:
         for pname, att in patterns_for(n).items():
@@ -172,14 +176,15 @@ def timings(dev, contexts, batches, steps, layers, budget, on_row=None, compile=
                     print(f"time   n={n:6d} {pname:8s} {cache}-compiled B=  1 "
                           f"{r['latency_ms']:8.3f} ms/token (compile + capture "
                           f"{r['setup_s']:.0f} s)", flush=True)
-            for cache in ("pattern", "dense"):
+            for cache in ("pattern", "dense") + (("pattern-fused",) if fused else ()):
                 per = bytes_per_sample(model, cache == "dense")
                 for want in batches:
                     b = want
                     while b > 1 and per * b > budget:
                         b //= 2
                     try:
-                        r = time_decoder(model, b, cache == "dense", steps, dev)
+                        r = time_decoder(model, b, cache == "dense", steps, dev,
+                                         fused=cache == "pattern-fused")
                     except Exception as err:  # e.g. out of memory: record it, keep going
                         print(f"FAILED n={n} {pname} {cache} B={b}: {err}", flush=True)
                         rows.append(dict(context=n, pattern=pname, spec=att, cache=cache,
@@ -346,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="1,64", help="comma-separated")
     ap.add_argument("--compile", action="store_true",
                     help="also time both caches with the step compiled, largest context, B=1")
+    ap.add_argument("--fused", action="store_true",
+                    help="also time the pattern cache with the fused Triton step (every row)")
     ap.add_argument("--profile", action="store_true",
                     help="also list the CUDA kernels of one eager step at the largest context")
     args = ap.parse_args(argv)
@@ -375,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
     result["timings"] = timings(dev, contexts, batches, args.steps, layers,
-                                args.mem_budget_gb * 2**30, on_row, args.compile)
+                                args.mem_budget_gb * 2**30, on_row, args.compile, args.fused)
     save()
     if args.profile and cuda:
         result["profile"] = kernel_profile(dev, contexts[-1], layers)

@@ -307,24 +307,32 @@ class StepIndex:
 
     def __init__(self, i: torch.Tensor, batch: int, plans: CachePlans):
         self.i, self.batch, self.plans = i, batch, plans
-        self._memo: dict[int, tuple] = {}  # by group plan number
+        self._memo: dict = {}  # by group plan number (and ("bmm", number))
 
     def clear(self) -> None:
         """Forget the last step's tensors (the next ``get`` computes them for ``i`` as it is)."""
         self._memo.clear()
 
-    def get(self, number: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(write slots [Hg, R, 1], gather index or None, bias [B * Hg, 1, S]) of group plan
-        ``number``."""
+    def get_flat(self, number: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(write slots long [Hg, R], gather index [S] or None, bias float32 [Hg, S]) of group
+        plan ``number``: what the fused step (``triton_decode``) reads."""
         if number not in self._memo:
             g, c = self.plans.groups[number]
-            slots = write_slots(g, c, self.i, self.i)
+            slots = write_slots(g, c, self.i, self.i)[..., 0]  # one position: [Hg, R]
             index, pos = read_layout(g, c, self.i)
-            bias = read_bias(g, c, self.i, pos)
+            self._memo[number] = (slots, index, read_bias(g, c, self.i, pos))
+        return self._memo[number]
+
+    def get(self, number: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(write slots [Hg, R, 1], gather index or None, bias [B * Hg, 1, S]) of group plan
+        ``number``: the layout of the torch step's scatter and ``baddbmm``."""
+        key = ("bmm", number)
+        if key not in self._memo:
+            slots, index, bias = self.get_flat(number)
             n_h, s = bias.shape
             bias = bias[None].expand(self.batch, n_h, s).reshape(self.batch * n_h, 1, s)
-            self._memo[number] = (slots, index, bias)
-        return self._memo[number]
+            self._memo[key] = (slots[..., None], index, bias)
+        return self._memo[key]
 
 
 def lowp_gemm(device: torch.device | str, dtype: torch.dtype) -> str | None:
@@ -367,12 +375,15 @@ class LayerCache:
         dense: build the dense baseline (every position stored and read).
         plans: the decoding run's ``CachePlans`` (shared by its layers); its own by default.
         lowp: ``lowp_gemm(device, dtype)``, probed once per run by the caller; None upcasts.
+        fused: one Triton launch per head group and step (``triton_decode``) instead of the
+            torch ops; CUDA, or Triton's interpreter on the CPU; fp32/bf16/fp16.
     """
 
     def __init__(self, pattern: Pattern, n_heads: int, n_ctx: int, batch: int, d_k: int,
                  d_v: int, *, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", dense: bool = False,
-                 plans: CachePlans | None = None, lowp: str | None = None):
+                 plans: CachePlans | None = None, lowp: str | None = None,
+                 fused: bool = False):
         self.plans = CachePlans(device) if plans is None else plans
         self.numbers = self.plans.layer(pattern, n_heads, n_ctx, dense)
         self.groups = tuple(self.plans.groups[k][0] for k in self.numbers)
@@ -389,6 +400,13 @@ class LayerCache:
         self._lowp = lowp
         self._unperm = (None if self._natural else
                         torch.tensor(order, device=device).argsort())
+        self.fused = bool(fused)
+        if self.fused:
+            from sparse_transformer.kernels import triton_decode
+
+            triton_decode.check_support(dtype, torch.device(device))
+            self._heads = [torch.tensor(g.heads, dtype=torch.long, device=device)
+                           for g in self.groups]
 
     @staticmethod
     def _selector(heads: tuple[int, ...], device) -> slice | torch.Tensor:
@@ -436,6 +454,8 @@ class LayerCache:
         except for bf16/fp16 caches on CUDA (see ``lowp_gemm``). The result comes back in q's
         dtype. ``idx`` is this step's index over the same ``plans``.
         """
+        if self.fused:
+            return self._fused_step(q, k, v, idx, scale)
         b = q.shape[0]
         work = torch.float64 if q.dtype == torch.float64 else torch.float32
         outs = []
@@ -476,6 +496,19 @@ class LayerCache:
         if self._unperm is not None:
             y = y.index_select(1, self._unperm)
         return y.to(q.dtype)
+
+    def _fused_step(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, idx: StepIndex,
+                    scale: float) -> torch.Tensor:
+        """``step`` as one Triton launch per head group; each writes its heads of the output
+        in place, so there is nothing to concatenate or un-permute."""
+        from sparse_transformer.kernels import triton_decode
+
+        out = torch.empty(q.shape[0], self.n_heads, 1, self.v[0].shape[-1], dtype=q.dtype,
+                          device=q.device)
+        for number, heads, kb, vb in zip(self.numbers, self._heads, self.k, self.v):
+            slots, index, bias = idx.get_flat(number)
+            triton_decode.cache_step(q, k, v, kb, vb, heads, slots, index, bias, scale, out)
+        return out
 
 
 __all__ = ["LayerCache", "CachePlans", "StepIndex", "GroupPlan", "GroupConsts", "Region",

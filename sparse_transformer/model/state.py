@@ -106,7 +106,8 @@ class DecodeState:
 
 
 def build_decode_state(model: "SparseTransformer", batch: int, capacity: int | None,
-                       dense: bool, use_lowp_gemm: bool = True) -> DecodeState:
+                       dense: bool, use_lowp_gemm: bool = True, fused: bool = False
+                       ) -> DecodeState:
     cfg = model.cfg
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
@@ -120,7 +121,8 @@ def build_decode_state(model: "SparseTransformer", batch: int, capacity: int | N
     # probed once per run, before any CUDA-graph capture
     lowp = lowp_gemm(device, dtype) if use_lowp_gemm else None
     caches = tuple(LayerCache(b.attn.pattern, cfg.n_head, capacity, batch, d_k, d_v,
-                              dtype=dtype, device=device, dense=dense, plans=plans, lowp=lowp)
+                              dtype=dtype, device=device, dense=dense, plans=plans, lowp=lowp,
+                              fused=fused)
                    for b in model.blocks)
     return DecodeState(batch, capacity, caches, plans,
                        torch.zeros(1, dtype=torch.long, device=device),

@@ -304,14 +304,15 @@ class SparseTransformer(nn.Module):
         return state
 
     def decode_state(self, batch: int, capacity: int | None = None, *, dense: bool = False,
-                     lowp_gemm: bool = True) -> DecodeState:
+                     lowp_gemm: bool = True, fused: bool = False) -> DecodeState:
         """Caches for decoding ``batch`` sequences of up to ``capacity`` positions (default
         and at most n_ctx) on the model's device: pass it to ``forward`` (see there), or let
         ``sparse_transformer.generate`` do it. ``dense`` builds the baseline that stores and
         reads every position (benchmarks). ``lowp_gemm=False`` upcasts bf16/fp16 keys for
         q.k instead of using fp32-output GEMMs (``kernels/kv_cache.lowp_gemm``): what a
-        compiled step needs, as torch.compile cannot trace those GEMMs."""
-        return build_decode_state(self, batch, capacity, dense, lowp_gemm)
+        compiled step needs, as torch.compile cannot trace those GEMMs. ``fused`` runs each
+        layer's cached step as one Triton launch per head group (``kernels/triton_decode``)."""
+        return build_decode_state(self, batch, capacity, dense, lowp_gemm, fused)
 
     def compile_blocks(self, **options) -> "SparseTransformer":
         """``torch.compile`` each residual block in place; returns the model.

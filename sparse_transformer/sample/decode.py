@@ -61,12 +61,16 @@ class Decoder:
         dense: use the dense baseline cache (every position stored and read; benchmarks).
         cuda_graph: "auto" (capture on CUDA), True (require capture), False (eager).
         compile: run the step through ``torch.compile`` (module docstring).
+        fused: each layer's cache step as one Triton launch per head group
+            (``kernels/triton_decode.py``; CUDA, or Triton's interpreter on the CPU).
     """
 
     def __init__(self, model: SparseTransformer, batch: int, *, capacity: int | None = None,
-                 dense: bool = False, cuda_graph: bool | str = "auto", compile: bool = False):
+                 dense: bool = False, cuda_graph: bool | str = "auto", compile: bool = False,
+                 fused: bool = False):
         self.model = model
-        self.state = model.decode_state(batch, capacity, dense=dense, lowp_gemm=not compile)
+        self.state = model.decode_state(batch, capacity, dense=dense, lowp_gemm=not compile,
+                                        fused=fused)
         state = self.state
 
         def step(token: torch.Tensor) -> torch.Tensor:

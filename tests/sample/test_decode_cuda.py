@@ -114,3 +114,39 @@ def test_compiled_graph_steps_match_float64(attention):
     with torch.no_grad():
         full = ref(x)
     torch.testing.assert_close(got.double(), full[:, PROMPT:PROMPT + 41], atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("chunk", [None, 16])
+@pytest.mark.parametrize("attention", PATTERNS)
+def test_fused_graph_steps_match_float64(attention, chunk, monkeypatch):
+    # Decoder(fused=True): each layer's cached step is one Triton launch per head group
+    # (kernels/triton_decode.py), captured in the CUDA graph; float32 against float64. chunk
+    # 16: every read split over many programs that run concurrently with the one storing the
+    # new key and value (the kernel takes those slots from registers, not memory)
+    from sparse_transformer.kernels import triton_decode
+
+    if chunk is not None:
+        monkeypatch.setattr(triton_decode, "CHUNK", chunk)
+    model, ref = _models(attention, torch.float32, "auto")
+    x = torch.randint(0, 256, (2, N_CTX), device="cuda")
+    dec = Decoder(model, 2, cuda_graph=True, fused=True)
+    got = _decode(dec, x, PROMPT, PROMPT + 60)
+    assert dec.graph and all(c.fused for c in dec.state.caches)
+    with torch.no_grad():
+        full = ref(x)[:, PROMPT:PROMPT + 61]
+    torch.testing.assert_close(got.double(), full, atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("attention", PATTERNS)
+def test_fused_bf16_steps_as_close_to_float64_as_the_torch_step(attention):
+    # bf16 weights and caches: the fused step (fp32 q.k, softmax and p.v) is no further from
+    # the float64 logits than the torch step (fp32-output GEMMs, p rounded to bf16 for p.v)
+    model, ref = _models(attention, torch.bfloat16, "auto")
+    x = torch.randint(0, 256, (2, N_CTX), device="cuda")
+    fused = _decode(Decoder(model, 2, cuda_graph=True, fused=True), x, PROMPT, PROMPT + 60)
+    plain = _decode(Decoder(model, 2, cuda_graph=True), x, PROMPT, PROMPT + 60)
+    with torch.no_grad():
+        full = ref(x)[:, PROMPT:PROMPT + 61]
+    err_fused = (fused.double() - full).abs().max().item()
+    err_plain = (plain.double() - full).abs().max().item()
+    assert err_fused <= 1.5 * err_plain + 1e-3, (err_fused, err_plain)
