@@ -29,9 +29,12 @@ import traceback
 
 import torch
 
-from sparse_transformer import attention
-from sparse_transformer import patterns as P
-from sparse_transformer.kernels.reference import reference_attention
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, uninstalled
+
+from sparse_transformer import attention  # noqa: E402
+from sparse_transformer import patterns as P  # noqa: E402
+from sparse_transformer.kernels.reference import reference_attention  # noqa: E402
 
 H, D = 8, 64
 DTYPE = torch.bfloat16

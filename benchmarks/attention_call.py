@@ -28,8 +28,10 @@ import time
 
 import torch
 
-from sparse_transformer import attention
-from sparse_transformer import patterns as P
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, uninstalled
+
+from sparse_transformer import attention  # noqa: E402
+from sparse_transformer import patterns as P  # noqa: E402
 
 PATTERNS = {
     "fixed(128,32,4)": (P.fixed(128, 32, 4), "triton"),

@@ -25,8 +25,10 @@ import triton
 import triton.language as tl
 from attention_call import wall_ms  # benchmarks/attention_call.py: the same timing
 
-from sparse_transformer import attention
-from sparse_transformer import patterns as P
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, uninstalled
+
+from sparse_transformer import attention  # noqa: E402
+from sparse_transformer import patterns as P  # noqa: E402
 
 
 @triton.jit

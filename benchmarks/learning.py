@@ -44,9 +44,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparse_transformer.data.bytes import resolve_data
-from sparse_transformer.model.config import ModelConfig
-from sparse_transformer.model.transformer import SparseTransformer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, uninstalled
+
+from sparse_transformer.data.bytes import resolve_data  # noqa: E402
+from sparse_transformer.model.config import ModelConfig  # noqa: E402
+from sparse_transformer.model.transformer import SparseTransformer  # noqa: E402
 
 LN2 = math.log(2.0)
 

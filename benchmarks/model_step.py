@@ -30,8 +30,10 @@ from pathlib import Path
 
 import torch
 
-from sparse_transformer.model.config import ModelConfig
-from sparse_transformer.model.transformer import SparseTransformer, loss_nats
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, uninstalled
+
+from sparse_transformer.model.config import ModelConfig  # noqa: E402
+from sparse_transformer.model.transformer import SparseTransformer, loss_nats  # noqa: E402
 
 # shape name -> (preset, overrides, batch, attention variants {name: (pattern, backend)})
 SHAPES = {
