@@ -68,19 +68,19 @@ def exactness(dev: torch.device) -> list[dict]:
         x = torch.randint(0, 256, (4, 105), device=dev)
         with torch.no_grad():
             full = model(x)[:, 40:]
-        combos = [(False, False, False), (True, False, False)]  # (dense?, compiled?, fused?)
+        combos = [(False, False), (True, False)]  # (dense?, fused?)
         if dev.type == "cuda":
-            combos += [(False, True, False), (False, False, True)]
-        for dense, compile, fused in combos:
-            dec = Decoder(model, 4, dense=dense, compile=compile, fused=fused)
+            combos.append((False, True))
+        for dense, fused in combos:
+            dec = Decoder(model, 4, dense=dense, fused=fused)
             got = [dec.prefill(x[:, :40]).clone()]
             for t in range(40, 104):
                 got.append(dec.step(x[:, t]).clone())  # clone: a graph's output is reused
             err = (torch.stack(got, 1) - full).abs().max().item()
             out.append(dict(pattern=att, cache="dense" if dense else "pattern", max_abs_err=err,
-                            cuda_graph=dec.graph, compiled=compile, fused=fused))
+                            cuda_graph=dec.graph, fused=fused))
             print(f"exact  {att:45s} {'dense' if dense else 'pattern':8s} err {err:.2e} "
-                  f"graph={dec.graph} compiled={compile} fused={fused}", flush=True)
+                  f"graph={dec.graph} fused={fused}", flush=True)
         if dev.type == "cuda":
             # bf16 weights and caches: how far incremental decoding is from the fp32 logits,
             # next to how far the bf16 full forward pass itself is (precision, not a bug).
@@ -107,16 +107,15 @@ def exactness(dev: torch.device) -> list[dict]:
 
 
 def time_decoder(model, batch: int, dense: bool, steps: int, dev: torch.device,
-                 graph: bool | str = "auto", compile: bool = False, fused: bool = False
-                 ) -> dict:
+                 graph: bool | str = "auto", fused: bool = False) -> dict:
     n = model.cfg.n_ctx
     t0 = time.perf_counter()
-    dec = Decoder(model, batch, dense=dense, cuda_graph=graph, compile=compile, fused=fused)
+    dec = Decoder(model, batch, dense=dense, cuda_graph=graph, fused=fused)
     start = n - steps - 8
     dec.state.length = start  # positions < start count as cached (zeros: same work as real keys)
     dec.state.pos.fill_(start)
     tok = torch.zeros(batch, dtype=torch.long, device=dev)
-    for _ in range(3):  # capture + warm-up (+ compilation)
+    for _ in range(3):  # capture + warm-up
         dec.step(tok)
     _sync(dev)
     setup_s = time.perf_counter() - t0
@@ -130,8 +129,7 @@ def time_decoder(model, batch: int, dense: bool, steps: int, dev: torch.device,
     res = dict(batch=batch, cache_bytes=dec.nbytes, cache_bytes_per_sample=dec.nbytes // batch,
                slots_read_per_token=dec.slots_read_per_token(), latency_ms=lat * 1e3,
                latency_ms_mean=statistics.fmean(times) * 1e3, tokens_per_s=batch / lat,
-               cuda_graph=dec.graph, compiled=compile, fused=fused, setup_s=setup_s,
-               position=start + 3)
+               cuda_graph=dec.graph, fused=fused, setup_s=setup_s, position=start + 3)
     del dec
     return res
 
@@ -154,8 +152,8 @@ def bench_model(n: int, att: str, layers: int, dev: torch.device) -> SparseTrans
     return model.to(torch.bfloat16) if dev.type == "cuda" else model
 
 
-def timings(dev, contexts, batches, steps, layers, budget, on_row=None, compile=False,
-            fused=False) -> list[dict]:
+def timings(dev, contexts, batches, steps, layers, budget, on_row=None, fused=False
+            ) -> list[dict]:
     rows = []
     for n in contexts:
         for pname, att in patterns_for(n).items():
@@ -168,18 +166,6 @@ def timings(dev, contexts, batches, steps, layers, budget, on_row=None, compile=
                 rows.append(r)
                 print(f"time   n={n:6d} {pname:8s} eager    B=  1 {r['latency_ms']:8.3f} "
                       f"ms/token (no CUDA graph)", flush=True)
-            if compile and n == contexts[-1]:
-                # both caches with the step compiled (batch 1): the like-for-like comparison
-                for cache in ("pattern", "dense"):
-                    r = time_decoder(model, 1, cache == "dense", steps, dev, compile=True)
-                    r.update(context=n, pattern=pname, spec=att, cache=f"{cache}-compiled",
-                             batch_asked=1)
-                    rows.append(r)
-                    if on_row is not None:
-                        on_row(rows)
-                    print(f"time   n={n:6d} {pname:8s} {cache}-compiled B=  1 "
-                          f"{r['latency_ms']:8.3f} ms/token (compile + capture "
-                          f"{r['setup_s']:.0f} s)", flush=True)
             for cache in ("pattern", "dense") + (("pattern-fused",) if fused else ()):
                 per = bytes_per_sample(model, cache == "dense")
                 for want in batches:
@@ -350,8 +336,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-limit-s", type=float, default=120.0)
     ap.add_argument("--contexts", default="4096,16384,65536", help="comma-separated")
     ap.add_argument("--batches", default="1,64", help="comma-separated")
-    ap.add_argument("--compile", action="store_true",
-                    help="also time both caches with the step compiled, largest context, B=1")
     ap.add_argument("--fused", action="store_true",
                     help="also time the pattern cache with the fused Triton step (every row)")
     ap.add_argument("--profile", action="store_true",
@@ -383,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
     result["timings"] = timings(dev, contexts, batches, args.steps, layers,
-                                args.mem_budget_gb * 2**30, on_row, args.compile, args.fused)
+                                args.mem_budget_gb * 2**30, on_row, args.fused)
     save()
     if args.profile and cuda:
         result["profile"] = kernel_profile(dev, contexts[-1], layers, fused=args.fused)

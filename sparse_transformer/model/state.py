@@ -106,8 +106,7 @@ class DecodeState:
 
 
 def build_decode_state(model: "SparseTransformer", batch: int, capacity: int | None,
-                       dense: bool, use_lowp_gemm: bool = True, fused: bool = False
-                       ) -> DecodeState:
+                       dense: bool, fused: bool = False) -> DecodeState:
     cfg = model.cfg
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
@@ -118,8 +117,7 @@ def build_decode_state(model: "SparseTransformer", batch: int, capacity: int | N
     device, dtype = weight.device, weight.dtype
     d_k, d_v = cfg.d_qk // cfg.n_head, cfg.d_model // cfg.n_head
     plans = CachePlans(device)
-    # probed once per run, before any CUDA-graph capture
-    lowp = lowp_gemm(device, dtype) if use_lowp_gemm else None
+    lowp = lowp_gemm(device, dtype)  # probed once per run, before any CUDA-graph capture
     caches = tuple(LayerCache(b.attn.pattern, cfg.n_head, capacity, batch, d_k, d_v,
                               dtype=dtype, device=device, dense=dense, plans=plans, lowp=lowp,
                               fused=fused)

@@ -261,7 +261,7 @@ class SparseTransformer(nn.Module):
 
     def decode_step(self, x: torch.Tensor, state: DecodeState) -> torch.Tensor:
         """One cached decoding step, bytes x [B, 1] -> logits [B, 1, V], with no host-side
-        checks or counters: what ``sample/decode.py`` captures in a CUDA graph or compiles.
+        checks or counters: what ``sample/decode.py`` captures in a CUDA graph.
         Advances ``state.pos`` (on the device), not ``state.length``; ``model(x, state)`` is
         the checked call."""
         # Position pos reads the byte x (at pos - 1); its coordinates come from the device
@@ -304,15 +304,13 @@ class SparseTransformer(nn.Module):
         return state
 
     def decode_state(self, batch: int, capacity: int | None = None, *, dense: bool = False,
-                     lowp_gemm: bool = True, fused: bool = False) -> DecodeState:
+                     fused: bool = False) -> DecodeState:
         """Caches for decoding ``batch`` sequences of up to ``capacity`` positions (default
         and at most n_ctx) on the model's device: pass it to ``forward`` (see there), or let
         ``sparse_transformer.generate`` do it. ``dense`` builds the baseline that stores and
-        reads every position (benchmarks). ``lowp_gemm=False`` upcasts bf16/fp16 keys for
-        q.k instead of using fp32-output GEMMs (``kernels/kv_cache.lowp_gemm``): what a
-        compiled step needs, as torch.compile cannot trace those GEMMs. ``fused`` runs each
-        layer's cached step as one Triton launch per head group (``kernels/triton_decode``)."""
-        return build_decode_state(self, batch, capacity, dense, lowp_gemm, fused)
+        reads every position (benchmarks). ``fused`` runs each layer's cached step as one
+        Triton launch per head group (``kernels/triton_decode.py``)."""
+        return build_decode_state(self, batch, capacity, dense, fused)
 
     def compile_blocks(self, **options) -> "SparseTransformer":
         """``torch.compile`` each residual block in place; returns the model.

@@ -16,10 +16,9 @@ capture fails the step runs eagerly (with a warning). Nothing here waits on the 
 
 At batch 1 a step is ~400 small kernels (12 layers: layer norms, four GEMVs, the cache's
 scatters, gathers, q.k, softmax, p.v), each a few microseconds on the GPU even inside a graph.
-``compile=True`` runs the step (``model.decode_step``) through ``torch.compile`` first, which
-fuses the elementwise work into fewer kernels; the graph is then captured around the compiled
-step. It costs a compilation (tens of seconds for a 12-layer model) on the first step, so it
-pays for long samples; benchmarks/sampling.py measures both.
+``fused=True`` replaces each layer's cache step (~14 kernels of a strided layer) with one or
+two Triton launches per head group (``kernels/triton_decode.py``). (A ``torch.compile`` of the
+step was tried on 5 Dec and removed: slower for strided and dense at 65,536, docs/sampling.md.)
 
 Shapes: B batch, T prompt length, V vocabulary.
 """
@@ -33,22 +32,6 @@ import torch
 from sparse_transformer.model.transformer import SparseTransformer
 
 
-def _compiled(step):
-    """``step`` through torch.compile. fullgraph: a graph break would split the step into
-    pieces run by Python, which a CUDA-graph capture cannot see through, so fail loudly.
-    Every decoder's step is the same code object with other closure cells (model, state), so
-    dynamo counts each new decoder as a recompilation of it: its limit (8) is raised while
-    this step compiles, or a process that decodes with many models would hit it."""
-    fn = torch.compile(step, fullgraph=True, dynamic=False)
-
-    def run(token: torch.Tensor) -> torch.Tensor:
-        with torch._dynamo.config.patch(recompile_limit=1 << 20,
-                                        accumulated_recompile_limit=1 << 20):
-            return fn(token)
-
-    return run
-
-
 class Decoder:
     """Decode ``batch`` sequences of ``model`` one byte per step.
 
@@ -60,24 +43,14 @@ class Decoder:
             column stores (and their reads) shrink with it.
         dense: use the dense baseline cache (every position stored and read; benchmarks).
         cuda_graph: "auto" (capture on CUDA), True (require capture), False (eager).
-        compile: run the step through ``torch.compile`` (module docstring).
         fused: each layer's cache step as one Triton launch per head group
             (``kernels/triton_decode.py``; CUDA, or Triton's interpreter on the CPU).
     """
 
     def __init__(self, model: SparseTransformer, batch: int, *, capacity: int | None = None,
-                 dense: bool = False, cuda_graph: bool | str = "auto", compile: bool = False,
-                 fused: bool = False):
+                 dense: bool = False, cuda_graph: bool | str = "auto", fused: bool = False):
         self.model = model
-        self.state = model.decode_state(batch, capacity, dense=dense, lowp_gemm=not compile,
-                                        fused=fused)
-        state = self.state
-
-        def step(token: torch.Tensor) -> torch.Tensor:
-            return model.decode_step(token, state)
-
-        self._step = _compiled(step) if compile else step
-        self.compiled = bool(compile)
+        self.state = model.decode_state(batch, capacity, dense=dense, fused=fused)
         device = self.state.pos.device
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)  # the step's input
         want = cuda_graph if cuda_graph != "auto" else device.type == "cuda"
@@ -139,7 +112,7 @@ class Decoder:
                               stacklevel=2)
                 self._want_graph = False
         if self._graph is None:
-            logits = self._step(self.token)
+            logits = self.model.decode_step(self.token, self.state)
             self.state.length += 1
             return logits[:, -1]
         self._graph.replay()  # advances the device position; the host count is ours to keep
@@ -159,13 +132,13 @@ class Decoder:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            for _ in range(2):  # (a compiled step compiles here)
+            for _ in range(2):
                 restore()
-                self._step(self.token)
+                self.model.decode_step(self.token, st)
         torch.cuda.current_stream().wait_stream(stream)
         restore()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._graph_logits = self._step(self.token)
+            self._graph_logits = self.model.decode_step(self.token, st)
         restore()
         self._graph = graph
