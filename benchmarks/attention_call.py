@@ -52,13 +52,14 @@ def _inputs(B, H, N, D):
 
 def wall_ms(call, calls: int = 20, repeats: int = 5) -> float:
     """Median over ``repeats`` of the wall time per call of ``calls`` back-to-back calls."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     times = []
     for _ in range(repeats):
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         for _ in range(calls):
             call()
-        torch.cuda.synchronize()
+        sync()
         times.append((time.perf_counter() - t0) * 1e3 / calls)
     return statistics.median(times)
 

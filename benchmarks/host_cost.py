@@ -8,6 +8,7 @@ backward as the baseline of PyTorch's own autograd path, one bare Triton launch 
 kernel, and a cProfile of our forward + backward (the top entries by own time).
 
     python benchmarks/host_cost.py [--out results_dir]
+    python benchmarks/host_cost.py --python-share     # CPU: the library's own share of a call
 """
 
 from __future__ import annotations
@@ -16,14 +17,19 @@ import argparse
 import cProfile
 import io
 import json
+import os
 import pstats
 import sys
 from pathlib import Path
 
 import torch
-import triton
-import triton.language as tl
-from attention_call import wall_ms  # benchmarks/attention_call.py: the same timing
+
+if not torch.cuda.is_available():  # --python-share on the CPU: the interpreter's kernels
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from attention_call import wall_ms  # noqa: E402  # benchmarks/attention_call.py: the same timing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, uninstalled
 
@@ -42,10 +48,50 @@ def per_call_us(fn, calls: int = 200) -> float:
     return 1e3 * wall_ms(fn, calls=calls)
 
 
+def python_share(calls: int = 50) -> dict[str, float]:
+    """Our own host time per call, with the four kernels replaced by no-ops (runs on the CPU).
+
+    What is left is the library's Python and PyTorch's autograd around the launches: the
+    dispatch, the op, the argument preparation of each launch. Subtracted from a GPU call's
+    host time it leaves Triton's launcher (issue 18's host-cost item).
+    """
+    from sparse_transformer.kernels import triton_attention, triton_bwd, triton_fwd
+
+    assert triton_attention.INTERPRETED or torch.cuda.is_available()
+
+    class NoLaunch:
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: None
+
+    for mod, name in ((triton_fwd, "fwd_kernel"), (triton_bwd, "delta_kernel"),
+                      (triton_bwd, "dq_kernel"), (triton_bwd, "dkdv_kernel")):
+        setattr(mod, name, NoLaunch())
+    B, H, N, D = 1, 8, 512, 64
+    base = torch.randn(B, N, 3 * H * D, requires_grad=True)
+    q, k, v = (x.view(B, N, H, D).transpose(1, 2) for x in base.split(H * D, dim=-1))
+    go = torch.randn(B, H, N, D)
+    rows = {}
+    for name, p in (("local(128)", P.local(128)), ("strided(128, split)", P.strided(128, "split")),
+                    ("fixed(128, 32, 4)", P.fixed(128, 32, 4))):
+        with torch.no_grad():
+            rows[f"{name} forward, no grad"] = per_call_us(
+                lambda: attention(q, k, v, p, backend="triton"), calls)
+        rows[f"{name} forward + backward"] = per_call_us(
+            lambda: torch.autograd.grad(attention(q, k, v, p, backend="triton"), (q, k, v), go),
+            calls)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--python-share", action="store_true",
+                    help="CPU: our own host time per call, kernels replaced by no-ops")
     args = ap.parse_args(argv)
+    if args.python_share:
+        for k_, v_ in python_share().items():
+            print(f"{k_:42s} {v_:8.1f} us (kernels not launched)", flush=True)
+        return 0
     B, H, N, D = 1, 8, 512, 64
     base = torch.randn(B, N, 3 * H * D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     q, k, v = (x.view(B, N, H, D).transpose(1, 2) for x in base.split(H * D, dim=-1))
