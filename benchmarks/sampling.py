@@ -312,12 +312,15 @@ def plot(rows: list[dict], path: Path) -> None:
                 if want == 1:
                     axes[2].plot(xs, [r["cache_bytes_per_sample"] / 2**20 for r in sel], style,
                                  marker=marker, label=f"{pname} {cache}")
-    for ax, title in zip(axes, ("per-token latency, batch 1 (ms)",
-                                "per-step latency, batch 64 (dense: reduced batch, see JSON)",
-                                "cache memory per sample (MiB)")):
+    for ax, title, ylabel in zip(
+            axes, ("per-token latency, batch 1",
+                   "per-step latency, batch 64 (dense: reduced batch, see JSON)",
+                   "cache memory per sample"),
+            ("ms per token (median)", "ms per step (median)", "MiB")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("context (tokens)")
+        ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
