@@ -407,6 +407,11 @@ class LayerCache:
             triton_decode.check_support(dtype, torch.device(device))
             self._heads = [torch.tensor(g.heads, dtype=torch.long, device=device)
                            for g in self.groups]
+            dev = torch.device(device)
+            sms = (torch.cuda.get_device_properties(dev).multi_processor_count
+                   if dev.type == "cuda" else 4)  # (the interpreter: any small count)
+            self._chunks = [triton_decode.pick_chunk(g.read_size, batch * len(g.heads), sms)
+                            for g in self.groups]
 
     @staticmethod
     def _selector(heads: tuple[int, ...], device) -> slice | torch.Tensor:
@@ -505,9 +510,11 @@ class LayerCache:
 
         out = torch.empty(q.shape[0], self.n_heads, 1, self.v[0].shape[-1], dtype=q.dtype,
                           device=q.device)
-        for number, heads, kb, vb in zip(self.numbers, self._heads, self.k, self.v):
+        for number, heads, kb, vb, chunk in zip(self.numbers, self._heads, self.k, self.v,
+                                                self._chunks):
             slots, index, bias = idx.get_flat(number)
-            triton_decode.cache_step(q, k, v, kb, vb, heads, slots, index, bias, scale, out)
+            triton_decode.cache_step(q, k, v, kb, vb, heads, slots, index, bias, scale, out,
+                                     chunk)
         return out
 
 

@@ -38,7 +38,19 @@ from sparse_transformer.kernels import triton_fwd  # noqa: E402,F401  (the inter
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 BLOCK_S = 64  # slots per loop iteration of a program
-CHUNK = 512  # slots per program: longer reads are split (``cache_step``)
+CHUNK = 512  # at most this many slots per program: longer reads are split (``cache_step``)
+
+
+def pick_chunk(slots: int, programs: int, sms: int) -> int:
+    """Slots per program for a read of ``slots`` per head by ``programs`` (sample, head) pairs
+    on a GPU of ``sms`` multiprocessors: split until the launch fills the GPU, in whole
+    ``BLOCK_S`` steps, never past ``CHUNK``. At batch 1 a strided head reads ~500 slots and a
+    head group has 4-8 heads: unsplit, 4-8 programs walk 8 steps each while 130 SMs idle
+    (17 us a launch on an H100); split 8 ways, each program takes one step."""
+    splits = max(1, -(-sms // max(1, programs)))
+    chunk = -(-slots // splits)
+    chunk = -(-chunk // BLOCK_S) * BLOCK_S
+    return min(CHUNK, max(BLOCK_S, chunk))
 
 
 @triton.jit
@@ -161,9 +173,10 @@ def cache_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kb: torch.Tens
     [Hg, R], then attend q [B, H, 1, Dk] over the slots ``index`` [S] (None: slots 0..S-1)
     masked by ``bias`` float32 [Hg, S], writing ``out`` [B, H, 1, Dv] at the group's heads.
 
-    Reads longer than ``chunk`` (default ``CHUNK``) slots are split over several programs per head (flash-decoding)
-    and combined by a second launch: a head reads a few hundred slots in strided patterns but
-    thousands in fixed ones (every summary), too many for one program at batch 1.
+    Reads longer than ``chunk`` (default ``CHUNK``; ``pick_chunk`` sizes it to the GPU) slots
+    are split over several programs per head (flash-decoding) and combined by a second launch:
+    a head reads a few hundred slots in strided patterns but thousands in fixed ones (every
+    summary), too many for one program at batch 1.
     """
     b, n_h = kb.shape[0], kb.shape[1]
     s = bias.shape[1]
@@ -192,4 +205,4 @@ def cache_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kb: torch.Tens
                                     DV=d_v, BLOCK_DV=block_dv, num_warps=1)
 
 
-__all__ = ["cache_step", "check_support", "DTYPES"]
+__all__ = ["cache_step", "check_support", "pick_chunk", "DTYPES"]

@@ -84,3 +84,17 @@ def test_fused_refuses_float64():
     model, _ = _models("causal()")
     with pytest.raises(TypeError, match="fused decoding"):
         Decoder(model.double(), 1, fused=True, cuda_graph=False)
+
+
+def test_pick_chunk_splits_short_batches_over_the_gpu_and_caps_long_reads():
+    from sparse_transformer.kernels.triton_decode import BLOCK_S, CHUNK, pick_chunk
+
+    # batch 1, 4 heads, a strided read of 512 slots on 132 SMs: one BLOCK_S step a program
+    assert pick_chunk(512, 4, 132) == BLOCK_S
+    # a fixed read of 2,560 slots by 8 programs: 17 splits wanted, whole steps of BLOCK_S
+    c = pick_chunk(2560, 8, 132)
+    assert c % BLOCK_S == 0 and -(-2560 // c) * 8 >= 132 // 2 and c <= CHUNK
+    # batch 64 fills the GPU already: as long as CHUNK allows
+    assert pick_chunk(512, 256, 132) == CHUNK
+    assert pick_chunk(5000, 256, 132) == CHUNK
+    assert pick_chunk(10, 1, 132) == BLOCK_S  # a read shorter than one step: one program
