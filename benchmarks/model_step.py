@@ -16,12 +16,16 @@ and compile setting, measured in the same run. Step time is the median over the 
 
     python benchmarks/model_step.py --out results_dir [--shapes enwik8,audio-65k,1m] [--budget 420]
     python benchmarks/model_step.py --smoke        # tiny shapes on the CPU: checks the script
+
+Mode "default" is what ``train --preset`` runs with no flags. Rows carry ``device`` and
+``commit`` (the COMMIT environment variable: the device's copy of the tree has no history).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -34,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, uninst
 
 from sparse_transformer.model.config import ModelConfig  # noqa: E402
 from sparse_transformer.model.transformer import SparseTransformer, loss_nats  # noqa: E402
+from sparse_transformer.train.recipes import recipe  # noqa: E402
 
 # shape name -> (preset, overrides, batch, attention variants {name: (pattern, backend)})
 SHAPES = {
@@ -49,9 +54,11 @@ SHAPES = {
         "strided split": ("strided(stride=256, mode='split')", "triton"),
         "strided merge": ("strided(stride=256, mode='merge')", "triton"),
     }),
-    # The 152M model on a 1,048,576-token sequence (issue 10's memory target: <= 100 GiB).
-    # Two blocks per recompute checkpoint: 48 x 2 GiB of fp32 residual stream would not fit.
-    "1m": ("audio-65k", dict(dropout=0.0, n_ctx=1048576, embed_stride=1024, recompute_group=2),
+    # The 152M model on a 1,048,576-token sequence (issue 18: <= 78 GiB, an 80 GB card).
+    # Two blocks per recompute checkpoint, each kept in bf16 (half_checkpoints): 48 x 2 GiB
+    # of fp32 residual stream would not fit; 24 x 1 GiB does.
+    "1m": ("audio-65k", dict(dropout=0.0, n_ctx=1048576, embed_stride=1024, recompute_group=2,
+                             half_checkpoints=True),
            1, {
         "strided split": ("strided(stride=1024, mode='split')", "triton"),
     }),
@@ -66,6 +73,16 @@ START = time.time()
 
 def log(msg: str) -> None:
     print(f"[{time.time() - START:7.1f}s] {msg}", flush=True)
+
+
+def mode_settings(shape: str, mode: str) -> tuple[bool, bool]:
+    """(compiled, recompute) of a mode; "default" is what ``train --preset`` runs with no
+    flags: the preset's recompute and its recipe's compile."""
+    if mode == "default":
+        preset, over = SHAPES[shape][:2]
+        cfg = ModelConfig.from_preset(preset, **over)
+        return bool(recipe(preset).get("compile", False)), cfg.recompute
+    return mode.startswith("compiled"), mode.endswith("-recompute")
 
 
 def build(shape: str, pattern: str, backend: str, recompute: bool, compiled: bool,
@@ -116,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shapes", default="enwik8,audio-65k,1m",
                     help="comma-separated: " + ", ".join(SHAPES))
     ap.add_argument("--modes", default="eager-recompute,eager-norecompute,compiled-recompute",
-                    help="comma-separated {eager,compiled}-{recompute,norecompute}")
+                    help="comma-separated {eager,compiled}-{recompute,norecompute}, or "
+                         "default (what train --preset runs with no flags)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--budget", type=float, default=480.0, help="seconds; stop cleanly after")
@@ -140,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     for shape in shapes:
         variants = SHAPES[shape][3]
         for mode in modes:
-            compiled, recompute = mode.startswith("compiled"), mode.endswith("-recompute")
+            compiled, recompute = mode_settings(shape, mode)
             if shape == "1m" and (compiled or not recompute):
                 continue
             for name, (pattern, backend) in variants.items():
@@ -149,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                 if time.time() - START > args.budget:
                     log(f"budget reached; skipping {shape} {mode} {name}")
                     continue
-                row = {"shape": shape, "attention": name, "pattern": pattern,
+                row = {"shape": shape, "mode": mode, "attention": name, "pattern": pattern,
+                       "device": result["machine"]["gpu"] or "cpu",
+                       "commit": os.environ.get("COMMIT", "unknown"),
                        "backend": backend, "compiled": compiled, "recompute": recompute}
                 try:
                     model, batch, n_ctx = build(shape, pattern, backend, recompute, compiled,
@@ -170,8 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                         torch.cuda.empty_cache()
                 rows.append(row)
                 dense = next((r for r in rows if r["shape"] == shape and r["attention"] == "dense"
-                              and r["compiled"] == compiled and r["recompute"] == recompute
-                              and "step_s" in r), None)
+                              and r["mode"] == mode and "step_s" in r), None)
                 if dense and "step_s" in row:
                     row["speedup_vs_dense"] = dense["step_s"] / row["step_s"]
                 log(f"{shape:9s} {mode:20s} {name:14s} " + (
@@ -183,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
           "vs dense")
     for r in rows:
         if "step_s" in r:
-            mode = ("compiled" if r["compiled"] else "eager") + (
-                "-recompute" if r["recompute"] else "-norecompute")
-            print(f"{r['shape']:10s} {mode:20s} {r['attention']:14s} {r['tokens_per_s']:10,.0f} "
+            print(f"{r['shape']:10s} {r['mode']:20s} {r['attention']:14s} {r['tokens_per_s']:10,.0f} "
                   f"{r['step_s'] * 1e3:9.1f} {r['peak_gib']:9.1f} "
                   f"{r.get('speedup_vs_dense', float('nan')):8.2f}")
     return 0

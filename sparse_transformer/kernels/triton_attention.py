@@ -33,7 +33,7 @@ machine without CUDA the kernels run in Triton's interpreter (slow; for tests).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import triton
@@ -41,6 +41,7 @@ import triton.language as tl
 
 from sparse_transformer.kernels import triton_bwd, triton_fwd
 from sparse_transformer.kernels.dispatch import Prepared
+from sparse_transformer.kernels.launcher import Launches
 from sparse_transformer.kernels.triton_fwd import LOG2E, MAX_TERMS
 from sparse_transformer.patterns import ComponentPlan, Pattern
 from sparse_transformer.patterns.kinds import KIND_NONE
@@ -135,6 +136,9 @@ class PlanTables:
     q_block: int
     k_block: int
     components: tuple[ComponentTables, ...]
+    # The compiled kernels these tables were launched with, called past Triton's per-call
+    # Python (kernels/launcher.py); None (the custom ops' unflattened copies): Triton's path.
+    launches: Launches | None = field(default=None, compare=False, repr=False)
 
     @property
     def flat(self) -> tuple[list[torch.Tensor], list[int]]:
@@ -220,7 +224,8 @@ def device_tables(pattern: Pattern, n: int, n_heads: int, q_block: int, k_block:
     for cp in plan.components:
         comps.append(_component_tables(cp, [int(h in seen) for h in cp.heads], device))
         seen.update(cp.heads)
-    return PlanTables(plan.n_pad, q_block, k_block, tuple(comps))
+    return PlanTables(plan.n_pad, q_block, k_block, tuple(comps),
+                      launches=Launches(enabled=not INTERPRETED))
 
 
 def prepare(pattern: Pattern, n: int, n_heads: int, head_dim: int, v_dim: int,
@@ -249,6 +254,11 @@ def _token_major(B: int, H: int, N: int, D: int, like: torch.Tensor,
 
 
 # -- the launches ------------------------------------------------------------------------------
+def _triton_launch(kernel, grid, args, constexprs, **options) -> None:
+    """Triton's own launch path (tables without ``Launches``: the custom ops' copies)."""
+    kernel[grid](*args, **constexprs, **options)
+
+
 def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabs: PlanTables,
                      scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """out [B, H, N, Dv] (q's dtype, token-major memory) and lse [B, H, N] (float32)."""
@@ -258,17 +268,18 @@ def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabs: Pl
     lse = torch.empty(B, H, N, device=q.device, dtype=torch.float32)
     dp, dvp = _pow2(D), _pow2(DV)
     cfg = _launch("fwd", max(dp, dvp), q.dtype)
+    launch = tabs.launches or _triton_launch
     for c in tabs.components:
-        triton_fwd.fwd_kernel[(c.n_query_tiles, B * c.n_slots)](
+        launch(triton_fwd.fwd_kernel, (c.n_query_tiles, B * c.n_slots), (
             q, k, v, out, lse, c.slot_head, c.slot_class, c.slot_merge, *c.query_side, c.params,
             *_strides(q), *_strides(k), *_strides(v), *_strides(out),
             scale * LOG2E, N, H, c.n_slots, D, DV, c.n_query_tiles,
             c.query_side[1].shape[-1], c.query_side[3].shape[-1], c.params[0].numel(),
-            c.stride, c.groups,
-            QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
-            K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3], PREC=_prec(q.dtype),
-            REORDER=c.stride > 0, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        )
+            c.stride, c.groups),
+            dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
+                 K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3],
+                 PREC=_prec(q.dtype), REORDER=c.stride > 0),
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return out, lse
 
 
@@ -283,39 +294,39 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
     dp, dvp = _pow2(D), _pow2(DV)
     delta = torch.empty(B, H, N, device=q.device, dtype=torch.float32)
     block = 64
-    triton_bwd.delta_kernel[(triton.cdiv(N, block), B * H)](
-        out, dout, delta, *_strides(out), *_strides(dout), N, H, DV, BLOCK=block, DVP=dvp)
+    launch = tabs.launches or _triton_launch
+    launch(triton_bwd.delta_kernel, (triton.cdiv(N, block), B * H),
+           (out, dout, delta, *_strides(out), *_strides(dout), N, H, DV),
+           dict(BLOCK=block, DVP=dvp))
     dq, dk = _token_major(B, H, N, D, q), _token_major(B, H, N, D, k)
     dv = _token_major(B, H, N, DV, v)
     cfg_dq = _launch("dq", max(dp, dvp), q.dtype)
     for c in tabs.components:
-        triton_bwd.dq_kernel[(c.n_query_tiles, B * c.n_slots)](
+        launch(triton_bwd.dq_kernel, (c.n_query_tiles, B * c.n_slots), (
             q, k, v, dout, lse, delta, dq, c.slot_head, c.slot_class, c.slot_merge,
             *c.query_side, c.params,
             *_strides(q), *_strides(k), *_strides(v), *_strides(dout), *_strides(dq),
             scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
             c.query_side[1].shape[-1], c.query_side[3].shape[-1], c.params[0].numel(),
-            c.stride, c.groups,
-            QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
-            K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3], PREC=_prec(q.dtype),
-            REORDER=c.stride > 0, num_warps=cfg_dq["num_warps"],
-            num_stages=cfg_dq["num_stages"],
-        )
+            c.stride, c.groups),
+            dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
+                 K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3],
+                 PREC=_prec(q.dtype), REORDER=c.stride > 0),
+            num_warps=cfg_dq["num_warps"], num_stages=cfg_dq["num_stages"])
         key_block = tabs.n_pad // c.n_key_groups
         cfg = _launch("dkdv", max(dp, dvp), q.dtype, key_block)
-        triton_bwd.dkdv_kernel[(c.n_key_groups, B * c.n_slots)](
+        launch(triton_bwd.dkdv_kernel, (c.n_key_groups, B * c.n_slots), (
             q, k, v, dout, lse, delta, dk, dv, c.slot_head, c.slot_class, c.slot_merge,
             *c.key_side, c.params,
             *_strides(q), *_strides(k), *_strides(v), *_strides(dout), *_strides(dk),
             *_strides(dv),
             scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_key_groups,
             c.key_side[1].shape[-1], c.key_side[3].shape[-1], c.params[0].numel(),
-            c.stride, c.groups,
-            QB=tabs.q_block, KB=key_block, DP=dp, DVP=dvp,
-            K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3], PREC=_prec(q.dtype),
-            TRANS_ACC=bool(cfg["trans_acc"]), REORDER=c.stride > 0,
-            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        )
+            c.stride, c.groups),
+            dict(QB=tabs.q_block, KB=key_block, DP=dp, DVP=dvp,
+                 K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3],
+                 PREC=_prec(q.dtype), TRANS_ACC=bool(cfg["trans_acc"]), REORDER=c.stride > 0),
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return dq, dk, dv
 
 

@@ -90,6 +90,12 @@ class ModelConfig:
     blocks, so the kept activations shrink by this factor at no extra compute (each block is
     still re-run once); the backward then holds one group's activations at a time. For very
     long sequences (1M tokens: 2 GiB of fp32 residual per block at d 512)."""
+    half_checkpoints: bool = False
+    """Under bf16/fp16 autocast, keep the residual stream at each recompute checkpoint in that
+    half-precision dtype instead of fp32 (paper 5.6: activations stored in half precision);
+    the blocks still add to an fp32 stream inside a group. Halves what recompute keeps: the
+    152M model at 1,048,576 positions keeps 24 GiB instead of 48 (benchmarks/model_step.py
+    --shapes 1m). Without autocast or recompute it changes nothing."""
     backend: str = "auto"
     """Attention backend passed to ``sparse_transformer.attention``."""
     init: str = "openai"
@@ -118,7 +124,7 @@ class ModelConfig:
         check_float("ModelConfig.qk_ratio", self.qk_ratio, 0, MAX_RATIO, lo_open=True)
         check_float("ModelConfig.dropout", self.dropout, 0, 1, hi_open=True)
         check_float("ModelConfig.ln_eps", self.ln_eps, 0, 1, lo_open=True)
-        for name in ("recompute", "output_bias"):
+        for name in ("recompute", "output_bias", "half_checkpoints"):
             check_bool(f"ModelConfig.{name}", getattr(self, name))
         check_choice("ModelConfig.init", self.init, INITS)
         check_choice("ModelConfig.embedding", self.embedding, EMBEDDINGS)
@@ -229,9 +235,11 @@ class ModelConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # Enwik8 (7.2): 30 layers, d 512, 8 heads, fixed l=128 c=32, merged heads, dropout 0.4; 95M.
     # Distinct summary sub-blocks per head (V=4), OpenAI code's num_verts=4 with c=32.
+    # No recompute (the paper's 5.4 is for memory): at the recipe's batch 2 a step peaks at
+    # 17 GiB without it and runs 1.7x faster (190k vs 112k tokens/s, H100, 5 Dec;
+    # benchmarks/model_step.py --shapes enwik8). --set recompute=true turns it back on.
     "enwik8": dict(n_layer=30, d_model=512, n_head=8, n_ctx=12288, dropout=0.4,
-                   attention="fixed(stride=128, summary=32, distinct=4)", recompute=True,
-                   output_bias=True),
+                   attention="fixed(stride=128, summary=32, distinct=4)", output_bias=True),
     # CIFAR-10 (7.1): 128 layers, d 256, 2 heads, half-size ff and q/k, dropout 0.25; 59M.
     # Stride 96 = one image row of 32 px x 3 channels; one head per strided part (Eq. 8).
     "cifar10": dict(n_layer=128, d_model=256, n_head=2, n_ctx=3072, ff_mult=2.0, qk_ratio=0.5,

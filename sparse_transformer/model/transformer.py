@@ -129,6 +129,12 @@ def _run_blocks(blocks: nn.ModuleList, h: torch.Tensor, layers: tuple[LayerState
     return h
 
 
+def _run_blocks_from(blocks: nn.ModuleList, h: torch.Tensor, layers: tuple[LayerState, ...],
+                     dtype: torch.dtype) -> torch.Tensor:
+    """``_run_blocks`` from a stream kept in half precision (``half_checkpoints``)."""
+    return _run_blocks(blocks, h.to(dtype), layers)
+
+
 class SparseTransformer(nn.Module):
     """Bytes [B, N] (N <= n_ctx) -> logits [B, N, vocab]; logits[:, i] predict x[:, i] from x[:, :i].
 
@@ -225,10 +231,18 @@ class SparseTransformer(nn.Module):
             # Keep only the residual stream (once per group of blocks); re-run the blocks in
             # the backward with the same RNG state so dropout masks replay (paper 5.4, Fig. 4).
             g = self.cfg.recompute_group
+            dev = h.device.type
+            keep = (torch.get_autocast_dtype(dev) if self.cfg.half_checkpoints
+                    and torch.is_autocast_enabled(dev) else None)
             for start in range(0, len(self.blocks), g):
-                h = checkpoint(_run_blocks, self.blocks[start:start + g], h,
-                               layers[start:start + g], use_reentrant=False,
-                               preserve_rng_state=True)
+                if keep is None:
+                    h = checkpoint(_run_blocks, self.blocks[start:start + g], h,
+                                   layers[start:start + g], use_reentrant=False,
+                                   preserve_rng_state=True)
+                else:  # the checkpoint saves its input: a half-precision copy of the stream
+                    h = checkpoint(_run_blocks_from, self.blocks[start:start + g], h.to(keep),
+                                   layers[start:start + g], h.dtype, use_reentrant=False,
+                                   preserve_rng_state=True)
         else:
             h = _run_blocks(self.blocks, h, layers)
         return self.head(self.ln_f(h))  # [B, N, vocab]

@@ -60,6 +60,25 @@ def test_triton_vs_float64_bf16(pattern):
     _check_backend(pattern, "triton", torch.bfloat16)
 
 
+@pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "split")],
+                         ids=lambda p: p.name)
+def test_direct_launches_match_float64(pattern):
+    # The first call compiles through Triton; the second launches every kernel past Triton's
+    # binder (kernels/launcher.py), from the same prepared tables: both against float64.
+    from sparse_transformer.kernels import dispatch, launcher
+
+    if launcher._VERSION not in launcher.VERIFIED:
+        pytest.skip(f"Triton {launcher._VERSION}: the direct path is off on this version")
+    _check_backend(pattern, "triton", torch.bfloat16)
+    prepared = dispatch._lookup(pattern, 1000, 8, 64, 64, torch.bfloat16,
+                                torch.device("cuda", torch.cuda.current_device()), "triton")
+    launches = prepared.tables.launches
+    hits = launches.hits
+    _check_backend(pattern, "triton", torch.bfloat16)
+    n_launch = 1 + 3 * len(prepared.tables.components)  # forward, Delta, dQ and dK/dV
+    assert launches.hits - hits == n_launch, (launches.hits, hits, launches.misses)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],
                          ids=lambda p: p.name)

@@ -107,3 +107,41 @@ def test_compile_blocks_traces_the_state_without_a_graph_break(backend):
         loss_nats(model(x), x).backward()
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+
+
+def test_half_checkpoints_keep_the_stream_in_bf16_and_train_like_fp32_checkpoints():
+    """half_checkpoints (paper 5.6): what each recompute checkpoint keeps of the residual
+    stream is the autocast dtype, and the gradients stay within bf16 rounding of the fp32
+    checkpoints'."""
+    cfg = ModelConfig.from_preset("wiki-tiny", n_layer=4, dropout=0.0, recompute=True,
+                                  recompute_group=2)
+    torch.manual_seed(0)
+    fp32 = SparseTransformer(cfg)
+    with torch.no_grad():
+        for p in fp32.parameters():
+            p.normal_(0, 0.2)
+    half = SparseTransformer(cfg.replace(half_checkpoints=True))
+    half.load_state_dict(fp32.state_dict())
+    x = torch.randint(0, 256, (2, cfg.n_ctx))
+    stream = (2, cfg.n_ctx, cfg.d_model)
+    kept, grads = {}, {}
+    for name, m in (("fp32", fp32), ("half", half)):
+        dtypes = []
+
+        def pack(t, dtypes=dtypes):
+            if tuple(t.shape) == stream:
+                dtypes.append(t.dtype)
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = loss_nats(m(x), x)
+        loss.backward()
+        kept[name] = dtypes
+        grads[name] = torch.cat([p.grad.flatten() for p in m.parameters()])
+    # stream-shaped tensors saved in the forward: the two checkpoints' inputs, then the final
+    # LayerNorm's input (fp32 either way)
+    assert kept["fp32"] == [torch.float32] * 3
+    assert kept["half"] == [torch.bfloat16] * 2 + [torch.float32]
+    rel = float((grads["half"] - grads["fp32"]).norm() / grads["fp32"].norm())
+    assert 0 < rel < 0.02, rel

@@ -1,0 +1,105 @@
+"""Launching our Triton kernels past Triton's per-call Python (issue 18: host cost).
+
+``kernel[grid](*args, **constexprs)`` binds and specializes every argument, hashes a cache
+key, re-checks the kernel's global values and builds launch metadata, on every call. For our
+attention kernels (~45 arguments) that is the largest part of a call's host time: on an H100
+host a strided fwd + bwd call (7 launches) costs 1.25 ms of host time for 0.41 ms of GPU work,
+where one launch of a one-argument kernel costs 18 us (``benchmarks/host_cost.py``).
+
+``Launches`` keeps, per prepared attention, the ``CompiledKernel`` that Triton returned the
+first time it launched a kernel with a given key, and calls its launcher directly afterwards
+with the same arguments Triton would pass. The key holds every non-tensor argument by value and
+each tensor's dtype and 16-byte alignment, plus the constexprs and launch options: stricter
+than Triton's own specialization (which looks at ints only for ==1 and divisibility by 16), so
+a cached kernel is only reused where Triton would have chosen the same one.
+
+Triton's path is kept where the direct one cannot be trusted: the interpreter, a Triton whose
+``CompiledKernel`` lacks the launcher attributes this relies on (checked on first use), launch
+hooks set (profilers such as Proton), and once ``limit`` keys are cached.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import triton
+
+# The launcher's calling convention is Triton's internal API: the direct path is taken only on
+# the versions it was written against and checked on a GPU (tests/kernels/test_cuda.py).
+# Elsewhere (newer Triton chains its launch hooks and may pass other arguments) Triton's own
+# path runs, as before.
+VERIFIED = ((3, 6),)
+_VERSION = tuple(int(x) for x in triton.__version__.split(".")[:2])
+try:
+    from triton import knobs as _knobs
+    from triton.runtime import driver as _driver
+except ImportError:  # pragma: no cover - depends on the Triton version
+    _knobs = _driver = None
+
+
+def _hooks_set() -> bool:
+    rt = _knobs.runtime
+    return rt.launch_enter_hook is not None or rt.launch_exit_hook is not None
+
+
+class Launches:
+    """The compiled kernels one prepared attention launches, by key (see the module doc).
+
+    ``hits`` and ``misses`` count direct and Triton launches (tests, benchmarks).
+    """
+
+    def __init__(self, limit: int = 64, enabled: bool = True):
+        self.enabled = (enabled and _VERSION in VERIFIED and _knobs is not None
+                        and _driver is not None)
+        self.limit = limit
+        self._compiled: dict[tuple, tuple[Any, tuple]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, kernel, grid: tuple[int, ...], args: tuple, constexprs: dict[str, Any],
+                 **options: int) -> None:
+        """``kernel[grid](*args, **constexprs, **options)``, directly where it can be.
+
+        ``args`` are the kernel's leading parameters in order, ``constexprs`` the rest by name.
+        """
+        if not self.enabled or _hooks_set():
+            self.misses += 1
+            kernel[grid](*args, **constexprs, **options)
+            return
+        key = (kernel.fn, tuple((a.dtype, a.data_ptr() % 16 == 0)
+                                         if isinstance(a, torch.Tensor) else a for a in args),
+               tuple(constexprs.items()), tuple(options.items()))
+        entry = self._compiled.get(key)
+        if entry is None:
+            self.misses += 1
+            compiled = kernel[grid](*args, **constexprs, **options)
+            if hasattr(compiled, "result"):  # an asynchronous compile's future
+                compiled = compiled.result()
+            if len(self._compiled) < self.limit and self._usable(compiled):
+                names = kernel.arg_names[len(args):]
+                params = kernel.signature.parameters
+                tail = tuple(constexprs[n] if n in constexprs else params[n].default
+                             for n in names)
+                self._compiled[key] = (compiled, tail)
+            return
+        compiled, tail = entry
+        self.hits += 1
+        device = _driver.active.get_current_device()
+        stream = _driver.active.get_current_stream(device)
+        g1 = grid[1] if len(grid) > 1 else 1
+        g2 = grid[2] if len(grid) > 2 else 1
+        # What Triton's JITFunction.run passes (triton/runtime/jit.py): the launch metadata is
+        # None without hooks, and every parameter goes in order (the launcher skips constexprs).
+        compiled.run(grid[0], g1, g2, stream, compiled.function, compiled.packed_metadata,
+                     None, None, None, *args, *tail)
+
+    def _usable(self, compiled) -> bool:
+        ok = all(hasattr(compiled, a) for a in ("run", "function", "packed_metadata"))
+        if not ok:  # another Triton's CompiledKernel: stay on Triton's path from now on
+            self.enabled = False
+        return ok
+
+
+__all__ = ["Launches"]

@@ -1,0 +1,112 @@
+"""The direct-launch cache (kernels/launcher.py) on a stand-in kernel: when it reuses a
+compiled kernel and when it goes back to Triton. The real launches are checked against float64
+on a GPU (tests/kernels/test_cuda.py::test_direct_launches_match_float64)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from sparse_transformer.kernels import launcher
+from sparse_transformer.kernels.launcher import Launches
+
+
+class FakeCompiled:
+    function, packed_metadata = "fn", "meta"
+
+    def __init__(self, log):
+        self.log = log
+
+    def run(self, *call):
+        self.log.append(("direct", call))
+
+
+class FakeKernel:
+    """What Launches uses of a JITFunction: fn, arg_names, signature, kernel[grid](...)."""
+
+    def __init__(self):
+        def k(x_ptr, n, scale, BLOCK=16, FLAG=0):  # the last two stand for constexprs
+            pass
+        self.fn = k
+        self.signature = inspect.signature(k)
+        self.arg_names = list(self.signature.parameters)
+        self.log = []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.log.append(("triton", grid, args, kwargs))
+            return FakeCompiled(self.log)
+        return launch
+
+
+@pytest.fixture
+def direct(monkeypatch):
+    class Driver:
+        class active:
+            get_current_device = staticmethod(lambda: 0)
+            get_current_stream = staticmethod(lambda device: 1234)
+
+    class Knobs:
+        class runtime:
+            launch_enter_hook = launch_exit_hook = None
+
+    monkeypatch.setattr(launcher, "_driver", Driver)
+    monkeypatch.setattr(launcher, "_knobs", Knobs)
+    monkeypatch.setattr(launcher, "_VERSION", launcher.VERIFIED[0])
+    return Knobs
+
+
+def test_second_launch_with_the_same_key_skips_triton_and_passes_every_parameter(direct):
+    kern, launches = FakeKernel(), Launches()
+    x = torch.zeros(64)
+    launches(kern, (3, 2), (x, 100, 0.5), dict(BLOCK=32), num_warps=4)
+    launches(kern, (5,), (x, 100, 0.5), dict(BLOCK=32), num_warps=4)
+    assert [e[0] for e in kern.log] == ["triton", "direct"]
+    assert (launches.misses, launches.hits) == (1, 1)
+    grid_and_stream, params = kern.log[1][1][:4], kern.log[1][1][9:]
+    assert grid_and_stream == (5, 1, 1, 1234)
+    assert params[0] is x and params[1:] == (100, 0.5, 32, 0)  # constexprs and defaults
+
+
+@pytest.mark.parametrize("change", ["int", "alignment", "dtype", "constexpr", "option"])
+def test_what_triton_might_specialize_differently_goes_back_to_triton(direct, change):
+    kern, launches = FakeKernel(), Launches()
+    buf = torch.zeros(64)
+    base = dict(args=(buf, 100, 0.5), constexprs=dict(BLOCK=32), options=dict(num_warps=4))
+    other = {"int": dict(base, args=(buf, 101, 0.5)),
+             "alignment": dict(base, args=(buf[1:], 100, 0.5)),  # 4 bytes off: not 16-aligned
+             "dtype": dict(base, args=(buf.half(), 100, 0.5)),
+             "constexpr": dict(base, constexprs=dict(BLOCK=64)),
+             "option": dict(base, options=dict(num_warps=8))}[change]
+    for call in (base, other):
+        launches(kern, (1,), call["args"], call["constexprs"], **call["options"])
+    assert [e[0] for e in kern.log] == ["triton", "triton"]
+
+
+def test_hooks_a_disabled_cache_and_unverified_tritons_use_tritons_path(direct, monkeypatch):
+    x = torch.zeros(64)
+    kern = FakeKernel()
+    off = Launches(enabled=False)
+    for _ in range(2):
+        off(kern, (1,), (x, 1, 0.5), {})
+    direct.runtime.launch_enter_hook = object()  # a profiler's hook: Triton must call it
+    hooked = Launches()
+    for _ in range(2):
+        hooked(kern, (1,), (x, 1, 0.5), {})
+    direct.runtime.launch_enter_hook = None
+    monkeypatch.setattr(launcher, "_VERSION", (9, 9))
+    newer = Launches()
+    for _ in range(2):
+        newer(kern, (1,), (x, 1, 0.5), {})
+    assert [e[0] for e in kern.log] == ["triton"] * 6
+    assert off.hits == hooked.hits == newer.hits == 0
+
+
+def test_the_cache_is_bounded(direct):
+    kern, launches = FakeKernel(), Launches(limit=2)
+    x = torch.zeros(64)
+    for n in (1, 2, 3, 3):
+        launches(kern, (1,), (x, n, 0.5), {})
+    assert len(launches._compiled) == 2 and launches.hits == 0  # n=3 was never kept
