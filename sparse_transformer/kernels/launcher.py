@@ -40,8 +40,11 @@ except ImportError:  # pragma: no cover - depends on the Triton version
 
 
 def _hooks_set() -> bool:
+    """Whether a launch hook is registered (Triton 3.6 keeps them in chains, empty by
+    default; a bare callable in others)."""
     rt = _knobs.runtime
-    return rt.launch_enter_hook is not None or rt.launch_exit_hook is not None
+    return any(h is not None and bool(getattr(h, "calls", True))
+               for h in (rt.launch_enter_hook, rt.launch_exit_hook))
 
 
 class Launches:

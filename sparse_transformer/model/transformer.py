@@ -89,8 +89,28 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
 
+class _GeluApprox(torch.autograd.Function):
+    """x * sigmoid(1.702 x) keeping only x for the backward. Autograd of the plain expression
+    keeps x and the sigmoid, a second [tokens, 4d] tensor per block: 4 GiB a block at
+    1,048,576 positions in bf16, the difference between fitting an 80 GB card or not with
+    two blocks per recompute checkpoint (benchmarks/model_step.py --shapes 1m)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(1.702 * x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(1.702 * x)
+        return grad * (s + 1.702 * x * s * (1 - s))
+
+
 def gelu_approx(x: torch.Tensor) -> torch.Tensor:
     """x * sigmoid(1.702 x): the GELU approximation the paper uses (5.2)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _GeluApprox.apply(x)
     return x * torch.sigmoid(1.702 * x)
 
 

@@ -85,6 +85,20 @@ def test_what_triton_might_specialize_differently_goes_back_to_triton(direct, ch
     assert [e[0] for e in kern.log] == ["triton", "triton"]
 
 
+def test_empty_hook_chains_as_triton_3_6_keeps_them_do_not_count_as_hooks(direct):
+    class Chain:  # triton.knobs.HookChain: a list of calls, empty unless a profiler adds one
+        def __init__(self, calls):
+            self.calls = calls
+
+    x = torch.zeros(64)
+    for calls, expected in (([], ["triton", "direct"]), ([print], ["triton", "triton"])):
+        direct.runtime.launch_enter_hook = direct.runtime.launch_exit_hook = Chain(calls)
+        kern, launches = FakeKernel(), Launches()
+        for _ in range(2):
+            launches(kern, (1,), (x, 1, 0.5), {})
+        assert [e[0] for e in kern.log] == expected
+
+
 def test_hooks_a_disabled_cache_and_unverified_tritons_use_tritons_path(direct, monkeypatch):
     x = torch.zeros(64)
     kern = FakeKernel()

@@ -86,6 +86,15 @@ def test_gelu_approximation():
     assert torch.allclose(gelu_approx(x), x / (1 + torch.exp(-1.702 * x)))
 
 
+def test_gelu_backward_matches_float64_gradcheck_and_keeps_only_its_input():
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gelu_approx, (x,))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        gelu_approx(x)
+    assert len(saved) == 1 and saved[0] is x
+
+
 def test_positions_text_and_image():
     r, c = position_coordinates(tiny(), 64)
     assert r[17].item() == 2 and c[17].item() == 1  # 17 = 2 * 8 + 1
