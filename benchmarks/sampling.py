@@ -299,19 +299,22 @@ def plot(rows: list[dict], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for pname, marker in (("strided", "o"), ("fixed", "s")):
-        for cache, style in (("pattern", "-"), ("dense", "--")):
+        # colour: the cache and its step; marker: the pattern
+        for cache, fused, style, color in (("pattern", False, "-", "C0"),
+                                           ("dense", False, "--", "C3"),
+                                           ("pattern-fused", True, ":", "C2")):
             for want in sorted({r["batch_asked"] for r in rows}):
                 sel = [r for r in rows if r["pattern"] == pname and r["cache"] == cache
-                       and r["batch_asked"] == want]
+                       and r["batch_asked"] == want and bool(r.get("fused")) == fused]
                 if not sel:
                     continue
                 xs = [r["context"] for r in sel]
                 lab = f"{pname} {cache} B={want}"
                 axes[0 if want == 1 else 1].plot(xs, [r["latency_ms"] for r in sel], style,
-                                                 marker=marker, label=lab)
-                if want == 1:
+                                                 marker=marker, color=color, label=lab)
+                if want == 1 and not fused:  # the fused step keeps the same cache
                     axes[2].plot(xs, [r["cache_bytes_per_sample"] / 2**20 for r in sel], style,
-                                 marker=marker, label=f"{pname} {cache}")
+                                 marker=marker, color=color, label=f"{pname} {cache}")
     for ax, title, ylabel in zip(
             axes, ("per-token latency, batch 1",
                    "per-step latency, batch 64 (dense: reduced batch, see JSON)",

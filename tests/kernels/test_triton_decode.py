@@ -98,3 +98,26 @@ def test_pick_chunk_splits_short_batches_over_the_gpu_and_caps_long_reads():
     assert pick_chunk(512, 256, 132) == CHUNK
     assert pick_chunk(5000, 256, 132) == CHUNK
     assert pick_chunk(10, 1, 132) == BLOCK_S  # a read shorter than one step: one program
+
+
+def test_fused_windows_past_n_ctx_match_the_torch_step():
+    # generate's sliding windows (sample/generate.py): a new window re-prefills the caches
+    # it reuses, then steps; the fused step must read the refilled slots, not stale ones.
+    model, _ = _models("fixed(stride=8, summary=2, distinct=4)")
+    x = torch.randint(0, 256, (2, 3 * N_CTX), device=DEVICE)
+    decs = {f: Decoder(model, 2, fused=f, cuda_graph=False) for f in (False, True)}
+    for start in (0, 9, 2 * N_CTX - 5):
+        got = {f: [d.prefill(x[:, start:start + 20])] for f, d in decs.items()}
+        for t in range(start + 20, start + N_CTX - 1):
+            for f, d in decs.items():
+                got[f].append(d.step(x[:, t]))
+        torch.testing.assert_close(torch.stack(got[True]), torch.stack(got[False]),
+                                   atol=2e-5, rtol=2e-5, msg=f"window at {start}")
+
+
+def test_the_default_decoder_is_fused_on_cuda_only():
+    model, _ = _models("strided(stride=4, mode='split')")
+    dec = Decoder(model, 1, cuda_graph=False)
+    assert all(c.fused == (DEVICE == "cuda") for c in dec.state.caches)
+    dense = Decoder(model, 1, dense=True, cuda_graph=False)  # the baseline keeps cuBLAS
+    assert not any(c.fused for c in dense.state.caches)
