@@ -40,6 +40,19 @@ SHAPES = {
         "no recompute": dict(recompute=False),
         "recompute": dict(recompute=True),
     }),
+    # the other GPU-sized paper presets at their recipes' batch: would they fit without recompute?
+    "audio-65k": ("audio-65k", dict(dropout=0.0), 1, {
+        "no recompute": dict(recompute=False),
+        "recompute": dict(recompute=True),
+    }),
+    "imagenet64": ("imagenet64", dict(dropout=0.0), 2, {
+        "no recompute": dict(recompute=False),
+        "recompute": dict(recompute=True),
+    }),
+    "cifar10": ("cifar10", dict(dropout=0.0), 8, {
+        "no recompute": dict(recompute=False),
+        "recompute": dict(recompute=True),
+    }),
     "1m": ("audio-65k", dict(dropout=0.0, n_ctx=1048576, embed_stride=1024,
                              attention="strided(stride=1024, mode='split')"), 1, {
         "group 2, fp32 checkpoints": dict(recompute=True, recompute_group=2),
@@ -110,7 +123,7 @@ def estimate(cfg: ModelConfig, batch: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--shapes", default="enwik8,1m", help="comma-separated: " + ", ".join(SHAPES))
+    ap.add_argument("--shapes", default="enwik8,1m,audio-65k,imagenet64,cifar10", help="comma-separated: " + ", ".join(SHAPES))
     ap.add_argument("--out", type=Path, help="folder for memory-estimate.json")
     args = ap.parse_args(argv)
     rows = []

@@ -1,9 +1,11 @@
-"""benchmarks/memory_estimate.py: a step on fake tensors sees what the memory options change.
+"""The training-step benchmarks' own logic, on the CPU (their figures come from a GPU).
 
+benchmarks/memory_estimate.py: a step on fake tensors sees what the memory options change.
 The estimate itself was checked against the GPU (enwik8 shape: 14.4 GiB without recompute and
 3.3 GiB with it, estimated and measured on an H100); here, on a small shape, that it counts
 the options the million-position run depends on in the right direction and by about the size
-the accounting in docs/kernels.md says.
+the accounting in docs/kernels.md says. benchmarks/model_step.py: its "default" mode is what
+``train --preset`` runs with no flags.
 """
 
 from __future__ import annotations
@@ -31,3 +33,17 @@ def test_recompute_and_half_checkpoints_move_the_peak_as_accounted():
     half_stream = 2 * 4096 * base.d_model * 2 / 2**30
     saved = gib["fp32"] - gib["bf16"]
     assert half_stream * 0.99 <= saved <= 4 * half_stream * 1.01, (saved, half_stream)
+
+
+def test_model_step_default_mode_is_what_train_runs_with_no_flags():
+    # benchmarks/model_step.py's "default" rows: the preset's recompute, the recipe's compile
+    model_step = pytest.importorskip("model_step")
+    from sparse_transformer.train.recipes import recipe
+
+    for shape in ("enwik8", "audio-65k"):
+        preset, over = model_step.SHAPES[shape][:2]
+        compiled, recompute = model_step.mode_settings(shape, "default")
+        assert recompute == ModelConfig.from_preset(preset, **over).recompute
+        assert compiled == bool(recipe(preset).get("compile", False))
+    assert model_step.mode_settings("enwik8", "default") == (False, False)
+    assert model_step.mode_settings("enwik8", "compiled-recompute") == (True, True)
