@@ -6,20 +6,26 @@ v), dO)``. "call" is the wall time per call of back-to-back calls, as a training
 them (synchronized before and after; median of 5 runs of 20 calls); "gpu" is the time of the
 kernels one call launches, summed from a ``torch.profiler`` trace of 10 calls. Their ratio is
 the host overhead of the library (issue 10: <= 1.15x): above 1, the GPU waits on the host.
-Also dense cuDNN causal through ``scaled_dot_product_attention`` at the same shape.
+Also dense cuDNN causal through ``scaled_dot_product_attention`` at the same shape, and
+FlexAttention driven by our plans. The same for a forward alone (grad on, as in training).
 
 Replaying the call from a CUDA graph, as this benchmark first did, does not work for a
 backward pass here: with torch 2.11 on an H200 every capture of an autograd backward was
 invalidated (cudaErrorStreamCaptureImplicit), SDPA's as well as ours, while our forward op
 captures and replays exactly (``benchmarks/capture_probe.py``).
 
-    python benchmarks/attention_call.py --out results_dir [--n 16384 --batch 4]
+    COMMIT=<hash> python benchmarks/attention_call.py --out results_dir [--n 16384 --batch 4]
+
+``attention-call.json`` has the raw rows and ``table_rows`` in the form of
+``benchmarks/results/attention.json`` (impl triton / triton_kernels / cudnn / cudnn_kernels /
+flex / flex_kernels).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -40,7 +46,12 @@ PATTERNS = {
     "local(128)": (P.local(128), "triton"),
     "causal (triton)": (P.causal(), "triton"),
     "causal (sdpa/cuDNN)": (P.causal(), "sdpa"),
+    "fixed(128,32,4) (flex)": (P.fixed(128, 32, 4), "flex"),
+    "strided(128,split) (flex)": (P.strided(128, "split"), "flex"),
 }
+# backend -> (impl of a call's wall time, impl of its kernels' GPU time) in attention.json
+IMPLS = {"triton": ("triton", "triton_kernels"), "sdpa": ("cudnn", "cudnn_kernels"),
+         "flex": ("flex", "flex_kernels")}
 
 
 def _inputs(B, H, N, D):
@@ -81,14 +92,30 @@ def gpu_ms(call, calls: int = 10) -> float:
 def measure(pattern, backend, B, H, N, D) -> dict:
     q, k, v, go = _inputs(B, H, N, D)
 
+    def forward():  # as in training: grad on, the graph built (and dropped)
+        return attention(q, k, v, pattern, backend=backend)
+
     def call():
-        out = attention(q, k, v, pattern, backend=backend)
-        return torch.autograd.grad(out, (q, k, v), go)
+        return torch.autograd.grad(forward(), (q, k, v), go)
 
     for _ in range(3):
         call()
     eager, gpu = wall_ms(call), gpu_ms(call)
-    return {"call_ms": eager, "gpu_ms": gpu, "overhead": eager / gpu}
+    fwd, fwd_gpu = wall_ms(forward), gpu_ms(forward)
+    return {"call_ms": eager, "gpu_ms": gpu, "overhead": eager / gpu,
+            "fwd_call_ms": fwd, "fwd_gpu_ms": fwd_gpu, "fwd_overhead": fwd / fwd_gpu}
+
+
+def table_rows(r: dict, device: str, commit: str) -> list[dict]:
+    """``r`` as benchmarks/results/attention.json rows: one for the call, one for its kernels."""
+    if "call_ms" not in r:
+        return []
+    call, kernels = IMPLS[r["backend"]]
+    base = {"n_ctx": r["n"], "batch": r["batch"], "heads": r["heads"],
+            "head_dim": r["head_dim"], "pattern": r["pattern"].split(" (")[0],
+            "device": device, "commit": commit}
+    return [{**base, "impl": call, "fwd_ms": r["fwd_call_ms"], "fwd_bwd_ms": r["call_ms"]},
+            {**base, "impl": kernels, "fwd_ms": r["fwd_gpu_ms"], "fwd_bwd_ms": r["gpu_ms"]}]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=64)
+    ap.add_argument("--only", default="", help="comma-separated backends (default: all)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     rows = []
     for name, (pattern, backend) in PATTERNS.items():
+        if args.only and backend not in args.only.split(","):
+            continue
         try:
             r = measure(pattern, backend, args.batch, args.heads, args.n, args.head_dim)
         except Exception as err:  # one failing pattern must not lose the rest
@@ -109,17 +139,24 @@ def main(argv: list[str] | None = None) -> int:
         r.update(pattern=name, backend=backend, n=args.n, batch=args.batch, heads=args.heads,
                  head_dim=args.head_dim)
         rows.append(r)
-        print(f"{name:22s} " + (f"call {r['call_ms']:7.3f} ms  gpu {r['gpu_ms']:7.3f} ms"
-                                f"  x{r['overhead']:.3f}" if "call_ms" in r else r["error"]),
-              flush=True)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "attention-call.json").write_text(json.dumps(
-            {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-             "setup": "bf16, q/k/v strided views of [B, N, 3HD], fwd+bwd via autograd.grad; "
-                      "call: wall ms per call, median of 5 x 20 back-to-back calls; gpu: "
-                      "device ms per call summed from a torch.profiler trace of 10 calls",
-             "rows": rows}, indent=1))
+        print(f"{name:26s} " + (
+            f"fwd+bwd call {r['call_ms']:7.3f} ms  gpu {r['gpu_ms']:7.3f} ms  "
+            f"x{r['overhead']:.3f} | fwd call {r['fwd_call_ms']:7.3f}  gpu "
+            f"{r['fwd_gpu_ms']:7.3f}  x{r['fwd_overhead']:.3f}"
+            if "call_ms" in r else r["error"]), flush=True)
+        if args.out:  # after every row: a lost machine keeps what was measured
+            device = torch.cuda.get_device_name()
+            commit = os.environ.get("COMMIT", "unknown")
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "attention-call.json").write_text(json.dumps(
+                {"gpu": device, "torch": torch.__version__, "commit": commit,
+                 "setup": "bf16, q/k/v strided views of [B, N, 3HD]; fwd+bwd via "
+                          "autograd.grad, fwd with grad on; call: wall ms per call, median of "
+                          "5 x 20 back-to-back calls; gpu: device ms per call summed from a "
+                          "torch.profiler trace of 10 calls",
+                 "rows": rows,
+                 "table_rows": [t for x in rows for t in table_rows(x, device, commit)]},
+                indent=1))
     return 0
 
 

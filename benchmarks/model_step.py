@@ -82,18 +82,25 @@ def mode_settings(shape: str, mode: str) -> tuple[bool, bool]:
         preset, over = SHAPES[shape][:2]
         cfg = ModelConfig.from_preset(preset, **over)
         return bool(recipe(preset).get("compile", False)), cfg.recompute
-    return mode.startswith("compiled"), mode.endswith("-recompute")
+    return mode.startswith(("compiled", "graphed")), mode.endswith("-recompute")
+
+
+def compile_options(mode: str) -> dict:
+    """``torch.compile`` options of a mode: "graphed" also replays each compiled block from
+    CUDA graphs (Inductor's "reduce-overhead"), which takes the host out of the step."""
+    return {"mode": "reduce-overhead"} if mode.startswith("graphed") else {}
 
 
 def build(shape: str, pattern: str, backend: str, recompute: bool, compiled: bool,
-          device: torch.device) -> tuple[SparseTransformer, int, int]:
+          device: torch.device, options: dict | None = None
+          ) -> tuple[SparseTransformer, int, int]:
     preset, over, batch, _ = SHAPES[shape]
     cfg = ModelConfig.from_preset(preset, **{**over, "attention": pattern, "backend": backend,
                                              "recompute": recompute})
     torch.manual_seed(0)
     model = SparseTransformer(cfg).to(device)
     if compiled:
-        model.compile_blocks()
+        model.compile_blocks(**(options or {}))
     return model, batch, cfg.n_ctx
 
 
@@ -111,6 +118,7 @@ def time_steps(model: SparseTransformer, batch: int, n_ctx: int, device: torch.d
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
+        torch.compiler.cudagraph_mark_step_begin()  # "graphed": a new step, buffers free again
         with amp:
             logits = model(xs[i % 2])
         loss = loss_nats(logits, xs[i % 2])
@@ -133,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shapes", default="enwik8,audio-65k,1m",
                     help="comma-separated: " + ", ".join(SHAPES))
     ap.add_argument("--modes", default="eager-recompute,eager-norecompute,compiled-recompute",
-                    help="comma-separated {eager,compiled}-{recompute,norecompute}, or "
-                         "default (what train --preset runs with no flags)")
+                    help="comma-separated {eager,compiled,graphed}-{recompute,norecompute}, "
+                         "or default (what train --preset runs with no flags)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated attention names to run (default: every one)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--budget", type=float, default=480.0, help="seconds; stop cleanly after")
@@ -162,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             if shape == "1m" and (compiled or not recompute):
                 continue
             for name, (pattern, backend) in variants.items():
+                if args.only and name not in args.only.split(","):
+                    continue
                 if name.startswith("flex") and compiled:
                     continue  # flex compiles its own kernel; the block compile adds nothing
                 if time.time() - START > args.budget:
@@ -173,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                        "backend": backend, "compiled": compiled, "recompute": recompute}
                 try:
                     model, batch, n_ctx = build(shape, pattern, backend, recompute, compiled,
-                                                device)
+                                                device, compile_options(mode))
                     steps = 2 if shape == "1m" else args.steps
                     times, peak = time_steps(model, batch, n_ctx, device,
                                              1 if shape == "1m" else args.warmup, steps)

@@ -122,6 +122,11 @@ class ComponentTables:
 
 
 _TENSORS, _INTS = 12, 9  # per component, in the order of ``tensors()`` and ``ints()``
+# The compiled path (the custom ops below, which torch.compile calls) rebuilds its tables from
+# their flat form on every call, so it cannot keep a per-plan cache: it launches through this
+# one. Sharing is safe because a launch key holds every argument Triton specializes on by value
+# (kernels/launcher.py), not the plan it came from; the limit covers a few dozen plans.
+SHARED_LAUNCHES = Launches(limit=512, enabled=not INTERPRETED)
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,8 @@ class PlanTables:
     k_block: int
     components: tuple[ComponentTables, ...]
     # The compiled kernels these tables were launched with, called past Triton's per-call
-    # Python (kernels/launcher.py); None (the custom ops' unflattened copies): Triton's path.
+    # Python (kernels/launcher.py): the plan's own, or SHARED_LAUNCHES for the custom ops'
+    # unflattened copies; None: Triton's path.
     launches: Launches | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -149,13 +155,14 @@ class PlanTables:
 
     @classmethod
     def unflatten(cls, tensors: list[torch.Tensor], ints: list[int]) -> "PlanTables":
+        """The tables the custom ops were handed, launching through ``SHARED_LAUNCHES``."""
         comps = []
         for k in range(len(tensors) // _TENSORS):
             t = tensors[k * _TENSORS:(k + 1) * _TENSORS]
             i = ints[3 + k * _INTS:3 + (k + 1) * _INTS]
             comps.append(ComponentTables(t[0], t[1], t[2], tuple(t[3:7]), tuple(t[7:11]), t[11],
                                          tuple(i[:4]), *i[4:]))
-        return cls(ints[0], ints[1], ints[2], tuple(comps))
+        return cls(ints[0], ints[1], ints[2], tuple(comps), launches=SHARED_LAUNCHES)
 
 
 @dataclass(eq=False)

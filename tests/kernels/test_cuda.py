@@ -47,12 +47,13 @@ def _check_backend(pattern, backend, dtype, B=2, H=8, N=1000, D=64):
     dense = lambda a, b, c: masked_softmax_attention(a, b, c, mask, 1 / math.sqrt(D))[0]  # noqa
     ref = _grads(dense, base, go, torch.float64, H, D)
     same = _grads(dense, base, go, dtype, H, D)
-    ours = _grads(lambda a, b, c: attention(a, b, c, pattern, backend=backend), base, go, dtype,
-                  H, D)
+    run = backend if callable(backend) else (
+        lambda a, b, c: attention(a, b, c, pattern, backend=backend))
+    ours = _grads(run, base, go, dtype, H, D)
     for name, a, s, r in zip(("out", "dqkv"), ours, same, ref):
         bound = 2 * _err(s, r) + FLOOR[dtype] * max(1.0, float(r.abs().max()))
         err = _err(a, r)
-        assert err <= bound, f"{pattern.name} {backend} {name}: {err:.3g} > {bound:.3g}"
+        assert err <= bound, f"{pattern.name} {backend!r} {name}: {err:.3g} > {bound:.3g}"
 
 
 @pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: p.name)
@@ -77,6 +78,27 @@ def test_direct_launches_match_float64(pattern):
     _check_backend(pattern, "triton", torch.bfloat16)
     n_launch = 1 + 3 * len(prepared.tables.components)  # forward, Delta, dQ and dK/dV
     assert launches.hits - hits == n_launch, (launches.hits, hits, launches.misses)
+
+
+@pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "split")],
+                         ids=lambda p: p.name)
+def test_compiled_calls_launch_directly_and_match_float64(pattern):
+    # Under torch.compile the custom ops run the launches from unflattened tables, through the
+    # shared cache (triton_attention.SHARED_LAUNCHES): after the first call every launch of a
+    # second call must be direct, and both calls must agree with float64.
+    from sparse_transformer.kernels import dispatch, launcher, triton_attention
+
+    if launcher._VERSION not in launcher.VERIFIED:
+        pytest.skip(f"Triton {launcher._VERSION}: the direct path is off on this version")
+    prepared = dispatch.prepare(pattern, 1000, 8, 64, 64, torch.bfloat16, "cuda", "triton")
+    fn = torch.compile(lambda a, b, c: dispatch.run(prepared, a, b, c, 1 / math.sqrt(64)),
+                       fullgraph=True)
+    shared = triton_attention.SHARED_LAUNCHES
+    _check_backend(pattern, fn, torch.bfloat16)
+    hits = shared.hits
+    _check_backend(pattern, fn, torch.bfloat16)
+    n_launch = 1 + 3 * len(prepared.tables.components)  # forward, Delta, dQ and dK/dV
+    assert shared.hits - hits == n_launch, (shared.hits, hits, shared.misses)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
