@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 18's GPU measurements, in stages (each a `run` of the device tool; results under $OUT,
+# at most 8 files come back). COMMIT names the commit measured (the device copy's .git is stale).
+#   bash benchmarks/device_issue18.sh step     # enwik8 step: default vs compiled, 1M, attention()
+#   bash benchmarks/device_issue18.sh tests    # CUDA tests, audio-65k without recompute, graphed
+set -u
+out="${OUT:-/tmp}"
+export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
+log="$out/log-$1.txt"
+stage() { echo "== $1 ($(date +%T))" | tee -a "$log"; }
+case "$1" in
+step)
+    stage "enwik8 default vs compiled-norecompute"
+    timeout 330 python3 benchmarks/model_step.py --shapes enwik8 \
+        --modes default,compiled-norecompute --only "dense,fixed,strided split" --budget 300 \
+        --out "$out/ms" >> "$log" 2>&1
+    stage "1M positions, recompute_group 2, bf16 checkpoints"
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 150 python3 \
+        benchmarks/model_step.py --shapes 1m --modes eager-recompute --out "$out/m1" >> "$log" 2>&1
+    stage "attention() call vs its kernels"
+    timeout 100 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
+        --out "$out/call" >> "$log" 2>&1
+    ;;
+tests)
+    stage "CUDA tests"
+    TEST_TIMEOUT="${TEST_TIMEOUT:-400}" bash benchmarks/device_tests.sh > /dev/null 2>&1
+    tail -25 "$out/cuda-tests.txt" >> "$log"
+    stage "audio-65k default vs eager-norecompute"
+    timeout 200 python3 benchmarks/model_step.py --shapes audio-65k \
+        --modes default,eager-norecompute --only "dense,strided split" --budget 180 \
+        --out "$out/ma" >> "$log" 2>&1
+    ;;
+esac
+stage done
+grep -E "tok/s|call |OOM|Error|error|passed|failed" "$log" | tail -40
