@@ -2,7 +2,8 @@
 # Issue 18's GPU measurements, in stages (each a `run` of the device tool; results under $OUT,
 # at most 8 files come back). COMMIT names the commit measured (the device copy's .git is stale).
 #   bash benchmarks/device_issue18.sh step     # enwik8 step: default vs compiled, 1M, attention()
-#   bash benchmarks/device_issue18.sh tests    # CUDA tests, audio-65k without recompute, graphed
+#   bash benchmarks/device_issue18.sh graph    # enwik8 under CUDA graphs, profiles, audio-65k
+#   bash benchmarks/device_issue18.sh tests    # CUDA tests, audio-65k without recompute
 set -u
 out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
@@ -20,6 +21,21 @@ step)
     stage "attention() call vs its kernels"
     timeout 100 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
         --out "$out/call" >> "$log" 2>&1
+    ;;
+graph)
+    stage "enwik8 graphed (CUDA graphs of the compiled blocks)"
+    timeout 200 python3 benchmarks/model_step.py --shapes enwik8 --modes graphed-norecompute \
+        --only "dense,fixed,strided split" --budget 180 --out "$out/mg" >> "$log" 2>&1
+    stage "profiles: split, default and compiled"
+    timeout 120 python3 benchmarks/model_step.py --shapes enwik8 --warmup 2 --steps 2 \
+        --modes default,compiled-norecompute --only "strided split" --profile \
+        --out "$out/prof" >> "$log" 2>&1
+    stage "host cost"
+    timeout 60 python3 benchmarks/host_cost.py --out "$out/hc" >> "$log" 2>&1
+    stage "audio-65k default vs eager-norecompute"
+    timeout 180 python3 benchmarks/model_step.py --shapes audio-65k \
+        --modes default,eager-norecompute --only "dense,strided split" --budget 160 \
+        --out "$out/ma" >> "$log" 2>&1
     ;;
 tests)
     stage "CUDA tests"

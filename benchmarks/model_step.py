@@ -105,8 +105,13 @@ def build(shape: str, pattern: str, backend: str, recompute: bool, compiled: boo
 
 
 def time_steps(model: SparseTransformer, batch: int, n_ctx: int, device: torch.device,
-               warmup: int, steps: int) -> tuple[list[float], float]:
-    """Seconds of each timed training step, and the peak memory (GiB) over all steps."""
+               warmup: int, steps: int, profile: Path | None = None
+               ) -> tuple[list[float], float]:
+    """Seconds of each timed training step, and the peak memory (GiB) over all steps.
+
+    ``profile``: one more step under ``torch.profiler``, its busiest ops by host time appended
+    to that file (where a step's host time goes, when it outlasts the GPU's).
+    """
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     g = torch.Generator(device="cpu").manual_seed(0)
     xs = [torch.randint(0, 256, (batch, n_ctx), generator=g).to(device) for _ in range(2)]
@@ -114,17 +119,22 @@ def time_steps(model: SparseTransformer, batch: int, n_ctx: int, device: torch.d
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        torch.compiler.cudagraph_mark_step_begin()  # "graphed": a new step, buffers free again
+        with amp:
+            logits = model(x)
+        loss = loss_nats(logits, x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
     for i in range(warmup + steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        torch.compiler.cudagraph_mark_step_begin()  # "graphed": a new step, buffers free again
-        with amp:
-            logits = model(xs[i % 2])
-        loss = loss_nats(logits, xs[i % 2])
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss = step(xs[i % 2])
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:
@@ -132,6 +142,21 @@ def time_steps(model: SparseTransformer, batch: int, n_ctx: int, device: torch.d
         if not torch.isfinite(loss):
             raise RuntimeError(f"non-finite loss {float(loss)}")
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
+    if profile is not None:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as profiler
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profiler(activities=acts) as prof:
+            step(xs[0])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        with open(profile, "a") as f:
+            compiled = model.blocks[0]._compiled_call_impl is not None
+            f.write(f"\n##### {model.cfg.attention} compiled={compiled} "
+                    f"recompute={model.cfg.recompute}\n")
+            f.write(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
     return times, peak
 
 
@@ -148,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--budget", type=float, default=480.0, help="seconds; stop cleanly after")
+    ap.add_argument("--profile", action="store_true",
+                    help="append each row's one-step profile to OUT/profiles.txt")
     ap.add_argument("--out", type=Path, help="folder for model-step.json")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
     args = ap.parse_args(argv)
@@ -187,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                     model, batch, n_ctx = build(shape, pattern, backend, recompute, compiled,
                                                 device, compile_options(mode))
                     steps = 2 if shape == "1m" else args.steps
+                    prof = (args.out / "profiles.txt") if args.profile and args.out else None
                     times, peak = time_steps(model, batch, n_ctx, device,
-                                             1 if shape == "1m" else args.warmup, steps)
+                                             1 if shape == "1m" else args.warmup, steps, prof)
                     step_s = statistics.median(times)
                     row.update(step_s=step_s, tokens_per_s=batch * n_ctx / step_s,
                                peak_gib=peak, batch=batch, n_ctx=n_ctx,
