@@ -106,6 +106,26 @@ def measure(pattern, backend, B, H, N, D) -> dict:
             "fwd_call_ms": fwd, "fwd_gpu_ms": fwd_gpu, "fwd_overhead": fwd / fwd_gpu}
 
 
+def measure_graphed(pattern, B, H, N, D) -> dict:
+    """The same call compiled with CUDA graphs (Inductor's "reduce-overhead"), as the training
+    step of the GPU presets runs it: the prepared op traced, replayed without the host."""
+    from sparse_transformer.kernels import dispatch
+
+    q, k, v, go = _inputs(B, H, N, D)
+    prepared = dispatch.prepare(pattern, N, H, D, D, torch.bfloat16, q.device, "triton")
+    fn = torch.compile(lambda a, b, c: dispatch.run(prepared, a, b, c, D ** -0.5),
+                       mode="reduce-overhead", fullgraph=True)
+
+    def call():
+        torch.compiler.cudagraph_mark_step_begin()
+        return torch.autograd.grad(fn(q, k, v), (q, k, v), go)
+
+    for _ in range(5):
+        call()
+    eager, gpu = wall_ms(call), gpu_ms(call)
+    return {"call_ms": eager, "gpu_ms": gpu, "overhead": eager / gpu}
+
+
 def table_rows(r: dict, device: str, commit: str) -> list[dict]:
     """``r`` as benchmarks/results/attention.json rows: one for the call, one for its kernels."""
     if "call_ms" not in r:
@@ -114,8 +134,12 @@ def table_rows(r: dict, device: str, commit: str) -> list[dict]:
     base = {"n_ctx": r["n"], "batch": r["batch"], "heads": r["heads"],
             "head_dim": r["head_dim"], "pattern": r["pattern"].split(" (")[0],
             "device": device, "commit": commit}
-    return [{**base, "impl": call, "fwd_ms": r["fwd_call_ms"], "fwd_bwd_ms": r["call_ms"]},
+    rows = [{**base, "impl": call, "fwd_ms": r["fwd_call_ms"], "fwd_bwd_ms": r["call_ms"]},
             {**base, "impl": kernels, "fwd_ms": r["fwd_gpu_ms"], "fwd_bwd_ms": r["gpu_ms"]}]
+    g = r.get("graphed", {})
+    if "call_ms" in g:  # forward alone not measured under graphs
+        rows.append({**base, "impl": "triton_graphed", "fwd_ms": None, "fwd_bwd_ms": g["call_ms"]})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--only", default="", help="comma-separated backends (default: all)")
+    ap.add_argument("--graphed", action="store_true",
+                    help="also fixed and strided split compiled with CUDA graphs")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     rows = []
@@ -139,6 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         r.update(pattern=name, backend=backend, n=args.n, batch=args.batch, heads=args.heads,
                  head_dim=args.head_dim)
         rows.append(r)
+        if args.graphed and name in ("fixed(128,32,4)", "strided(128,split)"):
+            try:
+                g = measure_graphed(pattern, args.batch, args.heads, args.n, args.head_dim)
+            except Exception as err:
+                g = {"error": f"{type(err).__name__}: {err}"}
+            r["graphed"] = g
+            print(f"{name + ' graphed':26s} " + (
+                f"fwd+bwd call {g['call_ms']:7.3f} ms  gpu {g['gpu_ms']:7.3f} ms  "
+                f"x{g['overhead']:.3f}" if "call_ms" in g else g["error"]), flush=True)
         print(f"{name:26s} " + (
             f"fwd+bwd call {r['call_ms']:7.3f} ms  gpu {r['gpu_ms']:7.3f} ms  "
             f"x{r['overhead']:.3f} | fwd call {r['fwd_call_ms']:7.3f}  gpu "

@@ -3,6 +3,7 @@
 # at most 8 files come back). COMMIT names the commit measured (the device copy's .git is stale).
 #   bash benchmarks/device_issue18.sh step     # enwik8 step: default vs compiled, 1M, attention()
 #   bash benchmarks/device_issue18.sh graph    # enwik8 under CUDA graphs, profiles, audio-65k
+#   bash benchmarks/device_issue18.sh final    # the defaults at the final commit, attention()
 #   bash benchmarks/device_issue18.sh tests    # CUDA tests, audio-65k without recompute
 set -u
 out="${OUT:-/tmp}"
@@ -36,6 +37,18 @@ graph)
     timeout 180 python3 benchmarks/model_step.py --shapes audio-65k \
         --modes default,eager-norecompute --only "dense,strided split" --budget 160 \
         --out "$out/ma" >> "$log" 2>&1
+    ;;
+final)
+    stage "enwik8 default (compile + CUDA graphs)"
+    timeout 200 python3 benchmarks/model_step.py --shapes enwik8 --modes default \
+        --only "dense,fixed,strided split,strided merge" --budget 180 \
+        --out "$out/ms" >> "$log" 2>&1
+    stage "audio-65k default (compile + CUDA graphs, no recompute)"
+    timeout 170 python3 benchmarks/model_step.py --shapes audio-65k --modes default \
+        --only "dense,strided split" --budget 150 --out "$out/ma" >> "$log" 2>&1
+    stage "attention() call vs its kernels, graphed, flex"
+    timeout 170 python3 benchmarks/attention_call.py --n 12288 --batch 2 --graphed \
+        --out "$out/call" >> "$log" 2>&1
     ;;
 tests)
     stage "CUDA tests"

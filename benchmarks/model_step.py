@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, uninst
 
 from sparse_transformer.model.config import ModelConfig  # noqa: E402
 from sparse_transformer.model.transformer import SparseTransformer, loss_nats  # noqa: E402
-from sparse_transformer.train.recipes import recipe  # noqa: E402
+from sparse_transformer.train.config import TrainConfig  # noqa: E402
 
 # shape name -> (preset, overrides, batch, attention variants {name: (pattern, backend)})
 SHAPES = {
@@ -75,20 +75,27 @@ def log(msg: str) -> None:
     print(f"[{time.time() - START:7.1f}s] {msg}", flush=True)
 
 
+def _default_speed(shape: str) -> tuple[bool, bool]:
+    """(compile, cuda_graphs) that ``train --preset`` picks with no flags on one GPU."""
+    return TrainConfig(preset=SHAPES[shape][0]).speed_options("cuda", 1)
+
+
 def mode_settings(shape: str, mode: str) -> tuple[bool, bool]:
     """(compiled, recompute) of a mode; "default" is what ``train --preset`` runs with no
-    flags: the preset's recompute and its recipe's compile."""
+    flags on one GPU: the preset's recompute and its recipe's compile."""
     if mode == "default":
         preset, over = SHAPES[shape][:2]
         cfg = ModelConfig.from_preset(preset, **over)
-        return bool(recipe(preset).get("compile", False)), cfg.recompute
+        return _default_speed(shape)[0], cfg.recompute
     return mode.startswith(("compiled", "graphed")), mode.endswith("-recompute")
 
 
-def compile_options(mode: str) -> dict:
-    """``torch.compile`` options of a mode: "graphed" also replays each compiled block from
-    CUDA graphs (Inductor's "reduce-overhead"), which takes the host out of the step."""
-    return {"mode": "reduce-overhead"} if mode.startswith("graphed") else {}
+def compile_options(shape: str, mode: str) -> dict:
+    """``torch.compile`` options of a mode: "graphed" (and a default whose recipe has CUDA
+    graphs) also replays each compiled block from CUDA graphs (Inductor's "reduce-overhead"),
+    which takes the host out of the step."""
+    graphed = _default_speed(shape)[1] if mode == "default" else mode.startswith("graphed")
+    return {"mode": "reduce-overhead"} if graphed else {}
 
 
 def build(shape: str, pattern: str, backend: str, recompute: bool, compiled: bool,
@@ -212,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                        "backend": backend, "compiled": compiled, "recompute": recompute}
                 try:
                     model, batch, n_ctx = build(shape, pattern, backend, recompute, compiled,
-                                                device, compile_options(mode))
+                                                device, compile_options(shape, mode))
                     steps = 2 if shape == "1m" else args.steps
                     prof = (args.out / "profiles.txt") if args.profile and args.out else None
                     times, peak = time_steps(model, batch, n_ctx, device,

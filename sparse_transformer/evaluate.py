@@ -69,6 +69,7 @@ def evaluate_bpb(model: SparseTransformer, data: np.ndarray, *, batch_size: int 
             x = torch.from_numpy(np.stack([np.asarray(data[s:s + n_ctx]) for s, _ in chunk])
                                  .astype(np.int64)).to(device)
             with autocast(precision, device):
+                torch.compiler.cudagraph_mark_step_begin()  # blocks replayed from CUDA graphs
                 logits = model(x)
             nats = loss_nats(logits, x, reduction="none")  # [b, N] in fp32
             for row, (_, first) in enumerate(chunk):

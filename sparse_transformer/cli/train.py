@@ -92,9 +92,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=argparse.SUPPRESS)  # the old name of --force
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard events to OUT/tensorboard (needs tensorboard)")
-    p.add_argument("--compile", action="store_true",
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile each residual block (one graph for all; on CUDA the "
-                   "layer norms, gelu and residual adds around the attention op are fused)")
+                   "layer norms, gelu and residual adds around the attention op are fused). "
+                   "Default: the recipe's choice on one GPU (enwik8: on), off on the CPU")
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+                   help="replay the compiled blocks from CUDA graphs, so the host does not "
+                   "launch each kernel (needs --compile; one GPU, no --shard). Default: the "
+                   "recipe's choice on one GPU (enwik8: on)")
     p.add_argument("--shard", action="store_true",
                    help="under torchrun: shard parameters, gradients and optimizer state "
                    "across the processes (FSDP2, one unit per residual block) instead of "
@@ -131,6 +136,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     sets = parse_sets(args.set)
     switches = dict(progress=not args.no_progress, tensorboard=args.tensorboard,
                     force=args.force, resume=args.resume, compile=args.compile,
+                    cuda_graphs=args.cuda_graphs,
                     shard=args.shard)
     if not args.resume:
         opts = {field: getattr(args, field) for _, (field, _, _) in FLAGS.items()}

@@ -237,7 +237,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Distinct summary sub-blocks per head (V=4), OpenAI code's num_verts=4 with c=32.
     # No recompute (the paper's 5.4 is for memory): at the recipe's batch 2 a step peaks at
     # 17 GiB without it and runs 1.7x faster (190k vs 112k tokens/s, H100, 5 Dec;
-    # benchmarks/model_step.py --shapes enwik8). --set recompute=true turns it back on.
+    # benchmarks/model_step.py --shapes enwik8). --set recompute=true turns it back on. The
+    # recipe adds compile and CUDA graphs (train/recipes.py).
     "enwik8": dict(n_layer=30, d_model=512, n_head=8, n_ctx=12288, dropout=0.4,
                    attention="fixed(stride=128, summary=32, distinct=4)", output_bias=True),
     # CIFAR-10 (7.1): 128 layers, d 256, 2 heads, half-size ff and q/k, dropout 0.25; 59M.
@@ -253,9 +254,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Classical music, Table 4 first row: 65,536 mu-law samples, 152M parameters (the
     # ImageNet-sized network), strided with l = 256 = sqrt(n); text-style (row, column)
     # position embedding, as the blog says the audio model only changes the embeddings.
+    # No recompute: at batch 1 a step peaks at 57.0 GiB without it (an 80 GB card) and runs
+    # 1.25x faster (158k vs 126k tokens/s, H100, 5 Dec; benchmarks/model_step.py --shapes
+    # audio-65k). A million positions need it back: --set recompute=true recompute_group=2
+    # half_checkpoints=true (72.5 GiB at 1,048,576, same benchmark, --shapes 1m).
     "audio-65k": dict(n_layer=48, d_model=512, n_head=16, n_ctx=65536, dropout=0.01,
-                      attention="strided(stride=256, mode='split')", recompute=True,
-                      output_bias=True),
+                      attention="strided(stride=256, mode='split')", output_bias=True),
     # --- one GPU, the default data ---------------------------------------------------------
     # The default data (wiki, 5.5 MB of train bytes) in 10 minutes on one H200: the Enwik8
     # pattern and width at 12 layers and a 2,048-byte context; dropout because 10 minutes are

@@ -20,7 +20,7 @@ from sparse_transformer.checks import (
     check_text,
 )
 from sparse_transformer.precision import PRECISIONS
-from sparse_transformer.train.recipes import RECIPES, recipe
+from sparse_transformer.train.recipes import GPU_ONLY, RECIPES, recipe
 
 MAX_SEED = 2**62  # torch seeds are 64-bit; each rank adds its rank to the seed
 MAX_MINUTES = 1_000_000  # about two years: a budget beyond it is a typo (1e300 overflows the clock)
@@ -52,7 +52,9 @@ class TrainConfig:
     weight_decay: float | None = None  # recipe; paper 6, matrices only
     output_lr_mult: float | None = None  # recipe; learning-rate factor of the zero-started
                                        # output matrix W_out (train/recipes.py says why)
-    compile: bool = False              # torch.compile each residual block (CUDA: fused)
+    compile: bool | None = None        # recipe on one GPU; torch.compile each residual block
+    cuda_graphs: bool | None = None    # recipe on one GPU; replay the compiled blocks from CUDA
+                                       # graphs (no host cost per kernel; needs compile)
     shard: bool = False                # FSDP2 over the torchrun processes (train/sharding.py)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -98,8 +100,15 @@ class TrainConfig:
         check_choice(flag("precision"), self.precision, PRECISIONS)
         check_device(flag("device"), self.device)
         check_float(flag("output_lr_mult"), self.output_lr_mult, 0, lo_open=True)
-        for name in ("resume", "force", "progress", "tensorboard", "compile", "shard"):
+        for name in ("resume", "force", "progress", "tensorboard", "shard"):
             check_bool(flag(name), getattr(self, name))
+        for name in GPU_ONLY:
+            if getattr(self, name) is not None:
+                check_bool(flag(name), getattr(self, name))
+        if self.cuda_graphs and self.compile is False:
+            raise ValueError("--cuda-graphs replays the compiled blocks: drop --no-compile")
+        if self.cuda_graphs and (self.shard or self.device == "cpu"):
+            raise ValueError("--cuda-graphs runs on one CUDA device without --shard")
         if self.shard and self.precision == "fp16":
             # torch.amp.GradScaler checks only the local gradients for inf/NaN: with sharded
             # gradients the ranks could disagree on skipping a step
@@ -129,8 +138,28 @@ class TrainConfig:
         for name, value in values.items():
             if name == "max_minutes" and budget_given:
                 continue  # --steps or --max-minutes given: the recipe's budget does not apply
+            if name in GPU_ONLY:
+                continue  # decided with the device: speed_options
             if getattr(self, name) is None:
                 setattr(self, name, value)
+
+    def speed_options(self, device_type: str, world_size: int = 1) -> tuple[bool, bool]:
+        """(compile, cuda_graphs) of this run: the flags given, else the recipe's where one
+        CUDA device trains alone (the configuration the recipe was measured in); off on the
+        CPU, under --shard and across several processes."""
+        gpu = device_type == "cuda"
+        measured = recipe(self.preset)
+        alone = gpu and world_size == 1 and not self.shard
+        graphs = self.cuda_graphs
+        if graphs is None:
+            graphs = alone and self.compile is not False and bool(measured["cuda_graphs"])
+        if graphs and not gpu:
+            raise ValueError("--cuda-graphs needs a CUDA device; this run is on the "
+                             f"{device_type}")
+        compile_ = self.compile
+        if compile_ is None:
+            compile_ = graphs or (alone and bool(measured["compile"]))
+        return bool(compile_), bool(graphs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

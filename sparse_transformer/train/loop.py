@@ -154,8 +154,11 @@ class Trainer:
             load_weights(model, ckpt)
         elif self.mcfg.output_bias:  # a new run: the logits start as the unigram model
             model.init_output_bias(byte_log_frequencies(self.data.split("train")))
-        if cfg.compile:
-            model.compile_blocks()  # one graph serves every block; our attention op inside
+        self.compiled, self.graphed = cfg.speed_options(self.dev.type, info.world_size)
+        if self.compiled:  # one graph serves every block; our attention op inside
+            # CUDA graphs (Inductor's "reduce-overhead"): each block's kernels replay without
+            # the host, which at the enwik8 shape otherwise outlasts the strided kernels
+            model.compile_blocks(**({"mode": "reduce-overhead"} if self.graphed else {}))
         if cfg.shard:
             # imported only when asked: torch.distributed.fsdp takes a second to import
             from sparse_transformer.train import sharding
@@ -261,6 +264,8 @@ class Trainer:
         for micro in range(cfg.grad_accum):
             x = random_batch(self.train_split, self.mcfg.n_ctx, cfg.batch_size, self.gen,
                              self.record).to(dev)
+            if self.graphed:  # a new forward and backward: the graphs' buffers are free
+                torch.compiler.cudagraph_mark_step_begin()
             with D.grad_sync(self.ddp, sync=micro == cfg.grad_accum - 1):
                 with autocast(cfg.precision, dev):
                     logits = self.ddp(x)

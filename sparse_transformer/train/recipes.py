@@ -29,7 +29,13 @@ BASE: dict[str, Any] = {
     "eval_every": 250,
     "eval_bytes": 131_072,
     "max_minutes": None,
+    # How a step runs on one CUDA device (TrainConfig.speed_options: on the CPU, under
+    # --shard or several processes they stay off unless asked for by flag).
+    "compile": False,
+    "cuda_graphs": False,
 }
+# Fields that take the recipe's value only where a GPU runs the step (see BASE).
+GPU_ONLY = ("compile", "cuda_graphs")
 
 RECIPES: dict[str, dict[str, Any]] = {
     # The CPU demo (make demo). lr/warm-up/batch: the earlier demo's; output rate x10 and the
@@ -47,16 +53,21 @@ RECIPES: dict[str, dict[str, Any]] = {
     # The paper's Enwik8 model: the 300-update H200 comparison (4.04 bits/byte vs the
     # reference GPT's 4.02; benchmarks/learning.py --study gpu-enwik8-fix). The paper warms up
     # for 5,000 updates in runs of days; this recipe was only measured for 300.
+    # compile + CUDA graphs: the fastest step measured on an H100 at this shape (strided split
+    # 411k tokens/s against 230k eager, fixed 273k against 195k; benchmarks/model_step.py
+    # --shapes enwik8 --modes default,compiled-norecompute,graphed-norecompute).
     "enwik8": dict(batch_size=2, lr=5e-4, warmup=100, output_lr_mult=30.0, precision="bf16",
-                   eval_every=1000, eval_bytes=1 << 20),
+                   eval_every=1000, eval_bytes=1 << 20, compile=True, cuda_graphs=True),
     # Not trained in this repository: learning rates from OpenAI's code (distribution_
     # augmentation's hyperparameters), the output rate of the enwik8 preset.
     "cifar10": dict(batch_size=8, lr=3.5e-4, warmup=2000, output_lr_mult=30.0,
                     precision="bf16", eval_every=1000, eval_bytes=3072 * 200),
     "imagenet64": dict(batch_size=2, lr=1.5e-4, warmup=2000, output_lr_mult=30.0,
                        precision="bf16", eval_every=1000, eval_bytes=12288 * 50),
+    # compile + CUDA graphs: as for enwik8 (benchmarks/model_step.py --shapes audio-65k).
     "audio-65k": dict(batch_size=1, lr=1.5e-4, warmup=2000, output_lr_mult=30.0,
-                      precision="bf16", eval_every=1000, eval_bytes=65536 * 8),
+                      precision="bf16", eval_every=1000, eval_bytes=65536 * 8, compile=True,
+                      cuda_graphs=True),
     # One GPU, the paper's three modalities in minutes (benchmarks/paper_gpu.py and
     # docs/results.md have what each gave on an H200/H100). 65,536 tokens per update for text
     # and audio, 100,352 (128 images) for Fashion-MNIST, whose 24 short layers leave the step

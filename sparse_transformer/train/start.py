@@ -61,6 +61,7 @@ def check_start(cfg: TrainConfig, info: D.DistInfo) -> Start:
     if cfg.shard and not info.enabled:
         raise ValueError("--shard needs several processes: launch with torchrun "
                          "--nproc_per_node N (N >= 2)")
+    cfg.speed_options(info.device.type, info.world_size)  # --cuda-graphs without CUDA
     ckpt = load_checkpoint(run) if cfg.resume else None
     eval_only, manifest, seen = False, None, None
     if ckpt:

@@ -38,12 +38,18 @@ def test_recompute_and_half_checkpoints_move_the_peak_as_accounted():
 def test_model_step_default_mode_is_what_train_runs_with_no_flags():
     # benchmarks/model_step.py's "default" rows: the preset's recompute, the recipe's compile
     model_step = pytest.importorskip("model_step")
-    from sparse_transformer.train.recipes import recipe
+    from sparse_transformer.train.config import TrainConfig
 
     for shape in ("enwik8", "audio-65k"):
         preset, over = model_step.SHAPES[shape][:2]
         compiled, recompute = model_step.mode_settings(shape, "default")
         assert recompute == ModelConfig.from_preset(preset, **over).recompute
-        assert compiled == bool(recipe(preset).get("compile", False))
-    assert model_step.mode_settings("enwik8", "default") == (False, False)
+        compile_, graphs = TrainConfig(preset=preset).speed_options("cuda", 1)
+        assert compiled == compile_
+        assert (model_step.compile_options(shape, "default") == {"mode": "reduce-overhead"}) \
+            == graphs
+    # enwik8: compiled blocks replayed from CUDA graphs, no recompute (the fastest measured)
+    assert model_step.mode_settings("enwik8", "default") == (True, False)
+    assert model_step.compile_options("enwik8", "default") == {"mode": "reduce-overhead"}
     assert model_step.mode_settings("enwik8", "compiled-recompute") == (True, True)
+    assert model_step.compile_options("enwik8", "compiled-norecompute") == {}

@@ -66,3 +66,29 @@ def test_bf16_run_on_the_gpu_learns_saves_and_resumes(byte_file, tmp_path, count
     x = torch.randint(0, 256, (2, loaded.cfg.n_ctx), device="cuda")
     with torch.no_grad():
         assert torch.equal(loaded(x), second["model"].eval()(x))
+
+
+def test_cuda_graphs_run_learns_evaluates_and_resumes(byte_file, tmp_path):
+    # What `train --preset enwik8` runs by default on one GPU (train/recipes.py): compiled
+    # blocks replayed from CUDA graphs, with an evaluation between updates (inference graphs
+    # beside the training ones) and a resume. Same model and data as the test above.
+    run = tmp_path / "graphs"
+    first = train(_cfg(byte_file, run, steps=40, cuda_graphs=True, eval_every=20,
+                       eval_bytes=4096))
+    cfg = TrainConfig(preset="wiki-tiny", cuda_graphs=True)
+    assert cfg.speed_options("cuda", 1) == (True, True)
+    assert first["step"] == 40
+    assert first["losses"][-1] < first["losses"][0] - 1.0, first["losses"][::10]
+    assert first["valid_bpb"] is not None and first["valid_bpb"] < 4.0
+    second = train(_cfg(byte_file, run, steps=60, cuda_graphs=True, resume=True))
+    assert second["step"] == 60 and second["losses"][0] < first["losses"][0] - 1.0
+    # the replayed graphs computed what the eager model computes from the same weights
+    model = second["model"].eval()
+    eager = SparseTransformer(model.cfg).cuda().eval()
+    eager.load_state_dict(model.state_dict())
+    x = torch.randint(0, 256, (2, model.cfg.n_ctx), device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        torch.compiler.cudagraph_mark_step_begin()
+        a = model(x).float()
+        b = eager(x).float()
+    assert (a - b).abs().max() < 0.1 * b.abs().max(), float((a - b).abs().max())
