@@ -4,6 +4,7 @@
 #   bash benchmarks/device_issue18.sh step     # enwik8 step: default vs compiled, 1M, attention()
 #   bash benchmarks/device_issue18.sh graph    # enwik8 under CUDA graphs, profiles, audio-65k
 #   bash benchmarks/device_issue18.sh final    # the defaults at the final commit, attention()
+#   bash benchmarks/device_issue18.sh presets  # the other GPU presets, default vs graphed
 #   bash benchmarks/device_issue18.sh tests    # CUDA tests, audio-65k without recompute
 set -u
 out="${OUT:-/tmp}"
@@ -49,6 +50,12 @@ final)
     stage "attention() call vs its kernels, graphed, flex"
     timeout 170 python3 benchmarks/attention_call.py --n 12288 --batch 2 --graphed \
         --out "$out/call" >> "$log" 2>&1
+    ;;
+presets)
+    stage "the other GPU presets: default vs graphed without recompute"
+    timeout 215 python3 benchmarks/model_step.py --warmup 2 --steps 3 --budget 190 \
+        --shapes imagenet64,cifar10,text-gpu,audio-gpu,wiki-gpu,fashion-mnist-gpu \
+        --modes default,graphed-norecompute --out "$out/mp" >> "$log" 2>&1
     ;;
 tests)
     stage "CUDA tests"

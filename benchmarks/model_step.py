@@ -62,6 +62,11 @@ SHAPES = {
            1, {
         "strided split": ("strided(stride=1024, mode='split')", "triton"),
     }),
+    # The other GPU presets as `train --preset NAME` builds them (their own pattern, dropout
+    # and recipe batch): which step configuration is fastest for each (issue 18, default 1).
+    **{name: (name, {}, batch, {"preset": (None, "auto")}) for name, batch in (
+        ("imagenet64", 2), ("cifar10", 8), ("text-gpu", 4), ("audio-gpu", 1),
+        ("wiki-gpu", 32), ("fashion-mnist-gpu", 128))},
     # CPU smoke test of this script.
     "smoke": ("wiki-small", dict(n_ctx=128, embed_stride=16), 2, {
         "dense": ("causal", "auto"),
@@ -102,8 +107,10 @@ def build(shape: str, pattern: str, backend: str, recompute: bool, compiled: boo
           device: torch.device, options: dict | None = None
           ) -> tuple[SparseTransformer, int, int]:
     preset, over, batch, _ = SHAPES[shape]
-    cfg = ModelConfig.from_preset(preset, **{**over, "attention": pattern, "backend": backend,
-                                             "recompute": recompute})
+    fields = {"backend": backend, "recompute": recompute}
+    if pattern is not None:  # None: the preset's own pattern
+        fields["attention"] = pattern
+    cfg = ModelConfig.from_preset(preset, **{**over, **fields})
     torch.manual_seed(0)
     model = SparseTransformer(cfg).to(device)
     if compiled:
@@ -220,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     model, batch, n_ctx = build(shape, pattern, backend, recompute, compiled,
                                                 device, compile_options(shape, mode))
+                    row["pattern"] = model.cfg.attention
                     steps = 2 if shape == "1m" else args.steps
                     prof = (args.out / "profiles.txt") if args.profile and args.out else None
                     times, peak = time_steps(model, batch, n_ctx, device,
