@@ -37,6 +37,16 @@ BASE: dict[str, Any] = {
 # Fields that take the recipe's value only where a GPU runs the step (see BASE).
 GPU_ONLY = ("compile", "cuda_graphs")
 
+# Every GPU preset trains with its blocks compiled and replayed from CUDA graphs: the fastest
+# step measured for each, against what it ran before (eager; recompute where the preset had
+# it), one H100, 5 Dec 2026, tokens/s (benchmarks/model_step.py --modes default,graphed-
+# norecompute; benchmarks/results/model-step.json):
+#   enwik8 (fixed) 194,746 -> 272,816; imagenet64 110,513 -> 218,944; cifar10 44,096 ->
+#   196,940; audio-65k 126,286 -> 239,536; text-gpu 720,472 -> 1,160,583; audio-gpu 700,799
+#   -> 1,108,861; wiki-gpu 661,500 -> 1,003,851; fashion-mnist-gpu 948,837 -> 1,640,611.
+# --no-cuda-graphs / --no-compile turn them off (TrainConfig.speed_options: on one GPU only).
+GPU_STEP: dict[str, Any] = {"compile": True, "cuda_graphs": True}
+
 RECIPES: dict[str, dict[str, Any]] = {
     # The CPU demo (make demo). lr/warm-up/batch: the earlier demo's; output rate x10 and the
     # output bias: the CPU ablation (benchmarks/learning.py --study cpu-ablation, 400 updates:
@@ -49,38 +59,33 @@ RECIPES: dict[str, dict[str, Any]] = {
     # it overfits after ~2,000 updates: dropout and decay here are a first guess).
     "wiki-gpu": dict(batch_size=32, lr=1e-3, warmup=200, output_lr_mult=10.0,
                      weight_decay=0.1, precision="bf16", eval_every=500, eval_bytes=131_072,
-                     max_minutes=8.0),
+                     max_minutes=8.0, **GPU_STEP),
     # The paper's Enwik8 model: the 300-update H200 comparison (4.04 bits/byte vs the
     # reference GPT's 4.02; benchmarks/learning.py --study gpu-enwik8-fix). The paper warms up
     # for 5,000 updates in runs of days; this recipe was only measured for 300.
-    # compile + CUDA graphs: the fastest step measured on an H100 at this shape (strided split
-    # 411k tokens/s against 230k eager, fixed 273k against 195k; benchmarks/model_step.py
-    # --shapes enwik8 --modes default,compiled-norecompute,graphed-norecompute).
     "enwik8": dict(batch_size=2, lr=5e-4, warmup=100, output_lr_mult=30.0, precision="bf16",
-                   eval_every=1000, eval_bytes=1 << 20, compile=True, cuda_graphs=True),
+                   eval_every=1000, eval_bytes=1 << 20, **GPU_STEP),
     # Not trained in this repository: learning rates from OpenAI's code (distribution_
     # augmentation's hyperparameters), the output rate of the enwik8 preset.
     "cifar10": dict(batch_size=8, lr=3.5e-4, warmup=2000, output_lr_mult=30.0,
-                    precision="bf16", eval_every=1000, eval_bytes=3072 * 200),
+                    precision="bf16", eval_every=1000, eval_bytes=3072 * 200, **GPU_STEP),
     "imagenet64": dict(batch_size=2, lr=1.5e-4, warmup=2000, output_lr_mult=30.0,
-                       precision="bf16", eval_every=1000, eval_bytes=12288 * 50),
-    # compile + CUDA graphs: as for enwik8 (benchmarks/model_step.py --shapes audio-65k).
+                       precision="bf16", eval_every=1000, eval_bytes=12288 * 50, **GPU_STEP),
     "audio-65k": dict(batch_size=1, lr=1.5e-4, warmup=2000, output_lr_mult=30.0,
-                      precision="bf16", eval_every=1000, eval_bytes=65536 * 8, compile=True,
-                      cuda_graphs=True),
+                      precision="bf16", eval_every=1000, eval_bytes=65536 * 8, **GPU_STEP),
     # One GPU, the paper's three modalities in minutes (benchmarks/paper_gpu.py and
     # docs/results.md have what each gave on an H200/H100). 65,536 tokens per update for text
     # and audio, 100,352 (128 images) for Fashion-MNIST, whose 24 short layers leave the step
     # bound by the host's launches (more images per step cost little); a first guess at the
     # rates, the output rate x10 of wiki-gpu; bf16.
     "text-gpu": dict(batch_size=4, lr=1e-3, warmup=200, output_lr_mult=10.0,
-                     precision="bf16", eval_every=250, eval_bytes=1 << 20, max_minutes=9.0),
+                     precision="bf16", eval_every=250, eval_bytes=1 << 20, max_minutes=9.0, **GPU_STEP),
     "fashion-mnist-gpu": dict(batch_size=128, lr=1e-3, warmup=200, output_lr_mult=10.0,
                               precision="bf16", eval_every=500, eval_bytes=784 * 1000,
-                              max_minutes=9.0),
+                              max_minutes=9.0, **GPU_STEP),
     "audio-gpu": dict(batch_size=1, lr=1e-3, warmup=200, output_lr_mult=10.0,
                       precision="bf16", eval_every=250, eval_bytes=65536 * 16,
-                      max_minutes=9.0),
+                      max_minutes=9.0, **GPU_STEP),
     # CPU image and audio presets: the earlier CPU runs' rates (docs/images-audio.md) with the
     # output rate x10 (measured on fashion-mnist-small in the Table 2 study of
     # docs/training.md; not on audio-small).
