@@ -364,6 +364,15 @@ class SparseTransformer(nn.Module):
             block.compile(**options)
         return self
 
+    def eager_blocks(self) -> "SparseTransformer":
+        """Undo ``compile_blocks``: every block runs its plain forward again (the weights are
+        the same tensors); returns the model. What ``train`` hands back, since decoding
+        captures its own CUDA graph around the blocks (``sample/decode.py``), which a block
+        replayed from Inductor's CUDA graphs cannot join."""
+        for block in self.blocks:
+            block._compiled_call_impl = None  # what nn.Module.compile set (no public undo)
+        return self
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

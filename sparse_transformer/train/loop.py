@@ -426,6 +426,8 @@ class Trainer:
             self._final_validation(stop)
         if st.row is not None:
             self.log(st.row, None)
+        if self.compiled:  # the model handed back runs eager (SparseTransformer.eager_blocks)
+            self.model.eager_blocks()
         summary = self.summary(stop.signum)
         if info.is_main:
             self.logger.close()

@@ -68,6 +68,11 @@ def test_compile_blocks_matches_eager():
         loss_nats(m(x), x).backward()
     for (name, a), b in zip(model.named_parameters(), ref.parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-5, msg=name)
+    # what train hands back: the blocks' plain forward again, no compiled call left to run
+    model.eager_blocks()
+    assert all(block._compiled_call_impl is None for block in model.blocks)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x))
 
 
 @pytest.mark.parametrize("group", [1, 2, 3])

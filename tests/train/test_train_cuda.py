@@ -72,23 +72,25 @@ def test_cuda_graphs_run_learns_evaluates_and_resumes(byte_file, tmp_path):
     # What `train --preset enwik8` runs by default on one GPU (train/recipes.py): compiled
     # blocks replayed from CUDA graphs, with an evaluation between updates (inference graphs
     # beside the training ones) and a resume. Same model and data as the test above.
+    cfg = TrainConfig(preset="wiki-tiny", cuda_graphs=True)
+    assert cfg.speed_options("cuda", 1) == (True, True)
     run = tmp_path / "graphs"
     first = train(_cfg(byte_file, run, steps=40, cuda_graphs=True, eval_every=20,
                        eval_bytes=4096))
-    cfg = TrainConfig(preset="wiki-tiny", cuda_graphs=True)
-    assert cfg.speed_options("cuda", 1) == (True, True)
     assert first["step"] == 40
     assert first["losses"][-1] < first["losses"][0] - 1.0, first["losses"][::10]
     assert first["valid_bpb"] is not None and first["valid_bpb"] < 4.0
+    # the same seed and data, no dropout, with and without graphs and compile: the same
+    # curve, to bf16 rounding
+    plain = {**MODEL, "dropout": 0.0}
+    graphed = train(_cfg(byte_file, tmp_path / "g", steps=10, cuda_graphs=True, model=plain))
+    eager = train(_cfg(byte_file, tmp_path / "e", steps=10, compile=False, model=plain))
+    for a, b in zip(graphed["losses"], eager["losses"]):
+        assert abs(a - b) < 0.03 * b, (graphed["losses"], eager["losses"])
     second = train(_cfg(byte_file, run, steps=60, cuda_graphs=True, resume=True))
     assert second["step"] == 60 and second["losses"][0] < first["losses"][0] - 1.0
-    # the replayed graphs computed what the eager model computes from the same weights
+    # handed back eager, so decoding (which captures its own CUDA graph) can use it
     model = second["model"].eval()
-    eager = SparseTransformer(model.cfg).cuda().eval()
-    eager.load_state_dict(model.state_dict())
-    x = torch.randint(0, 256, (2, model.cfg.n_ctx), device="cuda")
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        torch.compiler.cudagraph_mark_step_begin()
-        a = model(x).float()
-        b = eager(x).float()
-    assert (a - b).abs().max() < 0.1 * b.abs().max(), float((a - b).abs().max())
+    assert all(block._compiled_call_impl is None for block in model.blocks)
+    out = model.generate(b"ab", n_bytes=8, seed=0)
+    assert len(out) == 10 and out[:2] == b"ab"
