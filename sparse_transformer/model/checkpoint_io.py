@@ -29,9 +29,10 @@ Layout of a run directory's checkpoints::
 Every damage is a ValueError (a missing thing a FileNotFoundError) of one line that names the
 folder and the file.
 
-**Writing is atomic**: a file goes to a temporary sibling (``.NAME.tmp-PID``) and is renamed
-into place with ``os.replace``; a step folder is filled under a temporary name and renamed
-(an existing folder of the same name is moved aside first and restored if the rename fails).
+**Writing is atomic and durable**: a file goes to a temporary sibling (``.NAME.tmp-PID``), is
+synced to the disk (``os.fsync``) and renamed into place with ``os.replace``, and the folder
+holding it is synced after; a step folder is filled under a temporary name and renamed (an
+existing folder of the same name is moved aside first and restored if the rename fails).
 A reader never sees a half-written file or folder. A failed write removes its temporaries and
 raises an OSError of one line ("[Errno 28] No space left on device while writing ..."): neither
 safetensors (its own error type) nor torch.save ("unexpected pos ...") say that themselves.
@@ -232,13 +233,36 @@ def _as_os_error(err: BaseException) -> OSError | None:
     return OSError(int(code.group(1)), "") if code else None
 
 
+def sync(path: Path) -> None:
+    """Flush ``path`` (a file, or a directory's entries) to the disk. A rename is atomic but
+    not durable: after a power cut it can be on disk before the data it names, so every
+    checkpoint file is synced before it is renamed into place and its folder after. Where a
+    directory cannot be opened for it (Windows) that part is skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        if path.is_dir():
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)
+
+
 def write_text(path: Path, text: str) -> None:
-    """Write ``path`` atomically: a temporary sibling renamed over it."""
+    """Write ``path`` atomically and durably: a temporary sibling, synced, renamed over it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        sync(path.parent)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise _disk_error(err, path) from None
@@ -254,6 +278,7 @@ def write_weights(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     try:
         _safetensors().save_file(cpu, str(path), metadata={"format": "pt"})
+        sync(path)
     except Exception as err:
         os_err = _as_os_error(err)
         if os_err is None:
@@ -266,6 +291,8 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
     try:
         with open(path, "wb") as f:
             torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
     except (OSError, RuntimeError) as err:
         os_err = _as_os_error(err)
         if os_err is None:
@@ -282,6 +309,7 @@ def write_folder(final: Path, fill: Callable[[Path], None]) -> Path:
     try:
         tmp.mkdir()
         fill(tmp)
+        sync(tmp)  # its entries, before the folder is renamed into place
         if final.exists():
             # a non-empty folder cannot be renamed over: move it aside, put the new one in
             # place, and restore the old one if that fails
@@ -295,6 +323,7 @@ def write_folder(final: Path, fill: Callable[[Path], None]) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
+        sync(final.parent)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, OSError):

@@ -82,3 +82,43 @@ def test_clean_temporaries_matches_only_our_names(tmp_path):
                                               ".step-00000003.old-12", ".step-00000009.tmp-12"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         ".latest.tmp-x", ".step-00000001.bak", ".step-9.tmp-12", "notes.tmp-1"]
+
+
+def test_a_step_folder_reaches_the_disk_before_it_is_named(tmp_path, monkeypatch):
+    # Every file of a checkpoint is synced before its folder is renamed into place, the folder
+    # before the rename, the parent after it (a rename alone can reach the disk first), and a
+    # pointer (latest/best) before it is renamed over the old one.
+    import torch
+
+    from sparse_transformer import ModelConfig
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", str(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    final = tmp_path / "step-00000001"
+    io.write_step_folder(final, {"w": torch.zeros(2)}, ModelConfig.from_preset("wiki-tiny"),
+                         train={"step": 1}, state={"step": 1})
+    synced = [p for kind, p in events if kind == "sync"]
+    tmp = next(p for p in synced if ".step-00000001.tmp-" in p and p.endswith(io.STATE_NAME))
+    folder = tmp.rsplit("/", 1)[0]
+    for name in (io.WEIGHTS_NAME, io.CONFIG_NAME, io.TRAIN_NAME, io.STATE_NAME):
+        # JSON goes through its own temporary sibling, synced under that name
+        assert any(p == f"{folder}/{name}" or p.startswith(f"{folder}/.{name}.tmp-")
+                   for p in synced), (name, synced)
+    rename = events.index(("rename", str(final)))
+    assert ("sync", folder) in events[:rename]
+    assert ("sync", str(tmp_path)) in events[rename:]
+    events.clear()
+    io.point(tmp_path, io.LATEST, final.name)
+    assert [kind for kind, _ in events] == ["sync", "rename", "sync"]
+    assert (tmp_path / io.LATEST).read_text() == final.name + "\n"
