@@ -53,19 +53,44 @@ def python_share(calls: int = 50) -> dict[str, float]:
 
     What is left is the library's Python and PyTorch's autograd around the launches: the
     dispatch, the op, the argument preparation of each launch. Subtracted from a GPU call's
-    host time it leaves Triton's launcher (issue 18's host-cost item).
+    host time it leaves Triton's launcher (issue 18's host-cost item). The "launch cache" rows
+    also go through each plan's ``Launches`` (kernels/launcher.py) as on a GPU, up to a
+    stand-in compiled kernel whose launcher does nothing: the cache's own cost per call.
     """
-    from sparse_transformer.kernels import triton_attention, triton_bwd, triton_fwd
+    import inspect
+
+    from sparse_transformer.kernels import launcher, triton_attention, triton_bwd, triton_fwd
 
     assert triton_attention.INTERPRETED or torch.cuda.is_available()
 
+    class Compiled:  # what Launches calls on a hit
+        function = packed_metadata = None
+
+        def run(self, *call):
+            pass
+
     class NoLaunch:
+        def __init__(self, real):  # what Launches reads of a JITFunction
+            self.fn = real.fn
+            self.signature = inspect.signature(real.fn)
+            self.arg_names = list(self.signature.parameters)
+
         def __getitem__(self, grid):
-            return lambda *args, **kwargs: None
+            return lambda *args, **kwargs: Compiled()
+
+    class Driver:
+        class active:
+            get_current_device = staticmethod(lambda: 0)
+            get_current_stream = staticmethod(lambda device: 0)
+
+    class Knobs:
+        class runtime:
+            launch_enter_hook = launch_exit_hook = None
 
     for mod, name in ((triton_fwd, "fwd_kernel"), (triton_bwd, "delta_kernel"),
                       (triton_bwd, "dq_kernel"), (triton_bwd, "dkdv_kernel")):
-        setattr(mod, name, NoLaunch())
+        setattr(mod, name, NoLaunch(getattr(mod, name)))
+    launcher._driver, launcher._knobs, launcher._VERSION = Driver, Knobs, launcher.VERIFIED[0]
     B, H, N, D = 1, 8, 512, 64
     base = torch.randn(B, N, 3 * H * D, requires_grad=True)
     q, k, v = (x.view(B, N, H, D).transpose(1, 2) for x in base.split(H * D, dim=-1))
@@ -79,6 +104,14 @@ def python_share(calls: int = 50) -> dict[str, float]:
         rows[f"{name} forward + backward"] = per_call_us(
             lambda: torch.autograd.grad(attention(q, k, v, p, backend="triton"), (q, k, v), go),
             calls)
+        from sparse_transformer.kernels import dispatch
+
+        tables = dispatch._lookup(p, N, H, D, D, q.dtype, q.device, "triton").tables
+        tables.launches.enabled = True  # off under the interpreter; the stand-ins need no GPU
+        rows[f"{name} forward + backward, launch cache"] = per_call_us(
+            lambda: torch.autograd.grad(attention(q, k, v, p, backend="triton"), (q, k, v), go),
+            calls)
+        tables.launches.enabled = False
     return rows
 
 

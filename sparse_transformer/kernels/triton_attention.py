@@ -261,9 +261,27 @@ def _token_major(B: int, H: int, N: int, D: int, like: torch.Tensor,
 
 
 # -- the launches ------------------------------------------------------------------------------
-def _triton_launch(kernel, grid, args, constexprs, **options) -> None:
-    """Triton's own launch path (tables without ``Launches``: the custom ops' copies)."""
+def _triton_launch(kernel, grid, args, constexprs, call_key=None, **options) -> None:
+    """Triton's own launch path (tables without ``Launches``)."""
     kernel[grid](*args, **constexprs, **options)
+
+
+def call_key(tabs: PlanTables, scale: float, *tensors: torch.Tensor) -> tuple | None:
+    """The launch-cache key of one call through ``tabs``'s own cache (``Launches``), or None
+    (the shared cache of the custom ops, which keys on every argument instead).
+
+    Within one plan every argument a launch passes follows from the call's own tensors (q, k,
+    v; dout in the backward) and the scale: the plan's tables are fixed, our outputs take
+    their dtype and layout from q and v, every int is a shape, a stride or a table size, and
+    the constexprs and launch options follow from the dims and dtype. So the dtype, shape,
+    strides and 16-byte alignment of those tensors, with the component and the kernel, fix
+    everything Triton specializes on; built once per call instead of per launch.
+    """
+    launches = tabs.launches
+    if launches is None or launches is SHARED_LAUNCHES or not launches.enabled:
+        return None
+    return (scale,) + tuple((t.dtype, t.shape, t.stride(), t.data_ptr() % 16 == 0)
+                            for t in tensors)
 
 
 def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabs: PlanTables,
@@ -276,7 +294,8 @@ def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabs: Pl
     dp, dvp = _pow2(D), _pow2(DV)
     cfg = _launch("fwd", max(dp, dvp), q.dtype)
     launch = tabs.launches or _triton_launch
-    for c in tabs.components:
+    key = call_key(tabs, scale, q, k, v)
+    for i, c in enumerate(tabs.components):
         launch(triton_fwd.fwd_kernel, (c.n_query_tiles, B * c.n_slots), (
             q, k, v, out, lse, c.slot_head, c.slot_class, c.slot_merge, *c.query_side, c.params,
             *_strides(q), *_strides(k), *_strides(v), *_strides(out),
@@ -286,7 +305,8 @@ def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabs: Pl
             dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
                  K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3],
                  PREC=_prec(q.dtype), REORDER=c.stride > 0),
-            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+            call_key=key and (i,) + key, num_warps=cfg["num_warps"],
+            num_stages=cfg["num_stages"])
     return out, lse
 
 
@@ -302,13 +322,14 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
     delta = torch.empty(B, H, N, device=q.device, dtype=torch.float32)
     block = 64
     launch = tabs.launches or _triton_launch
+    key = call_key(tabs, scale, q, k, v, dout)
     launch(triton_bwd.delta_kernel, (triton.cdiv(N, block), B * H),
            (out, dout, delta, *_strides(out), *_strides(dout), N, H, DV),
-           dict(BLOCK=block, DVP=dvp))
+           dict(BLOCK=block, DVP=dvp), call_key=key)
     dq, dk = _token_major(B, H, N, D, q), _token_major(B, H, N, D, k)
     dv = _token_major(B, H, N, DV, v)
     cfg_dq = _launch("dq", max(dp, dvp), q.dtype)
-    for c in tabs.components:
+    for i, c in enumerate(tabs.components):
         launch(triton_bwd.dq_kernel, (c.n_query_tiles, B * c.n_slots), (
             q, k, v, dout, lse, delta, dq, c.slot_head, c.slot_class, c.slot_merge,
             *c.query_side, c.params,
@@ -319,7 +340,8 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
             dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
                  K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3],
                  PREC=_prec(q.dtype), REORDER=c.stride > 0),
-            num_warps=cfg_dq["num_warps"], num_stages=cfg_dq["num_stages"])
+            call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
+            num_stages=cfg_dq["num_stages"])
         key_block = tabs.n_pad // c.n_key_groups
         cfg = _launch("dkdv", max(dp, dvp), q.dtype, key_block)
         launch(triton_bwd.dkdv_kernel, (c.n_key_groups, B * c.n_slots), (
@@ -333,7 +355,8 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
             dict(QB=tabs.q_block, KB=key_block, DP=dp, DVP=dvp,
                  K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3],
                  PREC=_prec(q.dtype), TRANS_ACC=bool(cfg["trans_acc"]), REORDER=c.stride > 0),
-            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+            call_key=key and (i,) + key, num_warps=cfg["num_warps"],
+            num_stages=cfg["num_stages"])
     return dq, dk, dv
 
 

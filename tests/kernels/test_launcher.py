@@ -124,3 +124,68 @@ def test_the_cache_is_bounded(direct):
     for n in (1, 2, 3, 3):
         launches(kern, (1,), (x, n, 0.5), {})
     assert len(launches._compiled) == 2 and launches.hits == 0  # n=3 was never kept
+
+
+@pytest.fixture
+def fake_kernels(monkeypatch):
+    """Our four attention kernels replaced by stand-ins that log how each launch went."""
+    from sparse_transformer.kernels import triton_bwd, triton_fwd
+
+    log = []
+
+    class Stand(FakeKernel):
+        def __init__(self, real, name):
+            self.fn, self.name = real.fn, name
+            self.signature = inspect.signature(real.fn)
+            self.arg_names = list(self.signature.parameters)
+            self.log = log
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                log.append(("triton", self.name))
+                compiled = FakeCompiled(log)
+                compiled.run = lambda *call: log.append(("direct", self.name))
+                return compiled
+            return launch
+
+    for mod, name in ((triton_fwd, "fwd_kernel"), (triton_bwd, "delta_kernel"),
+                      (triton_bwd, "dq_kernel"), (triton_bwd, "dkdv_kernel")):
+        monkeypatch.setattr(mod, name, Stand(getattr(mod, name), name))
+    return log
+
+
+def test_a_plans_launches_key_on_the_calls_own_tensors(direct, fake_kernels):
+    # forward_launches/backward_launches key a plan's cache on the call's tensors
+    # (triton_attention.call_key) instead of every argument: the same layout again launches
+    # directly; a q that is not 16-byte aligned, another stride or another dtype goes back to
+    # Triton (as it would with the key read off every argument).
+    from sparse_transformer import patterns as P
+    from sparse_transformer.kernels import triton_attention as ta
+
+    tabs = ta.device_tables(P.strided(8, "split"), 64, 2, 32, 16, torch.device("cpu"))
+    tabs.launches.enabled = True  # off under the interpreter; the stand-ins need no GPU
+    n_comp = len(tabs.components)
+    buf = torch.randn(1, 64, 3 * 2 * 16 + 4)
+
+    def qkv(offset=0, dtype=torch.float32):
+        x = buf[..., offset:offset + 96].to(dtype)
+        return [t.view(1, 64, 2, 16).transpose(1, 2) for t in x.split(32, dim=-1)]
+
+    def call(q, k, v):
+        fake_kernels.clear()
+        out, lse = ta.forward_launches(q, k, v, tabs, 0.25)
+        ta.backward_launches(torch.ones_like(out), q, k, v, out, lse, tabs, 0.25)
+        return [kind for kind, _ in fake_kernels]
+
+    first = call(*qkv())
+    assert first == ["triton"] * (1 + 3 * n_comp) and ta.call_key(tabs, 0.25, buf) is not None
+    assert call(*qkv()) == ["direct"] * (1 + 3 * n_comp)
+    misaligned = call(*qkv(offset=1))  # 4 bytes off: not 16-aligned
+    assert misaligned == ["triton"] * (1 + 3 * n_comp)
+    strided = qkv()
+    strided[0] = strided[0].contiguous()  # another stride for q
+    assert "triton" in call(*strided)
+    assert call(*qkv(dtype=torch.float16)) == ["triton"] * (1 + 3 * n_comp)
+    # the custom ops' tables (shared cache) keep the key read off every argument
+    shared = ta.PlanTables.unflatten(*tabs.flat)
+    assert ta.call_key(shared, 0.25, buf) is None
