@@ -13,6 +13,10 @@ each tensor's dtype and 16-byte alignment, plus the constexprs and launch option
 than Triton's own specialization (which looks at ints only for ==1 and divisibility by 16), so
 a cached kernel is only reused where Triton would have chosen the same one.
 
+A caller that knows what its arguments follow from can pass a ``call_key`` instead, built once
+per call (``triton_attention.call_key``: a plan's launches follow from the call's q, k, v and
+dout), which spares reading ~45 arguments per launch.
+
 Triton's path is kept where the direct one cannot be trusted: the interpreter, a Triton whose
 ``CompiledKernel`` lacks the launcher attributes this relies on (checked on first use), launch
 hooks set (profilers such as Proton), and once ``limit`` keys are cached.
