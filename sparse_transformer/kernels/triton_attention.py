@@ -36,7 +36,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import triton
 import triton.language as tl
 
 from sparse_transformer.kernels import triton_bwd, triton_fwd
@@ -251,7 +250,7 @@ def _prec(dtype: torch.dtype) -> str:
 
 def _strides(x: torch.Tensor) -> tuple[int, int, int]:
     """(batch, head, position) strides of a [B, H, N, D] tensor whose last dim is contiguous."""
-    return x.stride(0), x.stride(1), x.stride(2)
+    return x.stride()[:3]
 
 
 def _token_major(B: int, H: int, N: int, D: int, like: torch.Tensor,
@@ -295,11 +294,12 @@ def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabs: Pl
     cfg = _launch("fwd", max(dp, dvp), q.dtype)
     launch = tabs.launches or _triton_launch
     key = call_key(tabs, scale, q, k, v)
+    # what every component's launch passes alike, read once per call (host time, issue 18)
+    strides = (*_strides(q), *_strides(k), *_strides(v), *_strides(out))
     for i, c in enumerate(tabs.components):
         launch(triton_fwd.fwd_kernel, (c.n_query_tiles, B * c.n_slots), (
             q, k, v, out, lse, c.slot_head, c.slot_class, c.slot_merge, *c.query_side, c.params,
-            *_strides(q), *_strides(k), *_strides(v), *_strides(out),
-            scale * LOG2E, N, H, c.n_slots, D, DV, c.n_query_tiles,
+            *strides, scale * LOG2E, N, H, c.n_slots, D, DV, c.n_query_tiles,
             c.query_side[1].shape[-1], c.query_side[3].shape[-1], c.params[0].numel(),
             c.stride, c.groups),
             dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
@@ -323,18 +323,20 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
     block = 64
     launch = tabs.launches or _triton_launch
     key = call_key(tabs, scale, q, k, v, dout)
-    launch(triton_bwd.delta_kernel, (triton.cdiv(N, block), B * H),
+    launch(triton_bwd.delta_kernel, (-(-N // block), B * H),
            (out, dout, delta, *_strides(out), *_strides(dout), N, H, DV),
            dict(BLOCK=block, DVP=dvp), call_key=key)
     dq, dk = _token_major(B, H, N, D, q), _token_major(B, H, N, D, k)
     dv = _token_major(B, H, N, DV, v)
     cfg_dq = _launch("dq", max(dp, dvp), q.dtype)
+    # what every component's launches pass alike, read once per call (host time, issue 18)
+    inputs = (*_strides(q), *_strides(k), *_strides(v), *_strides(dout))
+    dq_strides, dkdv_strides = inputs + _strides(dq), inputs + _strides(dk) + _strides(dv)
     for i, c in enumerate(tabs.components):
         launch(triton_bwd.dq_kernel, (c.n_query_tiles, B * c.n_slots), (
             q, k, v, dout, lse, delta, dq, c.slot_head, c.slot_class, c.slot_merge,
             *c.query_side, c.params,
-            *_strides(q), *_strides(k), *_strides(v), *_strides(dout), *_strides(dq),
-            scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
+            *dq_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
             c.query_side[1].shape[-1], c.query_side[3].shape[-1], c.params[0].numel(),
             c.stride, c.groups),
             dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
@@ -347,9 +349,7 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
         launch(triton_bwd.dkdv_kernel, (c.n_key_groups, B * c.n_slots), (
             q, k, v, dout, lse, delta, dk, dv, c.slot_head, c.slot_class, c.slot_merge,
             *c.key_side, c.params,
-            *_strides(q), *_strides(k), *_strides(v), *_strides(dout), *_strides(dk),
-            *_strides(dv),
-            scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_key_groups,
+            *dkdv_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_key_groups,
             c.key_side[1].shape[-1], c.key_side[3].shape[-1], c.params[0].numel(),
             c.stride, c.groups),
             dict(QB=tabs.q_block, KB=key_block, DP=dp, DVP=dvp,
