@@ -260,8 +260,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # position embedding, as the blog says the audio model only changes the embeddings.
     # No recompute: at batch 1 a step peaks at 57.0 GiB without it (an 80 GB card) and runs
     # 1.25x faster (158k vs 126k tokens/s, H100, 5 Dec; benchmarks/model_step.py --shapes
-    # audio-65k). A million positions need it back: --set recompute=true recompute_group=2
-    # half_checkpoints=true (72.5 GiB at 1,048,576, same benchmark, --shapes 1m).
+    # audio-65k). A million positions need it back: --set recompute=true --set
+    # recompute_group=2 --set half_checkpoints=true (72.5 GiB at 1,048,576, eager, same
+    # benchmark, --shapes 1m; docs/training.md has the whole command).
     "audio-65k": dict(n_layer=48, d_model=512, n_head=16, n_ctx=65536, dropout=0.01,
                       attention="strided(stride=256, mode='split')", output_bias=True),
     # --- one GPU, the default data ---------------------------------------------------------
