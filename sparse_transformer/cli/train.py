@@ -95,11 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile each residual block (one graph for all; on CUDA the "
                    "layer norms, gelu and residual adds around the attention op are fused). "
-                   "Default: the recipe's choice on one GPU (enwik8: on), off on the CPU")
+                   "Default: the recipe's choice when one GPU trains (on for the GPU "
+                   "presets), off on the CPU and across several processes")
     p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                    help="replay the compiled blocks from CUDA graphs, so the host does not "
-                   "launch each kernel (needs --compile; one GPU, no --shard). Default: the "
-                   "recipe's choice on one GPU (enwik8: on)")
+                   "launch each kernel (implies --compile; one GPU, no --shard). Default: "
+                   "the recipe's choice when one GPU trains (on for the GPU presets)")
     p.add_argument("--shard", action="store_true",
                    help="under torchrun: shard parameters, gradients and optimizer state "
                    "across the processes (FSDP2, one unit per residual block) instead of "
