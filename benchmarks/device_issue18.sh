@@ -5,6 +5,7 @@
 #   bash benchmarks/device_issue18.sh graph    # enwik8 under CUDA graphs, profiles, audio-65k
 #   bash benchmarks/device_issue18.sh final    # the defaults at the final commit, attention()
 #   bash benchmarks/device_issue18.sh presets  # the other GPU presets, default vs graphed
+#   bash benchmarks/device_issue18.sh verify   # CUDA tests + the eager call after the CPU-only changes
 #   bash benchmarks/device_issue18.sh tests    # CUDA tests, audio-65k without recompute
 set -u
 out="${OUT:-/tmp}"
@@ -56,6 +57,18 @@ presets)
     timeout 215 python3 benchmarks/model_step.py --warmup 2 --steps 3 --budget 190 \
         --shapes imagenet64,cifar10,text-gpu,audio-gpu,wiki-gpu,fashion-mnist-gpu \
         --modes default,graphed-norecompute --out "$out/mp" >> "$log" 2>&1
+    ;;
+verify)
+    # what changed after the last device call of 5 Dec (CPU-checked only): the launch key and
+    # strides read once per call, the eager model train hands back, the graphed-vs-eager test
+    stage "CUDA tests"
+    TEST_TIMEOUT="${TEST_TIMEOUT:-330}" bash benchmarks/device_tests.sh > /dev/null 2>&1
+    tail -25 "$out/cuda-tests.txt" >> "$log"
+    stage "attention() call vs its kernels"
+    timeout 90 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
+        --out "$out/call" >> "$log" 2>&1
+    stage "host cost"
+    timeout 60 python3 benchmarks/host_cost.py --out "$out/hc" >> "$log" 2>&1
     ;;
 tests)
     stage "CUDA tests"
