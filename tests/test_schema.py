@@ -6,7 +6,6 @@ train/rundir.py); the tests here pin what they refuse, so that phase only wires 
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
