@@ -81,12 +81,12 @@ def test_cuda_graphs_run_learns_evaluates_and_resumes(byte_file, tmp_path):
     assert first["losses"][-1] < first["losses"][0] - 1.0, first["losses"][::10]
     assert first["valid_bpb"] is not None and first["valid_bpb"] < 4.0
     # the same seed and data, no dropout, with and without graphs and compile: the same
-    # curve, to bf16 rounding
+    # curve, to bf16 rounding and fusion (5%; a stale graph buffer would be far off)
     plain = {**MODEL, "dropout": 0.0}
     graphed = train(_cfg(byte_file, tmp_path / "g", steps=10, cuda_graphs=True, model=plain))
     eager = train(_cfg(byte_file, tmp_path / "e", steps=10, compile=False, model=plain))
     for a, b in zip(graphed["losses"], eager["losses"]):
-        assert abs(a - b) < 0.03 * b, (graphed["losses"], eager["losses"])
+        assert abs(a - b) < 0.05 * b, (graphed["losses"], eager["losses"])
     second = train(_cfg(byte_file, run, steps=60, cuda_graphs=True, resume=True))
     assert second["step"] == 60 and second["losses"][0] < first["losses"][0] - 1.0
     # handed back eager, so decoding (which captures its own CUDA graph) can use it
