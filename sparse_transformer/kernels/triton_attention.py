@@ -34,6 +34,7 @@ machine without CUDA the kernels run in Triton's interpreter (slow; for tests).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import triton.language as tl
@@ -253,6 +254,19 @@ def _strides(x: torch.Tensor) -> tuple[int, int, int]:
     return x.stride()[:3]
 
 
+def _tile_ints(c: ComponentTables, side: tuple[torch.Tensor, ...]) -> tuple[int, ...]:
+    """The launch's ints after the heads and dims: tile-list widths (full, partial) of the
+    query or key side, terms per class, the reordering stride and its groups."""
+    return side[1].shape[-1], side[3].shape[-1], c.params[0].numel(), c.stride, c.groups
+
+
+def _term_constexprs(c: ComponentTables, dtype: torch.dtype) -> dict[str, Any]:
+    """The constexprs every kernel of a component takes alike: its term kinds, the product
+    precision and whether it runs in strided (reordered) order."""
+    return dict(K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3], PREC=_prec(dtype),
+                REORDER=c.stride > 0)
+
+
 def _token_major(B: int, H: int, N: int, D: int, like: torch.Tensor,
                  dtype: torch.dtype | None = None) -> torch.Tensor:
     """A [B, H, N, D] view of fresh [B, N, H, D] memory (the model's layout)."""
@@ -300,11 +314,9 @@ def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabs: Pl
         launch(triton_fwd.fwd_kernel, (c.n_query_tiles, B * c.n_slots), (
             q, k, v, out, lse, c.slot_head, c.slot_class, c.slot_merge, *c.query_side, c.params,
             *strides, scale * LOG2E, N, H, c.n_slots, D, DV, c.n_query_tiles,
-            c.query_side[1].shape[-1], c.query_side[3].shape[-1], c.params[0].numel(),
-            c.stride, c.groups),
+            *_tile_ints(c, c.query_side)),
             dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
-                 K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3],
-                 PREC=_prec(q.dtype), REORDER=c.stride > 0),
+                 **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
     return out, lse
@@ -337,11 +349,9 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
             q, k, v, dout, lse, delta, dq, c.slot_head, c.slot_class, c.slot_merge,
             *c.query_side, c.params,
             *dq_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
-            c.query_side[1].shape[-1], c.query_side[3].shape[-1], c.params[0].numel(),
-            c.stride, c.groups),
+            *_tile_ints(c, c.query_side)),
             dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
-                 K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3],
-                 PREC=_prec(q.dtype), REORDER=c.stride > 0),
+                 **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
             num_stages=cfg_dq["num_stages"])
         key_block = tabs.n_pad // c.n_key_groups
@@ -350,11 +360,9 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
             q, k, v, dout, lse, delta, dk, dv, c.slot_head, c.slot_class, c.slot_merge,
             *c.key_side, c.params,
             *dkdv_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_key_groups,
-            c.key_side[1].shape[-1], c.key_side[3].shape[-1], c.params[0].numel(),
-            c.stride, c.groups),
+            *_tile_ints(c, c.key_side)),
             dict(QB=tabs.q_block, KB=key_block, DP=dp, DVP=dvp,
-                 K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3],
-                 PREC=_prec(q.dtype), TRANS_ACC=bool(cfg["trans_acc"]), REORDER=c.stride > 0),
+                 TRANS_ACC=bool(cfg["trans_acc"]), **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
     return dq, dk, dv
