@@ -7,6 +7,7 @@
 #   bash benchmarks/device_issue18.sh presets  # the other GPU presets, default vs graphed
 #   bash benchmarks/device_issue18.sh verify   # CUDA tests + the eager call after the CPU-only changes
 #   bash benchmarks/device_issue18.sh tests    # CUDA tests, audio-65k without recompute
+#   bash benchmarks/device_issue18.sh kernels  # kernel CUDA tests, then each kernel per launch variant
 set -u
 out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
@@ -70,6 +71,14 @@ verify)
     stage "host cost"
     timeout 60 python3 benchmarks/host_cost.py --out "$out/hc" >> "$log" 2>&1
     ;;
+kernels)
+    stage "CUDA tests of the Triton kernels"
+    timeout 170 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
+        -k "triton or wide or direct" > "$out/kernel-tests.txt" 2>&1
+    tail -5 "$out/kernel-tests.txt" >> "$log"
+    stage "kernel stages per launch variant (float64 check at N = 2,048 first)"
+    timeout 390 python3 benchmarks/kernel_stages.py --out "$out/ks" >> "$log" 2>&1
+    ;;
 tests)
     stage "CUDA tests"
     TEST_TIMEOUT="${TEST_TIMEOUT:-400}" bash benchmarks/device_tests.sh > /dev/null 2>&1
@@ -81,4 +90,4 @@ tests)
     ;;
 esac
 stage done
-grep -E "tok/s|call |OOM|Error|error|passed|failed" "$log" | tail -40
+grep -E "tok/s|call |OOM|Error|error|passed|failed|groups=|cudnn causal" "$log" | tail -60

@@ -103,25 +103,26 @@ class ComponentTables:
     slot_class: torch.Tensor  # int32 [Hc]: class (row of the tile lists) of each slot
     slot_merge: torch.Tensor  # int32 [Hc]: 1 where an earlier component wrote this head
     query_side: tuple[torch.Tensor, ...]  # full count/index, partial count/index [C, n_qt, .]
-    key_side: tuple[torch.Tensor, ...]  # the same per (grouped) key tile, listing query tiles
+    key_tiles: torch.Tensor  # int32 [C, n_key_groups, g]: key tiles of each dK/dV program
+    key_side: tuple[torch.Tensor, ...]  # the same as query_side per key group, listing query tiles
     params: torch.Tensor  # int32 [C, T, len(kinds.PARAMS)]
     kinds: tuple[int, int, int, int]
     n_slots: int
     n_query_tiles: int
-    n_key_groups: int  # key tiles after grouping (dK/dV block = n_pad // n_key_groups)
+    n_key_groups: int  # dK/dV programs per head (each takes g = key_tiles.shape[-1] tiles)
     stride: int  # 0: natural order; l: reordered by stride l
     groups: int  # n_pad // l (1 in natural order)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.slot_head, self.slot_class, self.slot_merge, *self.query_side,
-                *self.key_side, self.params)
+                self.key_tiles, *self.key_side, self.params)
 
     def ints(self) -> tuple[int, ...]:
         return (*self.kinds, self.n_slots, self.n_query_tiles, self.n_key_groups, self.stride,
                 self.groups)
 
 
-_TENSORS, _INTS = 12, 9  # per component, in the order of ``tensors()`` and ``ints()``
+_TENSORS, _INTS = 13, 9  # per component, in the order of ``tensors()`` and ``ints()``
 # The compiled path (the custom ops below, which torch.compile calls) rebuilds its tables from
 # their flat form on every call, so it cannot keep a per-plan cache: it launches through this
 # one. Sharing is safe because a launch key holds every argument Triton specializes on by value
@@ -160,8 +161,8 @@ class PlanTables:
         for k in range(len(tensors) // _TENSORS):
             t = tensors[k * _TENSORS:(k + 1) * _TENSORS]
             i = ints[3 + k * _INTS:3 + (k + 1) * _INTS]
-            comps.append(ComponentTables(t[0], t[1], t[2], tuple(t[3:7]), tuple(t[7:11]), t[11],
-                                         tuple(i[:4]), *i[4:]))
+            comps.append(ComponentTables(t[0], t[1], t[2], tuple(t[3:7]), t[7], tuple(t[8:12]),
+                                         t[12], tuple(i[:4]), *i[4:]))
         return cls(ints[0], ints[1], ints[2], tuple(comps), launches=SHARED_LAUNCHES)
 
 
@@ -174,28 +175,17 @@ class TritonAttention(Prepared):
     upcast: bool = False  # bfloat16 in Triton's interpreter: run float32 copies (see below)
 
 
-def _group_key_tiles(fc, fi, pc, pi, max_group: int = 4):
-    """Merge runs of consecutive key tiles whose key-side lists are identical (dK/dV only).
+def key_group_limit(q_block: int, k_block: int) -> int:
+    """Most key tiles one dK/dV program takes (``ComponentPlan.key_groups``): a query tile's
+    width of keys (128 = 4 x 32 on CUDA at head dims <= 128; CONFIG["dkdv"]["key_tiles"])."""
+    return int(CONFIG.get("dkdv", {}).get("key_tiles", max(1, q_block // k_block)))
 
-    Small key tiles make the dK/dV products skinny (M = k_block). Where every key tile of a
-    group of g consecutive tiles is read by exactly the same query tiles with the same
-    full/partial flags (causal, local and reordered-column plans with q_block = g * k_block),
-    one program can take the g tiles at once with no extra work. The kernel infers the key
-    block from the number of rows (N // rows). Groups are tried from ``max_group`` down.
-    """
-    C, n = fc.shape
-    g = max_group
-    while g > 1:
-        if n % g == 0:
-            same = True
-            for x in (fc, fi, pc, pi):
-                y = x.reshape(C, n // g, g, *x.shape[2:])
-                same = same and bool((y == y[:, :, :1]).all())
-            if same:
-                return tuple(x.reshape(C, n // g, g, *x.shape[2:])[:, :, 0].contiguous()
-                             for x in (fc, fi, pc, pi))
-        g //= 2
-    return fc, fi, pc, pi
+
+def _key_groups(cp: ComponentPlan) -> tuple[torch.Tensor, ...]:
+    """The component's dK/dV groups; CONFIG["dkdv"]["max_overhead"] = 1.0 groups only tiles
+    that add no work (what the kernels did before groups of unlike tiles, for benchmarks)."""
+    overhead = CONFIG.get("dkdv", {}).get("max_overhead", 1.25)
+    return cp.key_groups(key_group_limit(cp.q_block, cp.k_block), overhead)
 
 
 def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device
@@ -209,14 +199,15 @@ def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device
     codes = tuple([k.code for k in kinds] + [KIND_NONE] * (MAX_TERMS - len(kinds)))
     params = torch.tensor([[t.as_tuple() for t in terms] for terms in cp.terms],
                           dtype=torch.int32)
-    key_side = _group_key_tiles(*cp.key_side())
+    key_tiles, *key_side = _key_groups(cp)
     i32 = dict(device=device, dtype=torch.int32)
     move = lambda xs: tuple(x.to(**i32).contiguous() for x in xs)  # noqa: E731
     return ComponentTables(
         slot_head=torch.tensor(cp.heads, **i32), slot_class=cp.head_class.to(**i32),
         slot_merge=torch.tensor(merge, **i32),
         query_side=move((cp.full_count, cp.full_index, cp.partial_count, cp.partial_index)),
-        key_side=move(key_side), params=params.to(**i32), kinds=codes,
+        key_tiles=key_tiles.to(**i32), key_side=move(key_side), params=params.to(**i32),
+        kinds=codes,
         n_slots=len(cp.heads), n_query_tiles=cp.n_query_tiles,
         n_key_groups=int(key_side[0].shape[1]), stride=cp.order,
         groups=cp.n_ctx // cp.order if cp.order else 1)
@@ -354,14 +345,14 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
                  **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
             num_stages=cfg_dq["num_stages"])
-        key_block = tabs.n_pad // c.n_key_groups
-        cfg = _launch("dkdv", max(dp, dvp), q.dtype, key_block)
+        key_tiles = c.key_tiles.shape[-1]
+        cfg = _launch("dkdv", max(dp, dvp), q.dtype, key_tiles * tabs.k_block)
         launch(triton_bwd.dkdv_kernel, (c.n_key_groups, B * c.n_slots), (
             q, k, v, dout, lse, delta, dk, dv, c.slot_head, c.slot_class, c.slot_merge,
-            *c.key_side, c.params,
+            c.key_tiles, *c.key_side, c.params,
             *dkdv_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_key_groups,
             *_tile_ints(c, c.key_side)),
-            dict(QB=tabs.q_block, KB=key_block, DP=dp, DVP=dvp,
+            dict(QB=tabs.q_block, KB=tabs.k_block, KEY_TILES=key_tiles, DP=dp, DVP=dvp,
                  TRANS_ACC=bool(cfg["trans_acc"]), **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])

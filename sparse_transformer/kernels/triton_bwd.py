@@ -8,9 +8,11 @@ gradient element is written by one program per launch, summing in a fixed order)
 * ``dq_kernel``: one program per (query tile, batch, head slot) of a component, walking the
   forward's query-side tile lists; recomputes P from the saved log-sum-exp and accumulates
   dQ = scale * dS K;
-* ``dkdv_kernel``: one program per (key tile, batch, head slot), walking the *key-side* lists
-  (``ComponentPlan.key_side``: per key tile, the query tiles that read it); accumulates
-  dV = P^T dO and dK = scale * dS^T Q.
+* ``dkdv_kernel``: one program per (group of key tiles, batch, head slot), walking the
+  *key-side* lists (``ComponentPlan.key_groups``: per group of key tiles, the query tiles
+  that read them); accumulates dV = P^T dO and dK = scale * dS^T Q. Groups make the products
+  wider than one 32-key tile: the fixed pattern's summary tiles of consecutive blocks, or
+  causal's adjacent tiles, share one program and each query tile is read once for all.
 
 dS = P * (dP - Delta). P is computed against the lse and O of the *whole* head, so a head
 split over two components (strided "merge") needs nothing else: its attention is one softmax
@@ -148,18 +150,24 @@ def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, sqn, sdn, idx_ptr,
 
 @triton.jit
 def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
-                FC, FI, PC, PI, PRM,
+                KT, FC, FI, PC, PI, PRM,
                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                 sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
-                scale_log2, scale, N, H, Hc, D, DV, n_kt, fi_w, pi_w, prm_stride, stride, groups,
-                QB: tl.constexpr, KB: tl.constexpr, DP: tl.constexpr, DVP: tl.constexpr,
+                scale_log2, scale, N, H, Hc, D, DV, n_kg, fi_w, pi_w, prm_stride, stride, groups,
+                QB: tl.constexpr, KB: tl.constexpr, KEY_TILES: tl.constexpr,
+                DP: tl.constexpr, DVP: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
                 PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr):
-    kt = tl.program_id(0)  # early key tiles are read by the most query tiles: first
+    # One program per group of KEY_TILES key tiles of KB positions (ComponentPlan.key_groups:
+    # not necessarily adjacent; -1 marks an empty slot). Groups are sorted longest list first.
+    kg = tl.program_id(0)
     b, h, prm, c, merge = program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride)
-    cols = kt * KB + tl.arange(0, KB)
-    pcol = memory_position(cols, stride, groups, REORDER)
-    live = pcol < N
+    row = c * n_kg + kg
+    lane = tl.arange(0, KEY_TILES * KB)
+    tile = tl.load(KT + row * KEY_TILES + lane // KB)
+    cols = tile * KB + lane % KB
+    pcol = memory_position(tl.maximum(cols, 0), stride, groups, REORDER)
+    live = (tile >= 0) & (pcol < N)
     dk = tl.arange(0, DP)
     dv = tl.arange(0, DVP)
     k = tl.load(K + b * skb + h * skh + pcol[:, None] * skn + dk[None, :],
@@ -167,12 +175,11 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, SLOT_HEAD, SLOT_CLASS, SLOT_ME
     v = tl.load(V + b * svb + h * svh + pcol[:, None] * svn + dv[None, :],
                 mask=live[:, None] & (dv[None, :] < DV), other=0.0)
     if TRANS_ACC:
-        dk_acc = tl.zeros([DP, KB], tl.float32)
-        dv_acc = tl.zeros([DVP, KB], tl.float32)
+        dk_acc = tl.zeros([DP, KEY_TILES * KB], tl.float32)
+        dv_acc = tl.zeros([DVP, KEY_TILES * KB], tl.float32)
     else:
-        dk_acc = tl.zeros([KB, DP], tl.float32)
-        dv_acc = tl.zeros([KB, DVP], tl.float32)
-    row = c * n_kt + kt
+        dk_acc = tl.zeros([KEY_TILES * KB, DP], tl.float32)
+        dv_acc = tl.zeros([KEY_TILES * KB, DVP], tl.float32)
     Qb = Q + b * sqb + h * sqh
     DOb = DO + b * sdb + h * sdh
     stat = (b * H + h) * N

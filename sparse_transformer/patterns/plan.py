@@ -106,6 +106,56 @@ class ComponentPlan:
         pc, pi = _csr(part, self.n_key_tiles)
         return fc, fi, pc, pi
 
+    def key_groups(self, max_group: int, max_overhead: float = 1.25
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                              torch.Tensor]:
+        """Key tiles taken ``g`` at a time by one dK/dV program, and the query tiles it walks.
+
+        A dK/dV program over one k_block-wide key tile does skinny products (M = k_block); one
+        over g tiles does them g times wider and reads each query tile once for all g. Tiles
+        are grouped where that adds little work: in each class they are sorted by how many
+        query tiles read them (most first, so the longest programs start first), and a tile
+        joins the open group when the query tiles that read it are a subset of those that read
+        the group's first tile. So the fixed pattern's summary tiles of g consecutive blocks
+        share a program (their lists differ by the few diagonal tiles), as do causal's and
+        local's consecutive tiles; tiles of unrelated lists are never mixed. A query tile is
+        *full* for the group only where it is full for every member; elsewhere the kernel
+        evaluates the element rule, which masks members that tile does not read. ``g`` is the
+        largest power of two <= ``max_group`` whose grouping costs at most ``max_overhead``
+        times the ungrouped tile products (padding slots included).
+
+        Returns (key_tiles int32 [C, G, g] with -1 for empty slots, then full_count,
+        full_index, partial_count, partial_index over the G groups, like ``key_side``).
+        """
+        fc, fi, pc, pi = (x.numpy() for x in self.key_side())
+        C, n_kt = fc.shape
+        lists = [[(fi[c, k, :fc[c, k]], pi[c, k, :pc[c, k]]) for k in range(n_kt)]
+                 for c in range(C)]
+        ungrouped = max(1, int(fc.sum() + pc.sum()))
+        g = max(1, max_group)
+        while True:
+            groups = [_group_tiles(per_tile, g) for per_tile in lists]
+            cost = g * sum(len(full) + len(part) for cls in groups for _, full, part in cls)
+            if g == 1 or cost <= max_overhead * ungrouped:
+                break
+            g //= 2
+        n_groups = max(len(cls) for cls in groups)
+        tiles = np.full((C, n_groups, g), -1, dtype=np.int32)
+        full_rows, part_rows = [], []
+        for c, cls in enumerate(groups):
+            fr, pr = ([], []), ([], [])
+            for i, (members, full, part) in enumerate(cls):
+                tiles[c, i, :len(members)] = members
+                fr[0].append(np.full(len(full), i)), fr[1].append(full)
+                pr[0].append(np.full(len(part), i)), pr[1].append(part)
+            full_rows.append(tuple(np.concatenate(x or [np.zeros(0, np.int64)]).astype(np.int64)
+                                   for x in fr))
+            part_rows.append(tuple(np.concatenate(x or [np.zeros(0, np.int64)]).astype(np.int64)
+                                   for x in pr))
+        gfc, gfi = _csr(full_rows, n_groups)
+        gpc, gpi = _csr(part_rows, n_groups)
+        return torch.from_numpy(tiles), gfc, gfi, gpc, gpi
+
     def to(self, device: torch.device | str) -> "ComponentPlan":
         """A copy with the index tensors on ``device`` (backends cache theirs: kernels/)."""
         return ComponentPlan(
@@ -168,6 +218,43 @@ def _csr(rows: list[tuple[np.ndarray, np.ndarray]], n_rows: int) -> tuple[torch.
         start = np.cumsum(cnt) - cnt
         index[k, r, np.arange(r.size) - start[r]] = c
     return torch.from_numpy(np.stack(counts).astype(np.int32)), torch.from_numpy(index)
+
+
+def _group_tiles(per_tile: list[tuple[np.ndarray, np.ndarray]], g: int
+                 ) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
+    """One class's key tiles in groups of up to g (``ComponentPlan.key_groups``).
+
+    ``per_tile[k]`` = (query tiles reading key tile k fully, partially), each sorted. Returns
+    per group (member tiles, query tiles full for every member, the other query tiles).
+    """
+    reads = [np.union1d(f, p) for f, p in per_tile]
+    order = sorted(range(len(per_tile)),
+                   key=lambda k: (-reads[k].size, reads[k][0] if reads[k].size else 0, k))
+    groups: list[list[int]] = []
+    for k in order:
+        if groups and len(groups[-1]) < g and _subset(reads[k], reads[groups[-1][0]]):
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    out = []
+    for members in groups:
+        union = reads[members[0]]
+        full = per_tile[members[0]][0]
+        for k in members[1:]:
+            full = np.intersect1d(full, per_tile[k][0], assume_unique=True)
+        out.append((members, full, np.setdiff1d(union, full, assume_unique=True)))
+    return out
+
+
+def _subset(a: np.ndarray, b: np.ndarray) -> bool:
+    """Sorted unique a within sorted unique b (b is usually a run of consecutive tiles)."""
+    if a.size == 0:
+        return True
+    if a.size > b.size or a[0] < b[0] or a[-1] > b[-1]:
+        return False
+    if b[-1] - b[0] + 1 == b.size:  # b is a range: the bounds settle it
+        return True
+    return bool(np.isin(a, b, assume_unique=True).all())
 
 
 def _class_pairs(terms: tuple[Term, ...], n: int, qb: int, kb: int

@@ -61,6 +61,18 @@ def test_triton_vs_float64_bf16(pattern):
     _check_backend(pattern, "triton", torch.bfloat16)
 
 
+def test_fixed_wide_key_groups_vs_float64():
+    """From ~2k positions the fixed pattern's dK/dV programs take the summary tiles of 4
+    blocks at once (``ComponentPlan.key_groups``), with empty slots among the short tiles."""
+    from sparse_transformer.kernels import dispatch
+
+    pattern = P.fixed(128, 32, 4)
+    prepared = dispatch.prepare(pattern, 2048, 8, 64, 64, torch.bfloat16, "cuda", "triton")
+    tiles = prepared.tables.components[0].key_tiles
+    assert tiles.shape[-1] == 4 and bool((tiles == -1).any())
+    _check_backend(pattern, "triton", torch.bfloat16, B=1, N=2048)
+
+
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "split")],
                          ids=lambda p: p.name)
 def test_direct_launches_match_float64(pattern):

@@ -233,12 +233,36 @@ def test_launch_variants(config, monkeypatch):
 
 
 def test_key_tile_grouping():
-    """Causal key-side lists coincide within a query tile (grouped); fixed's do not."""
+    """dK/dV programs take a query tile's width of keys where the lists allow: causal's adjacent
+    tiles, fixed's summary tiles of consecutive blocks; the plan's tables carry the groups."""
     causal = P.causal().plan(256, 1, 128, 32).components[0]
-    fc, fi, pc, pi = T._group_key_tiles(*causal.key_side())
-    assert fc.shape[1] == 2  # 8 key tiles of 32 -> 2 blocks of 128
-    fixed = P.fixed(128, 32).plan(256, 1, 128, 32).components[0]
-    assert T._group_key_tiles(*fixed.key_side())[0].shape[1] == 8
+    tiles, fc, fi, pc, pi = causal.key_groups(4)
+    assert tiles[0].tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]  # 8 key tiles of 32 -> 2 of 128
+    fixed = P.fixed(128, 32).plan(2048, 1, 128, 32).components[0]
+    tiles = fixed.key_groups(4)[0][0].tolist()
+    assert tiles[0] == [3, 7, 11, 15]  # the summary tiles of 4 consecutive blocks, together
+    assert sorted(t for g in tiles for t in g if t >= 0) == list(range(64))
+    short = P.fixed(128, 32).plan(512, 1, 128, 32).components[0]
+    assert short.key_groups(4)[0].shape[-1] == 1  # 4 blocks: grouping would add 45% work
+    tabs = T.device_tables(P.fixed(128, 32), 2048, 1, 128, 32, torch.device("cpu"))
+    assert tabs.components[0].key_tiles.shape == (1, tabs.components[0].n_key_groups, 4)
+
+
+def test_grouped_key_tiles_with_empty_slots():
+    """dK/dV programs over summary tiles of two blocks, and groups with an empty (-1) slot."""
+    pattern, n = P.fixed(32, 16, 2), 512
+    qb, kb = T.block_sizes(16, torch.float32, torch.device(DEVICE))
+    tiles = pattern.plan(n, 2, qb, kb).components[0].key_groups(T.key_group_limit(qb, kb))[0]
+    if DEVICE == "cpu":  # the interpreter's 32 x 16 tiles
+        assert tiles.shape[-1] == 2 and bool((tiles == -1).any())
+    _check(pattern, n, 2, torch.float32, B=1)
+
+
+@pytest.mark.parametrize("key_tiles", [1, 2])
+def test_narrower_key_groups(key_tiles, monkeypatch):
+    """The dK/dV programs compute the same function at every group width (1: one tile each)."""
+    monkeypatch.setattr(T, "CONFIG", {"dkdv": {"key_tiles": key_tiles}})
+    _check(P.fixed(16, 4, 2), 64, 2, torch.float32)
 
 
 def test_an_eager_call_skips_the_custom_op_machinery():

@@ -93,6 +93,33 @@ def test_plan_is_exact(case, n, mult, q_block, k_block, reorder):
     assert np.array_equal(cover.astype(bool), truth), "components miss part of the mask"
 
 
+@settings(max_examples=40, deadline=None)
+@given(case=pattern_with_rule(), n=st.integers(1, 300), mult=st.integers(1, 2),
+       k_block=st.sampled_from([1, 4, 8]), group=st.sampled_from([1, 2, 4]))
+def test_key_groups_cover_the_key_side(case, n, mult, k_block, group):
+    """dK/dV groups (``key_groups``): every key tile in exactly one group of one class; a
+    group's lists hold every query tile reading any member, each once; full only where full
+    for every member."""
+    p = case[0]
+    plan = p.plan(n, p.head_multiple * mult, 4 * k_block, k_block)
+    for cp in plan.components:
+        kfc, kfi, kpc, kpi = (x.numpy() for x in cp.key_side())
+        tiles, fc, fi, pc, pi = (x.numpy() for x in cp.key_groups(group))
+        assert tiles.shape[-1] <= group
+        for c in range(tiles.shape[0]):
+            members = tiles[c][tiles[c] >= 0]
+            assert sorted(members.tolist()) == list(range(cp.n_key_tiles))
+            for gi, row in enumerate(tiles[c]):
+                full = set(fi[c, gi, :fc[c, gi]].tolist())
+                part = set(pi[c, gi, :pc[c, gi]].tolist())
+                assert not full & part
+                for k in row[row >= 0]:
+                    k_full = set(kfi[c, k, :kfc[c, k]].tolist())
+                    k_part = set(kpi[c, k, :kpc[c, k]].tolist())
+                    assert k_full | k_part <= full | part
+                    assert full <= k_full
+
+
 def _reach(first: np.ndarray, second: np.ndarray, residual: bool) -> np.ndarray:
     """Positions j that reach i through a layer with mask `first`, then one with `second`."""
     a, b = first.astype(np.int64), second.astype(np.int64)

@@ -1,0 +1,199 @@
+"""Benchmark: each Triton kernel's GPU time per launch configuration, checked against float64.
+
+A benchmark, not a test (GPU; issue 18 item 3). For every pattern and launch variant (a
+``triton_attention.CONFIG`` set *before* the tables are built, since the dK/dV key groups are
+part of the plan), it
+
+* checks the call against the float64 reference at N = 2,048, B = 1 (output and dq, dk, dv;
+  max error over the reference's largest value, bf16: must stay under 2e-2), and
+* times one ``attention()`` forward + backward at each shape: the GPU time of every kernel
+  (forward, Delta, dQ, dK/dV) summed by name from a ``torch.profiler`` trace of 10 calls, so
+  each stage's change is seen alone; dense cuDNN causal at the same shapes for the ratios.
+
+    COMMIT=<hash> python benchmarks/kernel_stages.py --out results_dir [--shapes 12288x2,16384x4]
+
+Writes ``kernel-stages.json`` after every row (a lost machine keeps what finished).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+if not torch.cuda.is_available():  # --smoke on the CPU: the kernels in Triton's interpreter
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, uninstalled
+
+from sparse_transformer import patterns as P  # noqa: E402
+from sparse_transformer.kernels import dispatch  # noqa: E402
+from sparse_transformer.kernels import triton_attention as T  # noqa: E402
+from sparse_transformer.kernels.reference import masked_softmax_attention  # noqa: E402
+
+H, D = 8, 64
+PATTERNS = {  # short name -> (pattern, its name in benchmarks/results/attention.json)
+    "fixed": (P.fixed(128, 32, 4), "fixed(128,32,4)"),
+    "split": (P.strided(128, "split"), "strided(128,split)"),
+    "local": (P.local(128), "local(128)"),
+    "causal": (P.causal(), "causal"),
+}
+# label -> CONFIG. "old": dK/dV groups only where they add no work (tiles with the same
+# lists): what every pattern ran before key groups (fixed: one 32-key tile per program).
+VARIANTS = {
+    "default": {},
+    "old": {"dkdv": {"max_overhead": 1.0}},
+    "g1": {"dkdv": {"key_tiles": 1}},
+    "g2": {"dkdv": {"key_tiles": 2}},
+    "g4-w8s2": {"dkdv": {"key_tiles": 4, "num_warps": 8, "num_stages": 2}},
+    "g4-w4s3": {"dkdv": {"key_tiles": 4, "num_warps": 4, "num_stages": 3}},
+    "fwd-g4w8": {"fwd": {"gather": 4, "num_warps": 8, "num_stages": 3},
+                 "dq": {"gather": 4, "num_warps": 8, "num_stages": 3}},
+    "fwd-g1w4": {"fwd": {"gather": 1, "num_warps": 4, "num_stages": 3},
+                 "dq": {"gather": 1, "num_warps": 4, "num_stages": 3}},
+}
+RUNS = ("fixed:default+old+g2+g4-w8s2+g4-w4s3+fwd-g4w8+fwd-g1w4,split:default+old+g4-w4s3,"
+        "local:default+old,causal:default+fwd-g4w8")
+KERNELS = ("fwd_kernel", "delta_kernel", "dq_kernel", "dkdv_kernel")
+
+
+def _inputs(B: int, N: int, seed: int = 0):
+    dtype = torch.bfloat16 if DEV == "cuda" else torch.float32  # the interpreter: float32
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    base = torch.randn(B, N, 3 * H * D, device=DEV, dtype=dtype, generator=g)
+    base.requires_grad_()
+    q, k, v = (x.view(B, N, H, D).transpose(1, 2) for x in base.split(H * D, dim=-1))
+    go = torch.randn(B, H, N, D, device=DEV, dtype=dtype, generator=g)
+    return base, q, k, v, go
+
+
+def _call(prepared, q, k, v, go, base):
+    out = dispatch.run(prepared, q, k, v, D ** -0.5)
+    (grad,) = torch.autograd.grad(out, base, go)
+    return out, grad
+
+
+def check(pattern: P.Pattern, N: int = 2048) -> float:
+    """Max error of output and d(qkv) against float64, over the reference's largest value."""
+    base, q, k, v, go = _inputs(1, N, seed=1)
+    prepared = dispatch.prepare(pattern, N, H, D, D, q.dtype, q.device, "triton")
+    out, grad = _call(prepared, q, k, v, go, base)
+    b64 = base.detach().double().requires_grad_()
+    q64, k64, v64 = (x.view(1, N, H, D).transpose(1, 2) for x in b64.split(H * D, dim=-1))
+    ref = masked_softmax_attention(q64, k64, v64, pattern.mask(N, H).to(DEV), D ** -0.5)[0]
+    (g64,) = torch.autograd.grad(ref, b64, go.double())
+    return max(float((a.detach().double() - r).abs().max() / r.abs().max())
+               for a, r in ((out, ref), (grad, g64)))
+
+
+def stage_ms(fn, calls: int = 10) -> dict[str, float]:
+    """GPU ms per call of each kernel name (and their total), from a profiler trace."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if DEV != "cuda":  # --smoke: run the code path once, time nothing
+        fn()
+        return {"total": 0.0}
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    out: dict[str, float] = {"total": 0.0}
+    for e in prof.key_averages():
+        us = getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
+        if not us:
+            continue
+        name = next((k for k in KERNELS if k in e.key), "other")
+        out[name] = out.get(name, 0.0) + us / 1e3 / calls
+        out["total"] += us / 1e3 / calls
+    return out
+
+
+def cudnn_ms(B: int, N: int) -> float:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    base, q, k, v, go = _inputs(B, N)
+
+    def fn():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        torch.autograd.grad(out, base, go)
+
+    return stage_ms(fn)["total"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--shapes", default="12288x2,16384x4", help="N x batch, comma-separated")
+    ap.add_argument("--runs", default=RUNS,
+                    help="pattern:variant+variant,... (patterns: " + ", ".join(PATTERNS)
+                    + "; variants: " + ", ".join(VARIANTS) + ")")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny shapes, no cuDNN, no timing: the code paths on the CPU")
+    args = ap.parse_args(argv)
+    shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
+    check_n = 2048
+    if args.smoke:
+        shapes, check_n = [(256, 1)], 256
+    rows: list[dict] = []
+    meta = {"gpu": torch.cuda.get_device_name() if DEV == "cuda" else "cpu (smoke)", "torch": torch.__version__,
+            "commit": os.environ.get("COMMIT", "unknown"), "heads": H, "head_dim": D,
+            "dtype": "bf16", "setup": "attention() fwd + autograd.grad of the [B, N, 3HD] "
+            "buffer; per-kernel GPU ms summed from a torch.profiler trace of 10 calls"}
+
+    def save():
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "kernel-stages.json").write_text(json.dumps({**meta, "rows": rows},
+                                                                     indent=1))
+
+    for N, B in shapes if DEV == "cuda" else ():
+        t = cudnn_ms(B, N)
+        rows.append({"pattern": "causal", "impl": "cudnn", "n_ctx": N, "batch": B, "total": t})
+        print(f"cudnn causal N={N} B={B}: {t:.3f} ms", flush=True)
+        save()
+    for run in args.runs.split(","):
+        name, labels = run.split(":")
+        pattern, long_name = PATTERNS[name]
+        for label in labels.split("+"):
+            T.CONFIG.clear()
+            T.CONFIG.update(VARIANTS[label])
+            t0 = time.time()
+            try:
+                err = check(pattern, check_n)
+                for N, B in shapes:
+                    base, q, k, v, go = _inputs(B, N)
+                    prepared = dispatch.prepare(pattern, N, H, D, D, q.dtype, q.device,
+                                                "triton")
+                    groups = [c.key_tiles.shape[-1] for c in prepared.tables.components]
+                    ms = stage_ms(lambda: _call(prepared, q, k, v, go, base))
+                    rows.append({"pattern": long_name, "impl": "triton", "variant": label,
+                                 "config": VARIANTS[label], "key_tiles": groups, "n_ctx": N,
+                                 "batch": B, "check_err": err, **ms})
+                    print(f"{name:20s} {label:9s} N={N} B={B} groups={groups} err={err:.1e} "
+                          + " ".join(f"{k.split('_')[0]} {ms.get(k, 0):.3f}"
+                                     for k in (*KERNELS, "total")), flush=True)
+                    save()
+            except Exception as e:  # one variant that fails to compile must not lose the rest
+                rows.append({"pattern": name, "variant": label, "error": f"{type(e).__name__}: "
+                             f"{str(e)[:300]}"})
+                print(f"{name} {label}: {type(e).__name__}: {str(e)[:300]}", flush=True)
+                save()
+            print(f"  ({time.time() - t0:.1f} s)", flush=True)
+    T.CONFIG.clear()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
