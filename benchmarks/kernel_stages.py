@@ -54,13 +54,17 @@ VARIANTS = {
     "g2": {"dkdv": {"key_tiles": 2}},
     "g4-w8s2": {"dkdv": {"key_tiles": 4, "num_warps": 8, "num_stages": 2}},
     "g4-w4s3": {"dkdv": {"key_tiles": 4, "num_warps": 4, "num_stages": 3}},
+    # the grid head-major (tiles on x): what every kernel ran before SLOTS_X
+    "tile-major": {k: {"slots_x": 0} for k in ("fwd", "dq", "dkdv")},
+    "old-tile-major": {"fwd": {"slots_x": 0}, "dq": {"slots_x": 0},
+                       "dkdv": {"max_overhead": 1.0, "slots_x": 0}},
     "fwd-g4w8": {"fwd": {"gather": 4, "num_warps": 8, "num_stages": 3},
                  "dq": {"gather": 4, "num_warps": 8, "num_stages": 3}},
     "fwd-g1w4": {"fwd": {"gather": 1, "num_warps": 4, "num_stages": 3},
                  "dq": {"gather": 1, "num_warps": 4, "num_stages": 3}},
 }
-RUNS = ("fixed:default+old+g2+g4-w8s2+g4-w4s3+fwd-g4w8+fwd-g1w4,split:default+old+g4-w4s3,"
-        "local:default+old,causal:default+fwd-g4w8")
+RUNS = ("fixed:default+old+tile-major+old-tile-major+g4-w8s2+g2,"
+        "split:default+old+old-tile-major,local:default+tile-major,causal:default+tile-major")
 KERNELS = ("fwd_kernel", "delta_kernel", "dq_kernel", "dkdv_kernel")
 
 

@@ -90,8 +90,17 @@ def _launch(name: str, dp: int, dtype: torch.dtype, kb: int = 32) -> dict[str, i
             cfg.update(num_warps=8, num_stages=3 if dp <= 64 else 2, trans_acc=1)
         else:
             cfg.update(num_warps=4, num_stages=2, trans_acc=1)
+    cfg["slots_x"] = 1  # grid (heads, tiles): heaviest tiles of every head first
     cfg.update(CONFIG.get(name, {}))
     return cfg
+
+
+def _grid(tiles: int, slots: int, cfg: dict[str, int]) -> tuple[tuple[int, int], bool]:
+    """The launch grid of ``program_tile`` / ``program_slot`` (triton_fwd) and its SLOTS_X.
+
+    Heads on x and tiles on y where CUDA's y limit (65,535) allows it."""
+    slots_x = bool(cfg["slots_x"]) and tiles <= 65535
+    return ((slots, tiles) if slots_x else (tiles, slots)), slots_x
 
 
 # -- device tables ---------------------------------------------------------------------------
@@ -302,12 +311,13 @@ def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabs: Pl
     # what every component's launch passes alike, read once per call (host time, issue 18)
     strides = (*_strides(q), *_strides(k), *_strides(v), *_strides(out))
     for i, c in enumerate(tabs.components):
-        launch(triton_fwd.fwd_kernel, (c.n_query_tiles, B * c.n_slots), (
+        grid, slots_x = _grid(c.n_query_tiles, B * c.n_slots, cfg)
+        launch(triton_fwd.fwd_kernel, grid, (
             q, k, v, out, lse, c.slot_head, c.slot_class, c.slot_merge, *c.query_side, c.params,
             *strides, scale * LOG2E, N, H, c.n_slots, D, DV, c.n_query_tiles,
             *_tile_ints(c, c.query_side)),
             dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
-                 **_term_constexprs(c, q.dtype)),
+                 SLOTS_X=slots_x, **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
     return out, lse
@@ -336,24 +346,27 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
     inputs = (*_strides(q), *_strides(k), *_strides(v), *_strides(dout))
     dq_strides, dkdv_strides = inputs + _strides(dq), inputs + _strides(dk) + _strides(dv)
     for i, c in enumerate(tabs.components):
-        launch(triton_bwd.dq_kernel, (c.n_query_tiles, B * c.n_slots), (
+        grid, slots_x = _grid(c.n_query_tiles, B * c.n_slots, cfg_dq)
+        launch(triton_bwd.dq_kernel, grid, (
             q, k, v, dout, lse, delta, dq, c.slot_head, c.slot_class, c.slot_merge,
             *c.query_side, c.params,
             *dq_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
             *_tile_ints(c, c.query_side)),
             dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
-                 **_term_constexprs(c, q.dtype)),
+                 SLOTS_X=slots_x, **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
             num_stages=cfg_dq["num_stages"])
         key_tiles = c.key_tiles.shape[-1]
         cfg = _launch("dkdv", max(dp, dvp), q.dtype, key_tiles * tabs.k_block)
-        launch(triton_bwd.dkdv_kernel, (c.n_key_groups, B * c.n_slots), (
+        grid, slots_x = _grid(c.n_key_groups, B * c.n_slots, cfg)
+        launch(triton_bwd.dkdv_kernel, grid, (
             q, k, v, dout, lse, delta, dk, dv, c.slot_head, c.slot_class, c.slot_merge,
             c.key_tiles, *c.key_side, c.params,
             *dkdv_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_key_groups,
             *_tile_ints(c, c.key_side)),
             dict(QB=tabs.q_block, KB=tabs.k_block, KEY_TILES=key_tiles, DP=dp, DVP=dvp,
-                 TRANS_ACC=bool(cfg["trans_acc"]), **_term_constexprs(c, q.dtype)),
+                 TRANS_ACC=bool(cfg["trans_acc"]), SLOTS_X=slots_x,
+                 **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
     return dq, dk, dv

@@ -34,6 +34,7 @@ from sparse_transformer.kernels.triton_fwd import (
     gathered_columns,
     memory_position,
     program_slot,
+    program_tile,
     query_tile,
 )
 
@@ -87,10 +88,10 @@ def dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
               QB: tl.constexpr, KB: tl.constexpr, GATHER: tl.constexpr,
               DP: tl.constexpr, DVP: tl.constexpr,
               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-              PREC: tl.constexpr, REORDER: tl.constexpr):
+              PREC: tl.constexpr, REORDER: tl.constexpr, SLOTS_X: tl.constexpr):
     b, h, prm, merge, row, rows, prow, real, dk, dv, q = query_tile(
         Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, D, n_qt, prm_stride,
-        stride, groups, QB, DP, DVP, REORDER)
+        stride, groups, QB, DP, DVP, REORDER, SLOTS_X)
     do = tl.load(DO + b * sdb + h * sdh + prow[:, None] * sdn + dv[None, :],
                  mask=real[:, None] & (dv[None, :] < DV), other=0.0)
     stat = (b * H + h) * N + prow
@@ -157,11 +158,13 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, SLOT_HEAD, SLOT_CLASS, SLOT_ME
                 QB: tl.constexpr, KB: tl.constexpr, KEY_TILES: tl.constexpr,
                 DP: tl.constexpr, DVP: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-                PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr):
+                PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr,
+                SLOTS_X: tl.constexpr):
     # One program per group of KEY_TILES key tiles of KB positions (ComponentPlan.key_groups:
     # not necessarily adjacent; -1 marks an empty slot). Groups are sorted longest list first.
-    kg = tl.program_id(0)
-    b, h, prm, c, merge = program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride)
+    kg = program_tile(SLOTS_X)
+    b, h, prm, c, merge = program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride,
+                                       SLOTS_X)
     row = c * n_kg + kg
     lane = tl.arange(0, KEY_TILES * KB)
     tile = tl.load(KT + row * KEY_TILES + lane // KB)

@@ -138,9 +138,25 @@ def gathered_columns(idx_ptr, start, count, KB: tl.constexpr, GATHER: tl.constex
 
 
 @triton.jit
-def program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride):
+def program_tile(SLOTS_X: tl.constexpr):
+    """This program's tile (query tile, or key group) index along its grid axis.
+
+    SLOTS_X: the grid is (batch x head slots, tiles), so the GPU starts the programs tile by
+    tile across every head, the heaviest tile (0 here) of every head first; otherwise
+    (tiles, batch x head slots), head by head, where the last head's heaviest program starts
+    late and runs alone at the end (fixed: a few long summary programs per head)."""
+    if SLOTS_X:
+        return tl.program_id(1)
+    return tl.program_id(0)
+
+
+@triton.jit
+def program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride, SLOTS_X: tl.constexpr):
     """This program's (batch, global head, class params pointer, class, merge flag)."""
-    bh = tl.program_id(1)
+    if SLOTS_X:
+        bh = tl.program_id(0)
+    else:
+        bh = tl.program_id(1)
     b = bh // Hc
     slot = bh % Hc
     h = tl.load(SLOT_HEAD + slot)
@@ -152,15 +168,16 @@ def program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride):
 @triton.jit
 def query_tile(Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, D, n_qt,
                prm_stride, stride, groups, QB: tl.constexpr, DP: tl.constexpr,
-               DVP: tl.constexpr, REORDER: tl.constexpr):
+               DVP: tl.constexpr, REORDER: tl.constexpr, SLOTS_X: tl.constexpr):
     """Prologue of the forward and dQ programs: this program's query tile and its q rows.
 
     Returns (batch, head, class params, merge flag, row of the tile lists, component
     positions, their memory positions, which are real, head-dim ranges, the q tile). The
     heaviest (last) query tiles run first: causal-like rows grow with the tile index.
     """
-    qt = n_qt - 1 - tl.program_id(0)
-    b, h, prm, c, merge = program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride)
+    qt = n_qt - 1 - program_tile(SLOTS_X)
+    b, h, prm, c, merge = program_slot(SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, Hc, prm_stride,
+                                       SLOTS_X)
     rows = qt * QB + tl.arange(0, QB)
     prow = memory_position(rows, stride, groups, REORDER)
     real = prow < N
@@ -208,10 +225,10 @@ def fwd_kernel(Q, K, V, O, LSE, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, FC, FI, PC, P
                QB: tl.constexpr, KB: tl.constexpr, GATHER: tl.constexpr,
                DP: tl.constexpr, DVP: tl.constexpr,
                K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-               PREC: tl.constexpr, REORDER: tl.constexpr):
+               PREC: tl.constexpr, REORDER: tl.constexpr, SLOTS_X: tl.constexpr):
     b, h, prm, merge, row, rows, prow, real, dk, dv, q = query_tile(
         Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, D, n_qt, prm_stride,
-        stride, groups, QB, DP, DVP, REORDER)
+        stride, groups, QB, DP, DVP, REORDER, SLOTS_X)
     Kb = K + b * skb + h * skh
     Vb = V + b * svb + h * svh
     m_i = tl.full([QB], float("-inf"), tl.float32)
