@@ -8,6 +8,8 @@
 #   bash benchmarks/device_issue18.sh verify   # CUDA tests + the eager call after the CPU-only changes
 #   bash benchmarks/device_issue18.sh tests    # CUDA tests, audio-65k without recompute
 #   bash benchmarks/device_issue18.sh kernels  # kernel CUDA tests, then each kernel per launch variant
+#   bash benchmarks/device_issue18.sh check    # all CUDA tests, the kernels' defaults, attention() calls
+#   bash benchmarks/device_issue18.sh steps    # enwik8 default step per attention, host cost
 set -u
 out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
@@ -78,6 +80,25 @@ kernels)
     tail -5 "$out/kernel-tests.txt" >> "$log"
     stage "kernel stages per launch variant (float64 check at N = 2,048 first)"
     timeout 390 python3 benchmarks/kernel_stages.py --out "$out/ks" >> "$log" 2>&1
+    ;;
+check)
+    stage "CUDA tests"
+    TEST_TIMEOUT="${TEST_TIMEOUT:-330}" bash benchmarks/device_tests.sh > /dev/null 2>&1
+    tail -25 "$out/cuda-tests.txt" >> "$log"
+    stage "kernel stages, defaults"
+    timeout 100 python3 benchmarks/kernel_stages.py --out "$out/ks" \
+        --runs "fixed:default,split:default,local:default,causal:default" >> "$log" 2>&1
+    stage "attention() call vs its kernels"
+    timeout 100 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
+        --out "$out/call" >> "$log" 2>&1
+    ;;
+steps)
+    stage "enwik8 default step (compile + CUDA graphs)"
+    timeout 260 python3 benchmarks/model_step.py --shapes enwik8 --modes default \
+        --only "dense,fixed,strided split,strided merge" --budget 240 \
+        --out "$out/ms" >> "$log" 2>&1
+    stage "host cost"
+    timeout 60 python3 benchmarks/host_cost.py --out "$out/hc" >> "$log" 2>&1
     ;;
 tests)
     stage "CUDA tests"

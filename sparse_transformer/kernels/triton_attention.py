@@ -75,22 +75,30 @@ def _pow2(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
 
-def _launch(name: str, dp: int, dtype: torch.dtype, kb: int = 32) -> dict[str, int]:
-    """Launch settings; defaults from the H200 tuning runs (benchmarks/NOTES.md, run 1).
+def _launch(name: str, dp: int, dtype: torch.dtype, kb: int = 32, skewed: bool = False
+            ) -> dict[str, int]:
+    """Launch settings; defaults from the H200 tuning runs (benchmarks/NOTES.md, run 1) and the
+    H100 runs of ``benchmarks/kernel_stages.py`` (NOTES.md, 5 Dec, fifth session).
 
     Forward / dQ: 2 gathered key tiles, 4 warps, 3 stages was best on the fixed pattern and
     within 9% of the best on causal (which prefers 4 tiles in the forward). dK/dV: 32-wide key
     tiles want 4 warps and transposed accumulators; grouped 128-wide key blocks want 8 warps.
+
+    Grid order (``slots_x``, see ``_grid``): forward and dQ start the heaviest query tile of
+    every head first (fixed -10%, causal -12% at 2 x 12,288 on an H100, the rest unchanged).
+    dK/dV does so only where its work is ``skewed`` (a few long programs per head, as fixed's
+    summary groups: -17% with them); for causal's even spread it cost up to 10%, as every
+    program then streams another head's q and dO through L2.
     """
-    cfg = {"gather": 2, "num_warps": 4, "num_stages": 3}
+    cfg = {"gather": 2, "num_warps": 4, "num_stages": 3, "slots_x": 1}
     if dp > 64 or dtype == torch.float32:
         cfg.update(num_stages=2)
     if name == "dkdv":
+        cfg["slots_x"] = int(skewed)
         if kb >= 64:
             cfg.update(num_warps=8, num_stages=3 if dp <= 64 else 2, trans_acc=1)
         else:
             cfg.update(num_warps=4, num_stages=2, trans_acc=1)
-    cfg["slots_x"] = 1  # grid (heads, tiles): heaviest tiles of every head first
     cfg.update(CONFIG.get(name, {}))
     return cfg
 
@@ -119,6 +127,7 @@ class ComponentTables:
     n_slots: int
     n_query_tiles: int
     n_key_groups: int  # dK/dV programs per head (each takes g = key_tiles.shape[-1] tiles)
+    key_skewed: int  # 1: a few dK/dV programs per head hold most of the work (_skewed)
     stride: int  # 0: natural order; l: reordered by stride l
     groups: int  # n_pad // l (1 in natural order)
 
@@ -127,11 +136,11 @@ class ComponentTables:
                 self.key_tiles, *self.key_side, self.params)
 
     def ints(self) -> tuple[int, ...]:
-        return (*self.kinds, self.n_slots, self.n_query_tiles, self.n_key_groups, self.stride,
-                self.groups)
+        return (*self.kinds, self.n_slots, self.n_query_tiles, self.n_key_groups,
+                self.key_skewed, self.stride, self.groups)
 
 
-_TENSORS, _INTS = 13, 9  # per component, in the order of ``tensors()`` and ``ints()``
+_TENSORS, _INTS = 13, 10  # per component, in the order of ``tensors()`` and ``ints()``
 # The compiled path (the custom ops below, which torch.compile calls) rebuilds its tables from
 # their flat form on every call, so it cannot keep a per-plan cache: it launches through this
 # one. Sharing is safe because a launch key holds every argument Triton specializes on by value
@@ -184,6 +193,12 @@ class TritonAttention(Prepared):
     upcast: bool = False  # bfloat16 in Triton's interpreter: run float32 copies (see below)
 
 
+# Grouping unlike key tiles pays where it adds little padding: fixed's summary groups (5%
+# more tile products) took dK/dV from 0.65 to 0.55 ms at 2 x 12,288 on an H100, while the
+# strided column's pairs (20% more) cost 16% (benchmarks/kernel_stages.py, NOTES.md).
+MAX_GROUP_OVERHEAD = 1.1
+
+
 def key_group_limit(q_block: int, k_block: int) -> int:
     """Most key tiles one dK/dV program takes (``ComponentPlan.key_groups``): a query tile's
     width of keys (128 = 4 x 32 on CUDA at head dims <= 128; CONFIG["dkdv"]["key_tiles"])."""
@@ -193,8 +208,16 @@ def key_group_limit(q_block: int, k_block: int) -> int:
 def _key_groups(cp: ComponentPlan) -> tuple[torch.Tensor, ...]:
     """The component's dK/dV groups; CONFIG["dkdv"]["max_overhead"] = 1.0 groups only tiles
     that add no work (what the kernels did before groups of unlike tiles, for benchmarks)."""
-    overhead = CONFIG.get("dkdv", {}).get("max_overhead", 1.25)
+    overhead = CONFIG.get("dkdv", {}).get("max_overhead", MAX_GROUP_OVERHEAD)
     return cp.key_groups(key_group_limit(cp.q_block, cp.k_block), overhead)
+
+
+def _skewed(key_side: list[torch.Tensor], ratio: float = 4.0) -> bool:
+    """Whether the longest dK/dV program of a head walks over ``ratio`` times the mean list:
+    fixed's summary groups (~9x at 12,288 positions), not causal's (2x) or local's (1x)."""
+    lengths = (key_side[0] + key_side[2]).float()
+    lengths = lengths[lengths > 0]
+    return bool(lengths.numel()) and float(lengths.max()) > ratio * float(lengths.mean())
 
 
 def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device
@@ -218,7 +241,8 @@ def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device
         key_tiles=key_tiles.to(**i32), key_side=move(key_side), params=params.to(**i32),
         kinds=codes,
         n_slots=len(cp.heads), n_query_tiles=cp.n_query_tiles,
-        n_key_groups=int(key_side[0].shape[1]), stride=cp.order,
+        n_key_groups=int(key_side[0].shape[1]), key_skewed=int(_skewed(key_side)),
+        stride=cp.order,
         groups=cp.n_ctx // cp.order if cp.order else 1)
 
 
@@ -357,7 +381,8 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
             call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
             num_stages=cfg_dq["num_stages"])
         key_tiles = c.key_tiles.shape[-1]
-        cfg = _launch("dkdv", max(dp, dvp), q.dtype, key_tiles * tabs.k_block)
+        cfg = _launch("dkdv", max(dp, dvp), q.dtype, key_tiles * tabs.k_block,
+                      bool(c.key_skewed))
         grid, slots_x = _grid(c.n_key_groups, B * c.n_slots, cfg)
         launch(triton_bwd.dkdv_kernel, grid, (
             q, k, v, dout, lse, delta, dk, dv, c.slot_head, c.slot_class, c.slot_merge,

@@ -62,15 +62,17 @@ def test_triton_vs_float64_bf16(pattern):
 
 
 def test_fixed_wide_key_groups_vs_float64():
-    """From ~2k positions the fixed pattern's dK/dV programs take the summary tiles of 4
-    blocks at once (``ComponentPlan.key_groups``), with empty slots among the short tiles."""
+    """From ~6k positions the fixed pattern's dK/dV programs take the summary tiles of 4
+    blocks at once (``ComponentPlan.key_groups``), with empty slots among the short tiles,
+    launched heaviest first across heads (``key_skewed``)."""
     from sparse_transformer.kernels import dispatch
 
     pattern = P.fixed(128, 32, 4)
-    prepared = dispatch.prepare(pattern, 2048, 8, 64, 64, torch.bfloat16, "cuda", "triton")
-    tiles = prepared.tables.components[0].key_tiles
-    assert tiles.shape[-1] == 4 and bool((tiles == -1).any())
-    _check_backend(pattern, "triton", torch.bfloat16, B=1, N=2048)
+    prepared = dispatch.prepare(pattern, 6144, 4, 64, 64, torch.bfloat16, "cuda", "triton")
+    comp = prepared.tables.components[0]
+    assert comp.key_tiles.shape[-1] == 4 and bool((comp.key_tiles == -1).any())
+    assert comp.key_skewed
+    _check_backend(pattern, "triton", torch.bfloat16, B=1, H=4, N=6144)
 
 
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "split")],

@@ -246,8 +246,12 @@ def test_key_tile_grouping():
     assert sorted(t for g in tiles for t in g if t >= 0) == list(range(64))
     short = P.fixed(128, 32).plan(512, 1, 128, 32).components[0]
     assert short.key_groups(4)[0].shape[-1] == 1  # 4 blocks: grouping would add 45% work
-    tabs = T.device_tables(P.fixed(128, 32), 2048, 1, 128, 32, torch.device("cpu"))
-    assert tabs.components[0].key_tiles.shape == (1, tabs.components[0].n_key_groups, 4)
+    tabs = T.device_tables(P.fixed(128, 32), 6144, 1, 128, 32, torch.device("cpu"))
+    comp = tabs.components[0]
+    assert comp.key_tiles.shape == (1, comp.n_key_groups, 4)  # 5% padding: under the limit
+    assert comp.key_skewed  # 12 long summary programs among 60: heaviest first across heads
+    causal = T.device_tables(P.causal(), 6144, 1, 128, 32, torch.device("cpu")).components[0]
+    assert causal.key_tiles.shape[-1] == 4 and not causal.key_skewed
 
 
 def test_grouped_key_tiles_with_empty_slots():
