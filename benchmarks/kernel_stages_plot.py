@@ -1,0 +1,73 @@
+"""Plot: where the fixed pattern's attention time goes, per kernel, before and after (issue 18).
+
+Reads ``benchmarks/results/kernel-stages.json`` (``benchmarks/kernel_stages.py`` rows of one
+device call) and draws, for fixed(128, 32, 4) at each measured shape, one stacked bar per
+launch variant: forward, dQ, dK/dV and the rest (Delta and gradient copies), in GPU ms.
+
+    python benchmarks/kernel_stages_plot.py [--call 2026-12-05-s5/call2] [--out PNG]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LABELS = {  # variant -> what it is, in the picture
+    "old-tile-major": "before\n1 key tile per\ndK/dV program;\nhead by head",
+    "tile-major": "dK/dV groups\nof 4 tiles;\nhead by head",
+    "old": "1 key tile per\ndK/dV program;\nheaviest first",
+    "default": "now\ndK/dV groups\nof 4 tiles;\nheaviest first",
+}
+STAGES = (("fwd_kernel", "forward", "#4c72b0"), ("dq_kernel", "dQ", "#55a868"),
+          ("dkdv_kernel", "dK/dV", "#c44e52"), ("rest", "Delta + copies", "#999999"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=RESULTS / "kernel-stages.json")
+    ap.add_argument("--call", default="2026-12-05-s5/call2")
+    ap.add_argument("--out", type=Path, default=RESULTS / "kernel-stages-fixed-h100.png")
+    args = ap.parse_args(argv)
+    data = json.loads(args.data.read_text())
+    rows = [r for r in data["rows"] if r.get("call") == args.call
+            and r.get("pattern") == "fixed(128,32,4)" and r.get("variant") in LABELS]
+    shapes = sorted({(r["n_ctx"], r["batch"]) for r in rows})
+    fig, axes = plt.subplots(1, len(shapes), figsize=(6 * len(shapes), 5.2), squeeze=False)
+    for ax, (n, b) in zip(axes[0], shapes):
+        here = {r["variant"]: r for r in rows if (r["n_ctx"], r["batch"]) == (n, b)}
+        names = [v for v in LABELS if v in here]
+        bottom = [0.0] * len(names)
+        for key, label, color in STAGES:
+            vals = [here[v]["total"] - sum(here[v].get(k, 0) for k, *_ in STAGES[:3])
+                    if key == "rest" else here[v].get(key, 0) for v in names]
+            ax.bar(range(len(names)), vals, bottom=bottom, color=color, label=label)
+            bottom = [x + y for x, y in zip(bottom, vals)]
+        for i, v in enumerate(names):
+            ax.text(i, bottom[i], f"{here[v]['total']:.3f} ms", ha="center", va="bottom",
+                    fontsize=9)
+        ax.set_xticks(range(len(names)), [LABELS[v] for v in names], fontsize=8)
+        ax.set_ylabel("GPU time of one forward + backward (ms)")
+        ax.set_ylim(0, max(bottom) * 1.12)
+        ax.set_title(f"fixed(128, 32, 4), batch {b} x {n:,} positions, 8 heads", fontsize=10)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(STAGES), fontsize=9)
+    device = rows[0]["device"] if rows else "?"
+    commit = rows[0]["commit"] if rows else "?"
+    fig.suptitle(f"Per-kernel time, one call, {device} (commit {commit}; "
+                 "benchmarks/kernel_stages.py)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(args.out, dpi=110)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
