@@ -4,7 +4,8 @@
 damaged or tampered checkpoint (``model/checkpoint_io.py``, ``schema.py``), a resume that
 would change the model, the number of processes or the optimizer's layout, a resume with
 nothing left to do (a finished run: refused; one whose final evaluation was stopped: only that
-evaluation), a budget below what the run has already trained, data the model cannot use.
+evaluation), a budget below what the run has already trained, data the model cannot use, a disk without
+room for one checkpoint.
 
 ``claim_run_dir`` then creates and locks the directory (rank 0) and checks again under the
 lock: the directory, and that the checkpoint is still the one checked (another process may
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from sparse_transformer import schema
 from sparse_transformer.data.bytes import ByteData, check_fits, resolve_data
 from sparse_transformer.model import checkpoint_io as io
 from sparse_transformer.model.config import ModelConfig
+from sparse_transformer.model.size import param_count
 from sparse_transformer.model.transformer import SparseTransformer
 from sparse_transformer.train import distributed as D
 from sparse_transformer.train import rundir as R
@@ -72,6 +76,8 @@ def check_start(cfg: TrainConfig, info: D.DistInfo) -> Start:
     if cfg.eval_bytes and cfg.eval_bytes < mcfg.n_ctx:
         raise ValueError(f"--eval-bytes must be 0 (all) or at least n_ctx={mcfg.n_ctx}, "
                          f"got {cfg.eval_bytes}")
+    if info.is_main:
+        check_disk(run, mcfg, cfg.keep_last)
     if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ModuleNotFoundError("--tensorboard needs tensorboard", name="tensorboard")
 
@@ -231,6 +237,31 @@ def _finished(run: Path, step: int) -> dict[str, Any] | None:
             isinstance(valid, (int, float)) and not isinstance(valid, bool):
         return summary
     return None
+
+
+CHECKPOINT_BYTES_PER_PARAM = 12  # fp32 weights and AdamW's two fp32 moments
+
+
+def check_disk(run: Path, mcfg: ModelConfig, keep_last: int) -> None:
+    """Refuse a run whose disk cannot hold one checkpoint: its first save would fail and the
+    training before it be lost. Warn (stderr) when it cannot hold the checkpoints the run keeps
+    (``keep_last``, plus ``best`` and the one being written): a later save would fail with the
+    previous checkpoint kept (``save_checkpoint``)."""
+    one = param_count(mcfg) * CHECKPOINT_BYTES_PER_PARAM
+    where = run.absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
+    if free < one:
+        raise OSError(f"not enough free disk for {run}: a checkpoint of this model takes "
+                      f"~{gib(one)}, {gib(free)} free at {where}; free some space or choose "
+                      "another --out")
+    window = one * ((keep_last or 1) + 2)
+    if free < window:
+        print(f"warning: {gib(free)} free at {where}; the checkpoints this run keeps may take "
+              f"~{gib(window)} ({gib(one)} each): a save that does not fit fails and keeps "
+              "the previous one", file=sys.stderr)
 
 
 def check_data(data: ByteData, mcfg: ModelConfig) -> None:

@@ -103,6 +103,26 @@ def test_a_run_that_fails_to_start_leaves_nothing(byte_file, tmp_path, monkeypat
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
 
 
+def test_a_disk_without_room_for_one_checkpoint_is_refused_first(byte_file, tmp_path,
+                                                                  monkeypatch, capsys):
+    """Before any work: refused where one checkpoint cannot fit (the run's training would be
+    lost at its first save), nothing created; a warning where the kept ones may not."""
+    import shutil
+
+    from sparse_transformer.train import start
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(start.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    with pytest.raises(OSError, match=r"a checkpoint of this model takes ~.* GiB, 0\.00 GiB "
+                                      "free at .*; free some space or choose another --out"):
+        train(cfg_for(byte_file, tmp_path / "new" / "run"))
+    assert not (tmp_path / "new").exists()
+    one = start.param_count(start.ModelConfig.from_preset("wiki-tiny")) * 12
+    monkeypatch.setattr(start.shutil, "disk_usage", lambda p: usage._replace(free=2 * one))
+    train(cfg_for(byte_file, tmp_path / "run", steps=1))
+    assert "the checkpoints this run keeps may take" in capsys.readouterr().err
+
+
 def test_resume_after_a_kill_repeats_no_rows_and_cleans_temporaries(byte_file, tmp_path):
     out = tmp_path / "run"
     train(cfg_for(byte_file, out, steps=4, save_every=2, keep_last=0))
