@@ -454,7 +454,7 @@ def _render_samples(modality: str, variant: str, folder: Path, data, img_dir: Pa
                       f"{len(samples)} samples, fashion-mnist-gpu, {variant} attention "
                       f"({device})")
     elif modality == "audio" and (folder / "unconditional.npy").exists():
-        from sparse_transformer.codecs import write_mu_law_wav
+        from sparse_transformer.codecs import mu_law_decode, write_mu_law_wav
 
         rate = int(data.meta.get("sample_rate", 12000))
         clips = np.load(folder / "unconditional.npy")
@@ -463,7 +463,8 @@ def _render_samples(modality: str, variant: str, folder: Path, data, img_dir: Pa
         for k, clip in enumerate(clips):
             write_mu_law_wav(img_dir / f"audio-{variant}-{k}.wav", clip, rate)
         write_mu_law_wav(img_dir / f"audio-{variant}-continuation.wav", cont, rate)
-        _spectrograms([*clips, cont], rate, given, img_dir / f"audio-{variant}.png", device)
+        _spectrograms([mu_law_decode(x) for x in (*clips, cont)], rate, given,
+                      img_dir / f"audio-{variant}.png", device)
     elif modality == "text":
         for name in ("unconditional.txt", "prompted.txt"):
             if (folder / name).exists():
@@ -494,30 +495,58 @@ def _image_figure(samples: np.ndarray, data, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _spectrograms(clips: list[np.ndarray], rate: int, given: int, path: Path,
+def _spectrograms(signals: list[np.ndarray], rate: int, given: int, path: Path,
                   device: str) -> None:
+    """One spectrogram per clip (float signals in [-1, 1]; the last is the continuation, of
+    which the first ``given`` samples are the real prompt), on one dB scale with its colour
+    bar, so the panels compare."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.mlab as mlab
     import matplotlib.pyplot as plt
 
-    from sparse_transformer.codecs import mu_law_decode
-
-    fig, axes = plt.subplots(len(clips), 1, figsize=(9, 1.8 * len(clips)), sharex=True)
-    for k, (ax, clip) in enumerate(zip(axes, clips)):
-        ax.specgram(mu_law_decode(clip), NFFT=512, Fs=rate, noverlap=384, cmap="magma")
-        last = k == len(clips) - 1
+    nfft, overlap = 512, 384
+    top = max(float(np.max(mlab.specgram(x, NFFT=nfft, Fs=rate, noverlap=overlap)[0]))
+              for x in signals)
+    vmax = 10 * np.log10(max(top, 1e-20))
+    fig, axes = plt.subplots(len(signals), 1, figsize=(9.5, 1.8 * len(signals)), sharex=True,
+                             layout="constrained")
+    for k, (ax, x) in enumerate(zip(np.atleast_1d(axes), signals)):
+        *_, im = ax.specgram(x, NFFT=nfft, Fs=rate, noverlap=overlap, cmap="magma",
+                             vmin=vmax - 90, vmax=vmax)
+        last = k == len(signals) - 1
         ax.set_title(f"continuation: {given / rate:.1f} s of a real test clip, then sampled"
                      if last else f"unconditional sample {k + 1}", fontsize=8)
         if last:
             ax.axvline(given / rate, color="cyan", lw=1)
         ax.set_ylabel("Hz", fontsize=7)
-    axes[-1].set_xlabel("seconds")
+    np.atleast_1d(axes)[-1].set_xlabel("seconds")
+    fig.colorbar(im, ax=axes, label="power (dB, the loudest bin of all panels at the top)",
+                 shrink=0.9)
     fig.suptitle(f"audio-gpu (strided 256, 65,536 samples of context), 12 kHz mu-law; {device}",
                  fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def spectrogram(args: argparse.Namespace) -> None:
+    """The spectrogram picture again from the WAVs ``render`` wrote (PREFIX-K.wav and
+    PREFIX-continuation.wav): 16-bit PCM, read with the standard library."""
+    import wave
+
+    prefix = Path(args.prefix)
+    paths = sorted(prefix.parent.glob(f"{prefix.name}-[0-9]*.wav"))
+    paths.append(prefix.parent / f"{prefix.name}-continuation.wav")
+    signals, rate = [], 12000
+    for p in paths:
+        with wave.open(str(p)) as w:
+            rate = w.getframerate()
+            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        signals.append(pcm.astype(np.float32) / 32768)
+    _spectrograms(signals, rate, int(args.given_seconds * rate), prefix.with_suffix(".png"),
+                  args.device)
+    _log(f"{prefix.with_suffix('.png')} from {len(paths)} WAVs")
 
 
 def _render_curve(metrics_csv: Path, img_dir: Path, modality: str, variant: str) -> None:
@@ -589,9 +618,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--data-root", default="data")
     r.add_argument("--results", default=str(RESULTS), help="the JSON the rows are merged into")
     r.add_argument("--img-dir", default=str(IMG_DIR), help="pictures, sounds, text samples")
+    g = sub.add_parser("spectrogram", help="here: the audio picture again from its WAVs")
+    g.add_argument("prefix", help="e.g. docs/img/results/audio-strided (PREFIX-K.wav, "
+                   "PREFIX-continuation.wav -> PREFIX.png)")
+    g.add_argument("--given-seconds", type=float, default=2.0,
+                   help="seconds of real prompt at the start of the continuation")
+    g.add_argument("--device", default="NVIDIA H100 80GB HBM3", help="the GPU that sampled")
     args = ap.parse_args(argv)
     if args.cmd == "train":
         train_modality(args)
+    elif args.cmd == "spectrogram":
+        spectrogram(args)
     else:
         render(args)
         plot_table2(args)
