@@ -87,7 +87,7 @@ check)
     tail -25 "$out/cuda-tests.txt" >> "$log"
     stage "kernel stages, defaults"
     timeout 100 python3 benchmarks/kernel_stages.py --out "$out/ks" \
-        --runs "fixed:default+old-tile-major,split:default+old-tile-major,local:default,causal:default+old-tile-major" \
+        --runs "fixed:default+old-tile-major+atomic-dq,split:default+old-tile-major+atomic-dq,local:default,causal:default+old-tile-major+atomic-dq" \
         >> "$log" 2>&1
     stage "attention() call vs its kernels"
     timeout 100 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \

@@ -58,13 +58,16 @@ VARIANTS = {
     "tile-major": {k: {"slots_x": 0} for k in ("fwd", "dq", "dkdv")},
     "old-tile-major": {"fwd": {"slots_x": 0}, "dq": {"slots_x": 0},
                        "dkdv": {"max_overhead": 1.0, "slots_x": 0}},
+    # experimental: dK/dV adds dQ with atomics, no dQ kernel (not deterministic)
+    "atomic-dq": {"dkdv": {"atomic_dq": 1}},
     "fwd-g4w8": {"fwd": {"gather": 4, "num_warps": 8, "num_stages": 3},
                  "dq": {"gather": 4, "num_warps": 8, "num_stages": 3}},
     "fwd-g1w4": {"fwd": {"gather": 1, "num_warps": 4, "num_stages": 3},
                  "dq": {"gather": 1, "num_warps": 4, "num_stages": 3}},
 }
-RUNS = ("fixed:default+old+tile-major+old-tile-major+g4-w8s2+g2,"
-        "split:default+old+old-tile-major,local:default+tile-major,causal:default+tile-major")
+RUNS = ("fixed:default+old-tile-major+atomic-dq+g4-w8s2+fwd-g4w8,"
+        "split:default+old-tile-major+atomic-dq,local:default+atomic-dq,"
+        "causal:default+tile-major+atomic-dq")
 KERNELS = ("fwd_kernel", "delta_kernel", "dq_kernel", "dkdv_kernel")
 
 

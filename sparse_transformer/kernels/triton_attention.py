@@ -363,38 +363,45 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
     launch(triton_bwd.delta_kernel, (-(-N // block), B * H),
            (out, dout, delta, *_strides(out), *_strides(dout), N, H, DV),
            dict(BLOCK=block, DVP=dvp), call_key=key)
-    dq, dk = _token_major(B, H, N, D, q), _token_major(B, H, N, D, k)
-    dv = _token_major(B, H, N, DV, v)
+    # Experimental, not deterministic: the dK/dV programs add dQ into float32 with atomics and
+    # no dQ kernel runs (triton_bwd's doc); dq_into is what they add to (else never written).
+    atomic_dq = bool(CONFIG.get("dkdv", {}).get("atomic_dq"))
+    dq = _token_major(B, H, N, D, q, torch.float32 if atomic_dq else None)
+    if atomic_dq:
+        dq.zero_()
+    dk, dv = _token_major(B, H, N, D, k), _token_major(B, H, N, DV, v)
     cfg_dq = _launch("dq", max(dp, dvp), q.dtype)
     # what every component's launches pass alike, read once per call (host time, issue 18)
     inputs = (*_strides(q), *_strides(k), *_strides(v), *_strides(dout))
-    dq_strides, dkdv_strides = inputs + _strides(dq), inputs + _strides(dk) + _strides(dv)
+    dq_strides = inputs + _strides(dq)
+    dkdv_strides = inputs + _strides(dk) + _strides(dv) + _strides(dq)
     for i, c in enumerate(tabs.components):
-        grid, slots_x = _grid(c.n_query_tiles, B * c.n_slots, cfg_dq)
-        launch(triton_bwd.dq_kernel, grid, (
-            q, k, v, dout, lse, delta, dq, c.slot_head, c.slot_class, c.slot_merge,
-            *c.query_side, c.params,
-            *dq_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
-            *_tile_ints(c, c.query_side)),
-            dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
-                 SLOTS_X=slots_x, **_term_constexprs(c, q.dtype)),
-            call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
-            num_stages=cfg_dq["num_stages"])
+        if not atomic_dq:
+            grid, slots_x = _grid(c.n_query_tiles, B * c.n_slots, cfg_dq)
+            launch(triton_bwd.dq_kernel, grid, (
+                q, k, v, dout, lse, delta, dq, c.slot_head, c.slot_class, c.slot_merge,
+                *c.query_side, c.params,
+                *dq_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
+                *_tile_ints(c, c.query_side)),
+                dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
+                     SLOTS_X=slots_x, **_term_constexprs(c, q.dtype)),
+                call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
+                num_stages=cfg_dq["num_stages"])
         key_tiles = c.key_tiles.shape[-1]
         cfg = _launch("dkdv", max(dp, dvp), q.dtype, key_tiles * tabs.k_block,
                       bool(c.key_skewed))
         grid, slots_x = _grid(c.n_key_groups, B * c.n_slots, cfg)
         launch(triton_bwd.dkdv_kernel, grid, (
-            q, k, v, dout, lse, delta, dk, dv, c.slot_head, c.slot_class, c.slot_merge,
+            q, k, v, dout, lse, delta, dk, dv, dq, c.slot_head, c.slot_class, c.slot_merge,
             c.key_tiles, *c.key_side, c.params,
             *dkdv_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_key_groups,
             *_tile_ints(c, c.key_side)),
             dict(QB=tabs.q_block, KB=tabs.k_block, KEY_TILES=key_tiles, DP=dp, DVP=dvp,
-                 TRANS_ACC=bool(cfg["trans_acc"]), SLOTS_X=slots_x,
+                 TRANS_ACC=bool(cfg["trans_acc"]), SLOTS_X=slots_x, ATOMIC_DQ=atomic_dq,
                  **_term_constexprs(c, q.dtype)),
-            call_key=key and (i,) + key, num_warps=cfg["num_warps"],
+            call_key=key and (i, atomic_dq) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
-    return dq, dk, dv
+    return (dq.to(q.dtype) if atomic_dq else dq), dk, dv
 
 
 # -- the custom ops: what torch.compile traces ---------------------------------------------------

@@ -1,7 +1,11 @@
 """Triton backward kernels of block-sparse attention (FlashAttention-2 style, paper 5.2-5.5).
 
 Three kernels, none with atomics, so the backward is deterministic by construction (every
-gradient element is written by one program per launch, summing in a fixed order):
+gradient element is written by one program per launch, summing in a fixed order). One
+experimental launch variant breaks that on purpose (``CONFIG["dkdv"]["atomic_dq"]``, for
+benchmarks, not measured yet): the dK/dV programs also add their share of dQ = scale * dS K
+into a float32 buffer with atomics, in whatever order they run, and the dQ kernel is skipped,
+so QK^T and dO V^T are computed once instead of twice.
 
 * ``delta_kernel``: Delta_i = rowsum(dO_i * O_i) for every (batch, head, position), once for
   the whole pattern;
@@ -118,11 +122,12 @@ def dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
 
 
 @triton.jit
-def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, sqn, sdn, idx_ptr, count, cols,
-                prm, scale_log2, N, D, DV, dk, dv, stride, groups,
+def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, DQAb, sqn, sdn, san, idx_ptr,
+                count, cols, prm, scale_log2, scale, N, D, DV, dk, dv, stride, groups,
                 QB: tl.constexpr, MASKED: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-                PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr):
+                PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr,
+                ATOMIC_DQ: tl.constexpr):
     for t in range(0, count):
         rows = tl.load(idx_ptr + t) * QB + tl.arange(0, QB)
         prow = memory_position(rows, stride, groups, REORDER)
@@ -140,6 +145,10 @@ def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, sqn, sdn, idx_ptr,
             p = tl.where(element_rule(rows[:, None], cols[None, :], prm, K0, K1, K2, K3), p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=PREC)
         ds = p * (dp - delta[:, None])
+        if ATOMIC_DQ:  # this group's share of dQ = scale * dS K, added in float32 (any order)
+            dq = tl.dot(ds.to(k.dtype), k, input_precision=PREC) * scale
+            tl.atomic_add(DQAb + prow[:, None] * san + dk[None, :], dq,
+                          mask=real[:, None] & (dk[None, :] < D), sem="relaxed")
         if TRANS_ACC:  # dV^T += dO^T P, dK^T += Q^T dS: M = head dim (>= 64 fills wgmma)
             dv_acc += tl.dot(tl.trans(do), p.to(do.dtype), input_precision=PREC)
             dk_acc += tl.dot(tl.trans(q), ds.to(q.dtype), input_precision=PREC)
@@ -150,16 +159,16 @@ def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, sqn, sdn, idx_ptr,
 
 
 @triton.jit
-def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
+def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, DQA, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
                 KT, FC, FI, PC, PI, PRM,
                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
-                sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
+                sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, sab, sah, san,
                 scale_log2, scale, N, H, Hc, D, DV, n_kg, fi_w, pi_w, prm_stride, stride, groups,
                 QB: tl.constexpr, KB: tl.constexpr, KEY_TILES: tl.constexpr,
                 DP: tl.constexpr, DVP: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
                 PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr,
-                SLOTS_X: tl.constexpr):
+                SLOTS_X: tl.constexpr, ATOMIC_DQ: tl.constexpr):
     # One program per group of KEY_TILES key tiles of KB positions (ComponentPlan.key_groups:
     # not necessarily adjacent; -1 marks an empty slot). Groups are sorted longest list first.
     kg = program_tile(SLOTS_X)
@@ -186,14 +195,15 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, SLOT_HEAD, SLOT_CLASS, SLOT_ME
     Qb = Q + b * sqb + h * sqh
     DOb = DO + b * sdb + h * sdh
     stat = (b * H + h) * N
-    dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat, sqn,
-                                 sdn, FI + row * fi_w, tl.load(FC + row), cols, prm, scale_log2,
-                                 N, D, DV, dk, dv, stride, groups, QB, False, K0, K1, K2, K3,
-                                 PREC, TRANS_ACC, REORDER)
-    dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat, sqn,
-                                 sdn, PI + row * pi_w, tl.load(PC + row), cols, prm, scale_log2,
-                                 N, D, DV, dk, dv, stride, groups, QB, True, K0, K1, K2, K3,
-                                 PREC, TRANS_ACC, REORDER)
+    DQAb = DQA + b * sab + h * sah
+    dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat, DQAb,
+                                 sqn, sdn, san, FI + row * fi_w, tl.load(FC + row), cols, prm,
+                                 scale_log2, scale, N, D, DV, dk, dv, stride, groups, QB, False,
+                                 K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ)
+    dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat, DQAb,
+                                 sqn, sdn, san, PI + row * pi_w, tl.load(PC + row), cols, prm,
+                                 scale_log2, scale, N, D, DV, dk, dv, stride, groups, QB, True,
+                                 K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ)
     dk_acc = dk_acc * scale
     if TRANS_ACC:
         gk_ptr = DK + b * sgkb + h * sgkh + pcol[None, :] * sgkn + dk[:, None]

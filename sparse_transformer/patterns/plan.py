@@ -106,7 +106,7 @@ class ComponentPlan:
         pc, pi = _csr(part, self.n_key_tiles)
         return fc, fi, pc, pi
 
-    def key_groups(self, max_group: int, max_overhead: float = 1.25
+    def key_groups(self, max_group: int, max_overhead: float
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                               torch.Tensor]:
         """Key tiles taken ``g`` at a time by one dK/dV program, and the query tiles it walks.

@@ -75,6 +75,21 @@ def test_fixed_wide_key_groups_vs_float64():
     _check_backend(pattern, "triton", torch.bfloat16, B=1, H=4, N=6144)
 
 
+@pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],
+                         ids=lambda p: p.name)
+def test_atomic_dq_variant_vs_float64(pattern, monkeypatch):
+    """The experimental backward (``CONFIG["dkdv"]["atomic_dq"]``: dQ added by the dK/dV
+    programs with float32 atomics, no dQ kernel) against float64, bf16."""
+    from sparse_transformer.kernels import dispatch, triton_attention
+
+    monkeypatch.setattr(triton_attention, "CONFIG", {"dkdv": {"atomic_dq": 1}})
+    dispatch.PREPARED.clear()  # tables and launch caches built under this CONFIG
+    try:
+        _check_backend(pattern, "triton", torch.bfloat16)
+    finally:
+        dispatch.PREPARED.clear()
+
+
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "split")],
                          ids=lambda p: p.name)
 def test_direct_launches_match_float64(pattern):

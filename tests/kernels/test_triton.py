@@ -29,6 +29,15 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FLOOR = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
 
+@pytest.fixture(autouse=True)
+def _fresh_prepared(monkeypatch):
+    """Each test prepares its own tables: several set launch CONFIG that the tables depend on
+    (the dK/dV key groups), which a table cached by an earlier test would hide."""
+    from sparse_transformer.kernels import dispatch
+
+    monkeypatch.setattr(dispatch, "PREPARED", dispatch.PreparedLRU())
+
+
 def _max_err(a: torch.Tensor, ref: torch.Tensor) -> float:
     fin = torch.isfinite(ref)
     assert torch.equal(fin, torch.isfinite(a)), "non-finite entries differ from the reference"
@@ -234,18 +243,33 @@ def test_launch_variants(config, monkeypatch):
     _check(P.causal(), 64, 1, torch.float32)  # key tiles grouped by 2
 
 
+@pytest.mark.parametrize("pattern", [P.fixed(16, 4, 2), P.strided(8, "merge")],
+                         ids=lambda p: p.name)
+def test_atomic_dq_variant(pattern, monkeypatch):
+    """The experimental backward whose dK/dV programs add dQ with atomics (no dQ kernel; both
+    components of a merged head add into one float32 buffer) computes the same function."""
+    class NotLaunched:
+        def __getitem__(self, grid):
+            raise AssertionError("the dQ kernel ran")
+
+    monkeypatch.setattr(T, "CONFIG", {"dkdv": {"atomic_dq": 1}})
+    monkeypatch.setattr(T.triton_bwd, "dq_kernel", NotLaunched())
+    _check(pattern, 64, 2, torch.float32)
+    _check(pattern, 64, 2, torch.bfloat16)
+
+
 def test_key_tile_grouping():
     """dK/dV programs take a query tile's width of keys where the lists allow: causal's adjacent
     tiles, fixed's summary tiles of consecutive blocks; the plan's tables carry the groups."""
     causal = P.causal().plan(256, 1, 128, 32).components[0]
-    tiles, fc, fi, pc, pi = causal.key_groups(4)
+    tiles, fc, fi, pc, pi = causal.key_groups(4, T.MAX_GROUP_OVERHEAD)
     assert tiles[0].tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]  # 8 key tiles of 32 -> 2 of 128
     fixed = P.fixed(128, 32).plan(2048, 1, 128, 32).components[0]
-    tiles = fixed.key_groups(4)[0][0].tolist()
+    tiles = fixed.key_groups(4, 1.25)[0][0].tolist()
     assert tiles[0] == [3, 7, 11, 15]  # the summary tiles of 4 consecutive blocks, together
     assert sorted(t for g in tiles for t in g if t >= 0) == list(range(64))
     short = P.fixed(128, 32).plan(512, 1, 128, 32).components[0]
-    assert short.key_groups(4)[0].shape[-1] == 1  # 4 blocks: grouping would add 45% work
+    assert short.key_groups(4, 1.25)[0].shape[-1] == 1  # 4 blocks: grouping would add 45%
     tabs = T.device_tables(P.fixed(128, 32), 6144, 1, 128, 32, torch.device("cpu"))
     comp = tabs.components[0]
     assert comp.key_tiles.shape == (1, comp.n_key_groups, 4)  # 5% padding: under the limit
@@ -256,9 +280,10 @@ def test_key_tile_grouping():
 
 def test_grouped_key_tiles_with_empty_slots():
     """dK/dV programs over summary tiles of two blocks, and groups with an empty (-1) slot."""
-    pattern, n = P.fixed(32, 16, 2), 512
+    pattern, n = P.fixed(64, 16, 2), 1024
     qb, kb = T.block_sizes(16, torch.float32, torch.device(DEVICE))
-    tiles = pattern.plan(n, 2, qb, kb).components[0].key_groups(T.key_group_limit(qb, kb))[0]
+    tables = T.device_tables(pattern, n, 2, qb, kb, torch.device(DEVICE))
+    tiles = tables.components[0].key_tiles
     if DEVICE == "cpu":  # the interpreter's 32 x 16 tiles
         assert tiles.shape[-1] == 2 and bool((tiles == -1).any())
     _check(pattern, n, 2, torch.float32, B=1)
@@ -267,8 +292,15 @@ def test_grouped_key_tiles_with_empty_slots():
 @pytest.mark.parametrize("key_tiles", [1, 2])
 def test_narrower_key_groups(key_tiles, monkeypatch):
     """The dK/dV programs compute the same function at every group width (1: one tile each)."""
+    from sparse_transformer.kernels import dispatch
+
     monkeypatch.setattr(T, "CONFIG", {"dkdv": {"key_tiles": key_tiles}})
-    _check(P.fixed(16, 4, 2), 64, 2, torch.float32)
+    pattern, n = P.fixed(64, 16, 2), 1024
+    _check(pattern, n, 2, torch.float32, B=1)
+    qb, kb = T.block_sizes(16, torch.float32, torch.device(DEVICE))
+    prepared = dispatch._lookup(pattern, n, 2, 16, 16, torch.float32, torch.device(DEVICE),
+                                "triton")
+    assert prepared.tables.components[0].key_tiles.shape[-1] == min(key_tiles, qb // kb)
 
 
 def test_an_eager_call_skips_the_custom_op_machinery():

@@ -95,8 +95,9 @@ def test_plan_is_exact(case, n, mult, q_block, k_block, reorder):
 
 @settings(max_examples=40, deadline=None)
 @given(case=pattern_with_rule(), n=st.integers(1, 300), mult=st.integers(1, 2),
-       k_block=st.sampled_from([1, 4, 8]), group=st.sampled_from([1, 2, 4]))
-def test_key_groups_cover_the_key_side(case, n, mult, k_block, group):
+       k_block=st.sampled_from([1, 4, 8]), group=st.sampled_from([1, 2, 4]),
+       overhead=st.sampled_from([1.0, 1.1, 4.0]))
+def test_key_groups_cover_the_key_side(case, n, mult, k_block, group, overhead):
     """dK/dV groups (``key_groups``): every key tile in exactly one group of one class; a
     group's lists hold every query tile reading any member, each once; full only where full
     for every member."""
@@ -104,7 +105,7 @@ def test_key_groups_cover_the_key_side(case, n, mult, k_block, group):
     plan = p.plan(n, p.head_multiple * mult, 4 * k_block, k_block)
     for cp in plan.components:
         kfc, kfi, kpc, kpi = (x.numpy() for x in cp.key_side())
-        tiles, fc, fi, pc, pi = (x.numpy() for x in cp.key_groups(group))
+        tiles, fc, fi, pc, pi = (x.numpy() for x in cp.key_groups(group, overhead))
         assert tiles.shape[-1] <= group
         for c in range(tiles.shape[0]):
             members = tiles[c][tiles[c] >= 0]
