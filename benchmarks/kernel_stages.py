@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -154,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         shapes, check_n = [(256, 1)], 256
     rows: list[dict] = []
-    meta = {"gpu": torch.cuda.get_device_name() if DEV == "cuda" else "cpu (smoke)", "torch": torch.__version__,
+    meta = {"gpu": torch.cuda.get_device_name() if DEV == "cuda" else "cpu (smoke)",
+            "torch": torch.__version__,
             "commit": os.environ.get("COMMIT", "unknown"), "heads": H, "head_dim": D,
             "dtype": "bf16", "setup": "attention() fwd + autograd.grad of the [B, N, 3HD] "
             "buffer; per-kernel GPU ms summed from a torch.profiler trace of 10 calls"}

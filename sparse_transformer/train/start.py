@@ -4,8 +4,8 @@
 damaged or tampered checkpoint (``model/checkpoint_io.py``, ``schema.py``), a resume that
 would change the model, the number of processes or the optimizer's layout, a resume with
 nothing left to do (a finished run: refused; one whose final evaluation was stopped: only that
-evaluation), a budget below what the run has already trained, data the model cannot use, a disk without
-room for one checkpoint.
+evaluation), a budget below what the run has already trained, data the model cannot use, a disk
+without room for one checkpoint.
 
 ``claim_run_dir`` then creates and locks the directory (rank 0) and checks again under the
 lock: the directory, and that the checkpoint is still the one checked (another process may
