@@ -5,7 +5,6 @@
 #   bash benchmarks/device_issue18.sh graph    # enwik8 under CUDA graphs, profiles, audio-65k
 #   bash benchmarks/device_issue18.sh final    # the defaults at the final commit, attention()
 #   bash benchmarks/device_issue18.sh presets  # the other GPU presets, default vs graphed
-#   bash benchmarks/device_issue18.sh verify   # CUDA tests + the eager call after the CPU-only changes
 #   bash benchmarks/device_issue18.sh tests    # CUDA tests, audio-65k without recompute
 #   bash benchmarks/device_issue18.sh kernels  # kernel CUDA tests, then each kernel per launch variant
 #   bash benchmarks/device_issue18.sh check    # all CUDA tests, the kernels' defaults, attention() calls
@@ -15,6 +14,11 @@ out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
 log="$out/log-$1.txt"
 stage() { echo "== $1 ($(date +%T))" | tee -a "$log"; }
+cuda_tests() {  # every CUDA-marked test, within $1 seconds unless TEST_TIMEOUT says otherwise
+    stage "CUDA tests"
+    TEST_TIMEOUT="${TEST_TIMEOUT:-$1}" bash benchmarks/device_tests.sh > /dev/null 2>&1
+    tail -25 "$out/cuda-tests.txt" >> "$log"
+}
 case "$1" in
 step)
     stage "enwik8 default vs compiled-norecompute"
@@ -61,18 +65,6 @@ presets)
         --shapes imagenet64,cifar10,text-gpu,audio-gpu,wiki-gpu,fashion-mnist-gpu \
         --modes default,graphed-norecompute --out "$out/mp" >> "$log" 2>&1
     ;;
-verify)
-    # what changed after the last device call of 5 Dec (CPU-checked only): the launch key and
-    # strides read once per call, the eager model train hands back, the graphed-vs-eager test
-    stage "CUDA tests"
-    TEST_TIMEOUT="${TEST_TIMEOUT:-330}" bash benchmarks/device_tests.sh > /dev/null 2>&1
-    tail -25 "$out/cuda-tests.txt" >> "$log"
-    stage "attention() call vs its kernels"
-    timeout 90 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
-        --out "$out/call" >> "$log" 2>&1
-    stage "host cost"
-    timeout 60 python3 benchmarks/host_cost.py --out "$out/hc" >> "$log" 2>&1
-    ;;
 kernels)
     stage "CUDA tests of the Triton kernels"
     timeout 170 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
@@ -82,9 +74,7 @@ kernels)
     timeout 390 python3 benchmarks/kernel_stages.py --out "$out/ks" >> "$log" 2>&1
     ;;
 check)
-    stage "CUDA tests"
-    TEST_TIMEOUT="${TEST_TIMEOUT:-330}" bash benchmarks/device_tests.sh > /dev/null 2>&1
-    tail -25 "$out/cuda-tests.txt" >> "$log"
+    cuda_tests 330
     stage "kernel stages, defaults"
     timeout 100 python3 benchmarks/kernel_stages.py --out "$out/ks" \
         --runs "fixed:default+old-tile-major+atomic-dq,split:default+old-tile-major+atomic-dq,local:default,causal:default+old-tile-major+atomic-dq" \
@@ -102,9 +92,7 @@ steps)
     timeout 60 python3 benchmarks/host_cost.py --out "$out/hc" >> "$log" 2>&1
     ;;
 tests)
-    stage "CUDA tests"
-    TEST_TIMEOUT="${TEST_TIMEOUT:-400}" bash benchmarks/device_tests.sh > /dev/null 2>&1
-    tail -25 "$out/cuda-tests.txt" >> "$log"
+    cuda_tests 400
     stage "audio-65k default vs eager-norecompute"
     timeout 200 python3 benchmarks/model_step.py --shapes audio-65k \
         --modes default,eager-norecompute --only "dense,strided split" --budget 180 \
