@@ -252,16 +252,22 @@ def check_disk(run: Path, mcfg: ModelConfig, keep_last: int) -> None:
     while not where.exists() and where != where.parent:
         where = where.parent
     free = shutil.disk_usage(where).free
-    gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
     if free < one:
         raise OSError(f"not enough free disk for {run}: a checkpoint of this model takes "
-                      f"~{gib(one)}, {gib(free)} free at {where}; free some space or choose "
-                      "another --out")
+                      f"~{_size(one)}, {_size(free)} free at {where}; free some space or "
+                      "choose another --out")
     window = one * ((keep_last or 1) + 2)
     if free < window:
-        print(f"warning: {gib(free)} free at {where}; the checkpoints this run keeps may take "
-              f"~{gib(window)} ({gib(one)} each): a save that does not fit fails and keeps "
-              "the previous one", file=sys.stderr)
+        print(f"warning: {_size(free)} free at {where}; the checkpoints this run keeps may "
+              f"take ~{_size(window)} ({_size(one)} each): a save that does not fit fails and "
+              "keeps the previous one", file=sys.stderr)
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} bytes"
 
 
 def check_data(data: ByteData, mcfg: ModelConfig) -> None:
