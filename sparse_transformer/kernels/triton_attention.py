@@ -87,8 +87,8 @@ def _launch(name: str, dp: int, dtype: torch.dtype, kb: int = 32, skewed: bool =
     Grid order (``slots_x``, see ``_grid``): forward and dQ start the heaviest query tile of
     every head first (fixed -10%, causal -12% at 2 x 12,288 on an H100, the rest unchanged).
     dK/dV does so only where its work is ``skewed`` (a few long programs per head, as fixed's
-    summary groups: -17% with them); for causal's even spread it cost up to 10%, as every
-    program then streams another head's q and dO through L2.
+    summary groups: with them 0.653 -> 0.558 ms); for causal's even spread it cost up to 10%,
+    as every program then streams another head's q and dO through L2.
     """
     cfg = {"gather": 2, "num_warps": 4, "num_stages": 3, "slots_x": 1}
     if dp > 64 or dtype == torch.float32:
@@ -194,8 +194,9 @@ class TritonAttention(Prepared):
 
 
 # Grouping unlike key tiles pays where it adds little padding: fixed's summary groups (5%
-# more tile products) took dK/dV from 0.65 to 0.55 ms at 2 x 12,288 on an H100, while the
-# strided column's pairs (20% more) cost 16% (benchmarks/kernel_stages.py, NOTES.md).
+# more tile products) took dK/dV from 0.600 to 0.558 ms at 2 x 12,288 on an H100 (heaviest
+# tiles first), while the strided column's pairs (20% more) cost 16%
+# (benchmarks/kernel_stages.py, NOTES.md).
 MAX_GROUP_OVERHEAD = 1.1
 
 
