@@ -14,6 +14,12 @@ out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
 log="$out/log-$1.txt"
 stage() { echo "== $1 ($(date +%T))" | tee -a "$log"; }
+enwik8_default() {  # the enwik8 step as every GPU preset runs it, per attention; $1 s, budget $2
+    stage "enwik8 default step (compile + CUDA graphs)"
+    timeout "$1" python3 benchmarks/model_step.py --shapes enwik8 --modes default \
+        --only "dense,fixed,strided split,strided merge" --budget "$2" \
+        --out "$out/ms" >> "$log" 2>&1
+}
 cuda_tests() {  # every CUDA-marked test, within $1 seconds unless TEST_TIMEOUT says otherwise
     stage "CUDA tests"
     TEST_TIMEOUT="${TEST_TIMEOUT:-$1}" bash benchmarks/device_tests.sh > /dev/null 2>&1
@@ -48,10 +54,7 @@ graph)
         --out "$out/ma" >> "$log" 2>&1
     ;;
 final)
-    stage "enwik8 default (compile + CUDA graphs)"
-    timeout 200 python3 benchmarks/model_step.py --shapes enwik8 --modes default \
-        --only "dense,fixed,strided split,strided merge" --budget 180 \
-        --out "$out/ms" >> "$log" 2>&1
+    enwik8_default 200 180
     stage "audio-65k default (compile + CUDA graphs, no recompute)"
     timeout 170 python3 benchmarks/model_step.py --shapes audio-65k --modes default \
         --only "dense,strided split" --budget 150 --out "$out/ma" >> "$log" 2>&1
@@ -84,10 +87,7 @@ check)
         --out "$out/call" >> "$log" 2>&1
     ;;
 steps)
-    stage "enwik8 default step (compile + CUDA graphs)"
-    timeout 260 python3 benchmarks/model_step.py --shapes enwik8 --modes default \
-        --only "dense,fixed,strided split,strided merge" --budget 240 \
-        --out "$out/ms" >> "$log" 2>&1
+    enwik8_default 260 240
     stage "host cost"
     timeout 60 python3 benchmarks/host_cost.py --out "$out/hc" >> "$log" 2>&1
     ;;
