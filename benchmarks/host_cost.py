@@ -78,19 +78,11 @@ def python_share(calls: int = 50) -> dict[str, float]:
         def __getitem__(self, grid):
             return lambda *args, **kwargs: Compiled()
 
-    class Driver:
-        class active:
-            get_current_device = staticmethod(lambda: 0)
-            get_current_stream = staticmethod(lambda device: 0)
-
-    class Knobs:
-        class runtime:
-            launch_enter_hook = launch_exit_hook = None
-
     for mod, name in ((triton_fwd, "fwd_kernel"), (triton_bwd, "delta_kernel"),
                       (triton_bwd, "dq_kernel"), (triton_bwd, "dkdv_kernel")):
         setattr(mod, name, NoLaunch(getattr(mod, name)))
-    launcher._driver, launcher._knobs, launcher._VERSION = Driver, Knobs, launcher.VERIFIED[0]
+    launcher._driver, launcher._knobs = launcher.stand_in_runtime()
+    launcher._VERSION = launcher.VERIFIED[0]
     B, H, N, D = 1, 8, 512, 64
     base = torch.randn(B, N, 3 * H * D, requires_grad=True)
     q, k, v = (x.view(B, N, H, D).transpose(1, 2) for x in base.split(H * D, dim=-1))

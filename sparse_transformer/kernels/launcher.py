@@ -24,6 +24,7 @@ hooks set (profilers such as Proton), and once ``limit`` keys are cached.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -115,4 +116,19 @@ class Launches:
         return ok
 
 
-__all__ = ["Launches"]
+def stand_in_runtime(stream: int = 0) -> tuple[SimpleNamespace, SimpleNamespace]:
+    """(driver, knobs) standing in for Triton's, with what ``Launches`` reads of them: current
+    device 0, current stream ``stream``, no launch hooks.
+
+    For running the direct path without a GPU (tests/kernels/test_launcher.py,
+    ``benchmarks/host_cost.py --python-share``): set them as this module's ``_driver`` and
+    ``_knobs``, and ``_VERSION`` to one of ``VERIFIED``. Kept here, beside the code that reads
+    them, so a change in what ``Launches`` asks of Triton changes its stand-in too.
+    """
+    active = SimpleNamespace(get_current_device=lambda: 0,
+                             get_current_stream=lambda device: stream)
+    runtime = SimpleNamespace(launch_enter_hook=None, launch_exit_hook=None)
+    return SimpleNamespace(active=active), SimpleNamespace(runtime=runtime)
+
+
+__all__ = ["Launches", "stand_in_runtime"]

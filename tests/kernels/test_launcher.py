@@ -43,19 +43,11 @@ class FakeKernel:
 
 @pytest.fixture
 def direct(monkeypatch):
-    class Driver:
-        class active:
-            get_current_device = staticmethod(lambda: 0)
-            get_current_stream = staticmethod(lambda device: 1234)
-
-    class Knobs:
-        class runtime:
-            launch_enter_hook = launch_exit_hook = None
-
-    monkeypatch.setattr(launcher, "_driver", Driver)
-    monkeypatch.setattr(launcher, "_knobs", Knobs)
+    driver, knobs = launcher.stand_in_runtime(stream=1234)
+    monkeypatch.setattr(launcher, "_driver", driver)
+    monkeypatch.setattr(launcher, "_knobs", knobs)
     monkeypatch.setattr(launcher, "_VERSION", launcher.VERIFIED[0])
-    return Knobs
+    return knobs
 
 
 def test_second_launch_with_the_same_key_skips_triton_and_passes_every_parameter(direct):
