@@ -9,6 +9,7 @@
 #   bash benchmarks/device_issue18.sh kernels  # kernel CUDA tests, then each kernel per launch variant
 #   bash benchmarks/device_issue18.sh check    # all CUDA tests, the kernels' defaults, attention() calls
 #   bash benchmarks/device_issue18.sh steps    # enwik8 default step per attention, host cost
+#   bash benchmarks/device_issue18.sh lean     # kernel tests, lean loops vs old, enwik8 step rows
 set -u
 out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
@@ -106,6 +107,23 @@ tests)
     timeout 200 python3 benchmarks/model_step.py --shapes audio-65k \
         --modes default,eager-norecompute --only "dense,strided split" --budget 180 \
         --out "$out/ma" >> "$log" 2>&1
+    ;;
+lean)
+    # The forward and dQ loops without the per-score scale multiply and valid-slot select
+    # (LEAN, seventh session) against the loops before ("old-loop"), then the enwik8 step.
+    stage "CUDA tests of the Triton kernels"
+    timeout 170 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
+        -k "triton or wide or direct" > "$out/kernel-tests.txt" 2>&1
+    tail -5 "$out/kernel-tests.txt" >> "$log"
+    stage "kernel stages: lean loops vs old"
+    timeout 150 python3 benchmarks/kernel_stages.py --out "$out/ks" \
+        --runs "fixed:default+old-loop+fwd-g4w4,causal:default+old-loop,split:default+old-loop,local:default+old-loop" \
+        >> "$log" 2>&1
+    enwik8_default 150 130
+    stage "enwik8 eager and compiled rows"
+    timeout 170 python3 benchmarks/model_step.py --shapes enwik8 \
+        --modes eager-norecompute,compiled-norecompute,eager-recompute \
+        --only "dense,fixed,strided split" --budget 150 --out "$out/me" >> "$log" 2>&1
     ;;
 esac
 stage done

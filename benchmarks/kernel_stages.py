@@ -61,6 +61,9 @@ VARIANTS = {
     "atomic-dq": {"dkdv": {"atomic_dq": 1}},
     "fwd-g4w8": {"fwd": {"gather": 4, "num_warps": 8, "num_stages": 3},
                  "dq": {"gather": 4, "num_warps": 8, "num_stages": 3}},
+    # the forward and dQ loops before LEAN (every gather masked, the scale a multiply of its own)
+    "old-loop": {"fwd": {"lean": 0}, "dq": {"lean": 0}},
+    "fwd-g4w4": {"fwd": {"gather": 4, "num_warps": 4, "num_stages": 3}},
     "fwd-g1w4": {"fwd": {"gather": 1, "num_warps": 4, "num_stages": 3},
                  "dq": {"gather": 1, "num_warps": 4, "num_stages": 3}},
 }

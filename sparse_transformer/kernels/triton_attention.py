@@ -90,7 +90,7 @@ def _launch(name: str, dp: int, dtype: torch.dtype, kb: int = 32, skewed: bool =
     summary groups: with them 0.653 -> 0.558 ms); for causal's even spread it cost up to 10%,
     as every program then streams another head's q and dO through L2.
     """
-    cfg = {"gather": 2, "num_warps": 4, "num_stages": 3, "slots_x": 1}
+    cfg = {"gather": 2, "num_warps": 4, "num_stages": 3, "slots_x": 1, "lean": 1}
     if dp > 64 or dtype == torch.float32:
         cfg.update(num_stages=2)
     if name == "dkdv":
@@ -342,7 +342,7 @@ def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabs: Pl
             *strides, scale * LOG2E, N, H, c.n_slots, D, DV, c.n_query_tiles,
             *_tile_ints(c, c.query_side)),
             dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
-                 SLOTS_X=slots_x, **_term_constexprs(c, q.dtype)),
+                 SLOTS_X=slots_x, LEAN=bool(cfg["lean"]), **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
     return out, lse
@@ -385,7 +385,8 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
                 *dq_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
                 *_tile_ints(c, c.query_side)),
                 dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
-                     SLOTS_X=slots_x, **_term_constexprs(c, q.dtype)),
+                     SLOTS_X=slots_x, LEAN=bool(cfg_dq["lean"]),
+                     **_term_constexprs(c, q.dtype)),
                 call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
                 num_stages=cfg_dq["num_stages"])
         key_tiles = c.key_tiles.shape[-1]

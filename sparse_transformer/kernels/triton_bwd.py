@@ -61,27 +61,48 @@ def delta_kernel(O, DO, DELTA, sob, soh, son, sdb, sdh, sdn, N, H, DV,
 
 
 @triton.jit
+def _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, start, count, rows, prm,
+             scale_log2, N, D, DV, dk, dv, stride, groups,
+             KB: tl.constexpr, GATHER: tl.constexpr, TAIL: tl.constexpr, MASKED: tl.constexpr,
+             K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+             PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr):
+    """One gathered key tile of dQ; TAIL and MASKED as in the forward's ``_fwd_step``."""
+    cols, valid = gathered_columns(idx_ptr, start, count, KB, GATHER)
+    pcol = memory_position(cols, stride, groups, REORDER)
+    live = valid & (pcol < N)
+    kt = tl.load(Kb + pcol[None, :] * skn + dk[:, None],
+                 mask=(dk[:, None] < D) & live[None, :], other=0.0)
+    # s * scale - lse: one fused multiply-add per score
+    p = tl.exp2(tl.dot(q, kt, input_precision=PREC) * scale_log2 - lse2[:, None])
+    if TAIL or MASKED or not LEAN:
+        ok = valid[None, :]
+        if MASKED:
+            ok = ok & element_rule(rows[:, None], cols[None, :], prm, K0, K1, K2, K3)
+        p = tl.where(ok, p, 0.0)
+    vt = tl.load(Vb + pcol[None, :] * svn + dv[:, None],
+                 mask=(dv[:, None] < DV) & live[None, :], other=0.0)
+    dp = tl.dot(do, vt, input_precision=PREC)
+    ds = p * (dp - delta[:, None])
+    return dq + tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PREC)
+
+
+@triton.jit
 def _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, count, rows, prm, scale_log2,
               N, D, DV, dk, dv, stride, groups,
               KB: tl.constexpr, GATHER: tl.constexpr, MASKED: tl.constexpr,
               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-              PREC: tl.constexpr, REORDER: tl.constexpr):
-    for start in range(0, count, GATHER):
-        cols, valid = gathered_columns(idx_ptr, start, count, KB, GATHER)
-        pcol = memory_position(cols, stride, groups, REORDER)
-        live = valid & (pcol < N)
-        kt = tl.load(Kb + pcol[None, :] * skn + dk[:, None],
-                     mask=(dk[:, None] < D) & live[None, :], other=0.0)
-        s = tl.dot(q, kt, input_precision=PREC) * scale_log2
-        ok = valid[None, :]
-        if MASKED:
-            ok = ok & element_rule(rows[:, None], cols[None, :], prm, K0, K1, K2, K3)
-        p = tl.where(ok, tl.exp2(s - lse2[:, None]), 0.0)
-        vt = tl.load(Vb + pcol[None, :] * svn + dv[:, None],
-                     mask=(dv[:, None] < DV) & live[None, :], other=0.0)
-        dp = tl.dot(do, vt, input_precision=PREC)
-        ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PREC)
+              PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr):
+    whole = count  # the split of ``_fwd_tiles``: whole gathers, then the remainder
+    if LEAN:
+        whole = count - count % GATHER
+    for start in range(0, whole, GATHER):
+        dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, start, count, rows,
+                      prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, False,
+                      MASKED, K0, K1, K2, K3, PREC, REORDER, LEAN)
+    if whole < count:
+        dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, whole, count, rows,
+                      prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, True,
+                      MASKED, K0, K1, K2, K3, PREC, REORDER, LEAN)
     return dq
 
 
@@ -93,7 +114,8 @@ def dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
               QB: tl.constexpr, KB: tl.constexpr, GATHER: tl.constexpr,
               DP: tl.constexpr, DVP: tl.constexpr,
               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-              PREC: tl.constexpr, REORDER: tl.constexpr, SLOTS_X: tl.constexpr):
+              PREC: tl.constexpr, REORDER: tl.constexpr, SLOTS_X: tl.constexpr,
+              LEAN: tl.constexpr = True):
     b, h, prm, merge, row, rows, prow, real, dk, dv, q = query_tile(
         Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, D, n_qt, prm_stride,
         stride, groups, QB, DP, DVP, REORDER, SLOTS_X)
@@ -110,10 +132,10 @@ def dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
     dq = tl.zeros([QB, DP], tl.float32)
     dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, FI + row * fi_w, tl.load(FC + row),
                    rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, False,
-                   K0, K1, K2, K3, PREC, REORDER)
+                   K0, K1, K2, K3, PREC, REORDER, LEAN)
     dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, PI + row * pi_w, tl.load(PC + row),
                    rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, True,
-                   K0, K1, K2, K3, PREC, REORDER)
+                   K0, K1, K2, K3, PREC, REORDER, LEAN)
     dq = dq * scale
     g_ptr = DQ + b * sgb + h * sgh + prow[:, None] * sgn + dk[None, :]
     g_mask = real[:, None] & (dk[None, :] < D)

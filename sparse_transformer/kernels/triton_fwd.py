@@ -189,32 +189,69 @@ def query_tile(Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, 
 
 
 @triton.jit
-def _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, count, rows, prm, scale_log2,
-               N, D, DV, dk, dv, stride, groups,
-               KB: tl.constexpr, GATHER: tl.constexpr, MASKED: tl.constexpr,
-               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-               PREC: tl.constexpr, REORDER: tl.constexpr):
-    for start in range(0, count, GATHER):
-        cols, valid = gathered_columns(idx_ptr, start, count, KB, GATHER)
-        pcol = memory_position(cols, stride, groups, REORDER)
-        live = valid & (pcol < N)
-        kt = tl.load(Kb + pcol[None, :] * skn + dk[:, None],
-                     mask=(dk[:, None] < D) & live[None, :], other=0.0)
-        s = tl.dot(q, kt, input_precision=PREC) * scale_log2
+def _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, start, count, rows, prm, scale_log2,
+              N, D, DV, dk, dv, stride, groups,
+              KB: tl.constexpr, GATHER: tl.constexpr, TAIL: tl.constexpr, MASKED: tl.constexpr,
+              K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+              PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr):
+    """One gathered key tile of the online softmax. TAIL: fewer than GATHER entries are left,
+    so the missing slots are masked; elsewhere every slot is real and nothing is selected
+    unless the element rule applies (MASKED)."""
+    cols, valid = gathered_columns(idx_ptr, start, count, KB, GATHER)
+    pcol = memory_position(cols, stride, groups, REORDER)
+    live = valid & (pcol < N)
+    kt = tl.load(Kb + pcol[None, :] * skn + dk[:, None],
+                 mask=(dk[:, None] < D) & live[None, :], other=0.0)
+    s = tl.dot(q, kt, input_precision=PREC)
+    if not LEAN:
+        s = s * scale_log2
+    if TAIL or MASKED or not LEAN:
         ok = valid[None, :]
         if MASKED:
             ok = ok & element_rule(rows[:, None], cols[None, :], prm, K0, K1, K2, K3)
         s = tl.where(ok, s, float("-inf"))
+    if LEAN:
+        # The scale is applied to the row maximum (scale > 0), and to the scores inside the
+        # exponent, s * scale - m: one fused multiply-add per score instead of a multiply
+        # and a subtraction.
+        m_new = tl.maximum(m_i, tl.max(s, 1) * scale_log2)
+    else:
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        # Rows with nothing allowed yet keep m = -inf; use 0 there so no inf - inf appears.
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_use)
+    # Rows with nothing allowed yet keep m = -inf; use 0 there so no inf - inf appears.
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_use)
+    if LEAN:
+        p = tl.exp2(s * scale_log2 - m_use[:, None])
+    else:
         p = tl.exp2(s - m_use[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(Vb + pcol[:, None] * svn + dv[None, :],
-                    mask=(dv[None, :] < DV) & live[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
-        m_i = m_new
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(Vb + pcol[:, None] * svn + dv[None, :],
+                mask=(dv[None, :] < DV) & live[:, None], other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, count, rows, prm, scale_log2,
+               N, D, DV, dk, dv, stride, groups,
+               KB: tl.constexpr, GATHER: tl.constexpr, MASKED: tl.constexpr,
+               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+               PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr):
+    # LEAN: whole gathers first, then the remainder (if any) with its empty slots masked.
+    # Otherwise one loop masks the empty slots of every gather (the kernels before LEAN).
+    whole = count
+    if LEAN:
+        whole = count - count % GATHER
+    for start in range(0, whole, GATHER):
+        acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, start, count,
+                                  rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups,
+                                  KB, GATHER, False, MASKED, K0, K1, K2, K3, PREC, REORDER,
+                                  LEAN)
+    if whole < count:
+        acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, whole, count,
+                                  rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups,
+                                  KB, GATHER, True, MASKED, K0, K1, K2, K3, PREC, REORDER,
+                                  LEAN)
     return acc, m_i, l_i
 
 
@@ -225,7 +262,8 @@ def fwd_kernel(Q, K, V, O, LSE, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, FC, FI, PC, P
                QB: tl.constexpr, KB: tl.constexpr, GATHER: tl.constexpr,
                DP: tl.constexpr, DVP: tl.constexpr,
                K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-               PREC: tl.constexpr, REORDER: tl.constexpr, SLOTS_X: tl.constexpr):
+               PREC: tl.constexpr, REORDER: tl.constexpr, SLOTS_X: tl.constexpr,
+               LEAN: tl.constexpr = True):
     b, h, prm, merge, row, rows, prow, real, dk, dv, q = query_tile(
         Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, D, n_qt, prm_stride,
         stride, groups, QB, DP, DVP, REORDER, SLOTS_X)
@@ -236,10 +274,12 @@ def fwd_kernel(Q, K, V, O, LSE, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, FC, FI, PC, P
     acc = tl.zeros([QB, DVP], tl.float32)
     acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, skn, svn, FI + row * fi_w,
                                tl.load(FC + row), rows, prm, scale_log2, N, D, DV, dk, dv,
-                               stride, groups, KB, GATHER, False, K0, K1, K2, K3, PREC, REORDER)
+                               stride, groups, KB, GATHER, False, K0, K1, K2, K3, PREC, REORDER,
+                               LEAN)
     acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, skn, svn, PI + row * pi_w,
                                tl.load(PC + row), rows, prm, scale_log2, N, D, DV, dk, dv,
-                               stride, groups, KB, GATHER, True, K0, K1, K2, K3, PREC, REORDER)
+                               stride, groups, KB, GATHER, True, K0, K1, K2, K3, PREC, REORDER,
+                               LEAN)
     empty = l_i == 0.0  # rows with no allowed key: output 0, lse -inf
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
     lse2 = m_i + tl.log2(tl.where(empty, 1.0, l_i))  # base-2 lse; natural = lse2 / log2(e)

@@ -234,10 +234,11 @@ def test_custom_ops_and_compile():
     {"dkdv": {"trans_acc": 0, "num_warps": 4, "num_stages": 2, "slots_x": 0},
      "fwd": {"gather": 4, "slots_x": 0}, "dq": {"slots_x": 0}},  # tiles on the grid's x
     {"dkdv": {"trans_acc": 1, "num_warps": 4, "num_stages": 2}, "dq": {"gather": 1}},
+    {"fwd": {"lean": 0, "gather": 4}, "dq": {"lean": 0}},  # every gather masked (no tail split)
 ])
 def test_launch_variants(config, monkeypatch):
-    """Both dK/dV accumulator layouts, other gather widths and both grid orders compute the
-    same function."""
+    """Both dK/dV accumulator layouts, other gather widths, both grid orders and both forms
+    of the forward and dQ loops compute the same function."""
     monkeypatch.setattr(T, "CONFIG", config)
     _check(P.fixed(16, 4, 2), 64, 2, torch.float32)  # 16-wide key tiles
     _check(P.causal(), 64, 1, torch.float32)  # key tiles grouped by 2
