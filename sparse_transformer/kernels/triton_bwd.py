@@ -36,7 +36,7 @@ import triton.language as tl
 
 from sparse_transformer.kernels.triton_fwd import (
     element_rule,
-    gathered_columns,
+    gathered_keys,
     memory_position,
     program_slot,
     program_tile,
@@ -67,11 +67,8 @@ def _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, start, count, ro
              K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
              PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr):
     """One gathered key tile of dQ; TAIL and MASKED as in the forward's ``_fwd_step``."""
-    cols, valid = gathered_columns(idx_ptr, start, count, KB, GATHER)
-    pcol = memory_position(cols, stride, groups, REORDER)
-    live = valid & (pcol < N)
-    kt = tl.load(Kb + pcol[None, :] * skn + dk[:, None],
-                 mask=(dk[:, None] < D) & live[None, :], other=0.0)
+    kt, cols, pcol, valid, live = gathered_keys(Kb, skn, idx_ptr, start, count, dk, D, N,
+                                                stride, groups, KB, GATHER, REORDER)
     # s * scale - lse: one fused multiply-add per score
     p = tl.exp2(tl.dot(q, kt, input_precision=PREC) * scale_log2 - lse2[:, None])
     if TAIL or MASKED or not LEAN:

@@ -138,6 +138,20 @@ def gathered_columns(idx_ptr, start, count, KB: tl.constexpr, GATHER: tl.constex
 
 
 @triton.jit
+def gathered_keys(Kb, skn, idx_ptr, start, count, dk, D, N, stride, groups,
+                  KB: tl.constexpr, GATHER: tl.constexpr, REORDER: tl.constexpr):
+    """The keys of GATHER consecutive entries of a query tile's list, as a [D, GATHER * KB] tile
+    (K transposed, zero where a slot is empty or past N), with their component positions, their
+    memory positions, which slots are real and which are live (real and before N)."""
+    cols, valid = gathered_columns(idx_ptr, start, count, KB, GATHER)
+    pcol = memory_position(cols, stride, groups, REORDER)
+    live = valid & (pcol < N)
+    kt = tl.load(Kb + pcol[None, :] * skn + dk[:, None],
+                 mask=(dk[:, None] < D) & live[None, :], other=0.0)
+    return kt, cols, pcol, valid, live
+
+
+@triton.jit
 def program_tile(SLOTS_X: tl.constexpr):
     """This program's tile (query tile, or key group) index along its grid axis.
 
@@ -197,11 +211,8 @@ def _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, start, count, rows, p
     """One gathered key tile of the online softmax. TAIL: fewer than GATHER entries are left,
     so the missing slots are masked; elsewhere every slot is real and nothing is selected
     unless the element rule applies (MASKED)."""
-    cols, valid = gathered_columns(idx_ptr, start, count, KB, GATHER)
-    pcol = memory_position(cols, stride, groups, REORDER)
-    live = valid & (pcol < N)
-    kt = tl.load(Kb + pcol[None, :] * skn + dk[:, None],
-                 mask=(dk[:, None] < D) & live[None, :], other=0.0)
+    kt, cols, pcol, valid, live = gathered_keys(Kb, skn, idx_ptr, start, count, dk, D, N,
+                                                stride, groups, KB, GATHER, REORDER)
     s = tl.dot(q, kt, input_precision=PREC)
     if not LEAN:
         s = s * scale_log2
