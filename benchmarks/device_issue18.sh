@@ -27,6 +27,12 @@ cuda_tests() {  # every CUDA-marked test within $1 s (or TEST_TIMEOUT); further 
     TEST_TIMEOUT="${TEST_TIMEOUT:-$limit}" bash benchmarks/device_tests.sh "$@" > /dev/null 2>&1
     tail -25 "$out/cuda-tests.txt" >> "$log"
 }
+kernel_tests() {  # the CUDA tests of tests/kernels/test_cuda.py matching $1 (pytest -k)
+    stage "CUDA tests of the Triton kernels"
+    timeout 170 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
+        -k "$1" > "$out/kernel-tests.txt" 2>&1
+    tail -5 "$out/kernel-tests.txt" >> "$log"
+}
 case "$1" in
 step)
     stage "enwik8 default vs compiled-norecompute"
@@ -71,10 +77,7 @@ presets)
         --modes default,graphed-norecompute --out "$out/mp" >> "$log" 2>&1
     ;;
 kernels)
-    stage "CUDA tests of the Triton kernels"
-    timeout 170 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
-        -k "triton or wide or direct" > "$out/kernel-tests.txt" 2>&1
-    tail -5 "$out/kernel-tests.txt" >> "$log"
+    kernel_tests "triton or wide or direct"
     stage "kernel stages per launch variant (float64 check at N = 2,048 first)"
     timeout 390 python3 benchmarks/kernel_stages.py --out "$out/ks" >> "$log" 2>&1
     ;;
@@ -112,10 +115,7 @@ lean)
     # The forward and dQ loops without the per-score scale multiply and valid-slot select
     # (LEAN, seventh session) against the loops before ("old-loop"), then the enwik8 step,
     # then the CUDA tests outside the kernels.
-    stage "CUDA tests of the Triton kernels"
-    timeout 170 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
-        -k "triton or wide or direct or atomic" > "$out/kernel-tests.txt" 2>&1
-    tail -5 "$out/kernel-tests.txt" >> "$log"
+    kernel_tests "triton or wide or direct or atomic"
     stage "kernel stages: lean loops vs old"
     timeout 150 python3 benchmarks/kernel_stages.py --out "$out/ks" \
         --runs "fixed:default+old-loop+fwd-g4w4,causal:default+old-loop,split:default+old-loop,local:default+old-loop" \
