@@ -118,7 +118,7 @@ lean)
     kernel_tests "triton or wide or direct or atomic"
     stage "kernel stages: lean loops vs old"
     timeout 150 python3 benchmarks/kernel_stages.py --out "$out/ks" \
-        --runs "fixed:default+old-loop+fwd-g4w4,causal:default+old-loop,split:default+old-loop,local:default+old-loop" \
+        --runs "fixed:default+old-loop+fwd-g4w4+g2+dkdv-w8s2,causal:default+old-loop,split:default+old-loop,local:default+old-loop" \
         >> "$log" 2>&1
     enwik8_default 120 100
     stage "enwik8 eager and compiled rows"

@@ -52,6 +52,7 @@ VARIANTS = {
     "g1": {"dkdv": {"key_tiles": 1}},
     "g2": {"dkdv": {"key_tiles": 2}},
     "g4-w8s2": {"dkdv": {"key_tiles": 4, "num_warps": 8, "num_stages": 2}},
+    "dkdv-w8s2": {"dkdv": {"num_warps": 8, "num_stages": 2}},
     "g4-w4s3": {"dkdv": {"key_tiles": 4, "num_warps": 4, "num_stages": 3}},
     # the grid head-major (tiles on x): what every kernel ran before SLOTS_X
     "tile-major": {k: {"slots_x": 0} for k in ("fwd", "dq", "dkdv")},
