@@ -63,7 +63,9 @@ VARIANTS = {
     "fwd-g4w8": {"fwd": {"gather": 4, "num_warps": 8, "num_stages": 3},
                  "dq": {"gather": 4, "num_warps": 8, "num_stages": 3}},
     # the forward and dQ loops before LEAN (every gather masked, the scale a multiply of its own)
+    # everywhere, and the lean loops everywhere (the default picks per component: _long_rows)
     "old-loop": {"fwd": {"lean": 0}, "dq": {"lean": 0}},
+    "lean-all": {"fwd": {"lean": 2}, "dq": {"lean": 2}},
     "fwd-g4w4": {"fwd": {"gather": 4, "num_warps": 4, "num_stages": 3}},
     "fwd-g1w4": {"fwd": {"gather": 1, "num_warps": 4, "num_stages": 3},
                  "dq": {"gather": 1, "num_warps": 4, "num_stages": 3}},

@@ -84,6 +84,9 @@ def _launch(name: str, dp: int, dtype: torch.dtype, kb: int = 32, skewed: bool =
     within 9% of the best on causal (which prefers 4 tiles in the forward). dK/dV: 32-wide key
     tiles want 4 warps and transposed accumulators; grouped 128-wide key blocks want 8 warps.
 
+    Lean loops (``lean``; ``_lean``): 0 never, 1 where a component's rows are long (the
+    default), 2 always.
+
     Grid order (``slots_x``, see ``_grid``): forward and dQ start the heaviest query tile of
     every head first (fixed -10%, causal -12% at 2 x 12,288 on an H100, the rest unchanged).
     dK/dV does so only where its work is ``skewed`` (a few long programs per head, as fixed's
@@ -128,6 +131,7 @@ class ComponentTables:
     n_query_tiles: int
     n_key_groups: int  # dK/dV programs per head (each takes g = key_tiles.shape[-1] tiles)
     key_skewed: int  # 1: a few dK/dV programs per head hold most of the work (_skewed)
+    long_rows: int  # 1: query tiles walk long lists: forward and dQ take the lean loop (_lean)
     stride: int  # 0: natural order; l: reordered by stride l
     groups: int  # n_pad // l (1 in natural order)
 
@@ -137,10 +141,10 @@ class ComponentTables:
 
     def ints(self) -> tuple[int, ...]:
         return (*self.kinds, self.n_slots, self.n_query_tiles, self.n_key_groups,
-                self.key_skewed, self.stride, self.groups)
+                self.key_skewed, self.long_rows, self.stride, self.groups)
 
 
-_TENSORS, _INTS = 13, 10  # per component, in the order of ``tensors()`` and ``ints()``
+_TENSORS, _INTS = 13, 11  # per component, in the order of ``tensors()`` and ``ints()``
 # The compiled path (the custom ops below, which torch.compile calls) rebuilds its tables from
 # their flat form on every call, so it cannot keep a per-plan cache: it launches through this
 # one. Sharing is safe because a launch key holds every argument Triton specializes on by value
@@ -221,6 +225,28 @@ def _skewed(key_side: list[torch.Tensor], ratio: float = 4.0) -> bool:
     return bool(lengths.numel()) and float(lengths.max()) > ratio * float(lengths.mean())
 
 
+# Query tiles of at least this many key tiles on average take the lean forward and dQ loops
+# (``triton_fwd._fwd_tiles``): on an H100 they cut fixed's kernels 3% and causal's 5%, but
+# cost strided split's short rows 4% (benchmarks/kernel_stages.py, NOTES.md, 5 Dec, seventh
+# session), whose few gathers lose more to the split loop than the leaner scores save.
+LEAN_MIN_TILES = 16
+
+
+def _long_rows(cp: ComponentPlan) -> bool:
+    """Whether the component's query tiles read ``LEAN_MIN_TILES`` key tiles or more, on
+    average over those that read any: fixed (~50 at 12,288 positions) and causal (~190) do,
+    local and strided (~5) do not."""
+    lengths = (cp.full_count + cp.partial_count).float()
+    lengths = lengths[lengths > 0]
+    return bool(lengths.numel()) and float(lengths.mean()) >= LEAN_MIN_TILES
+
+
+def _lean(cfg: dict[str, int], c: "ComponentTables") -> bool:
+    """The LEAN constexpr of a forward or dQ launch: CONFIG's "lean" 0 never, 2 always,
+    1 (the default) where the component's rows are long."""
+    return cfg["lean"] == 2 or (cfg["lean"] == 1 and bool(c.long_rows))
+
+
 def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device
                       ) -> ComponentTables:
     kinds = [t.rules for t in cp.terms[0]]
@@ -243,6 +269,7 @@ def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device
         kinds=codes,
         n_slots=len(cp.heads), n_query_tiles=cp.n_query_tiles,
         n_key_groups=int(key_side[0].shape[1]), key_skewed=int(_skewed(key_side)),
+        long_rows=int(_long_rows(cp)),
         stride=cp.order,
         groups=cp.n_ctx // cp.order if cp.order else 1)
 
@@ -342,7 +369,7 @@ def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabs: Pl
             *strides, scale * LOG2E, N, H, c.n_slots, D, DV, c.n_query_tiles,
             *_tile_ints(c, c.query_side)),
             dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
-                 SLOTS_X=slots_x, LEAN=bool(cfg["lean"]), **_term_constexprs(c, q.dtype)),
+                 SLOTS_X=slots_x, LEAN=_lean(cfg, c), **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
     return out, lse
@@ -385,7 +412,7 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
                 *dq_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
                 *_tile_ints(c, c.query_side)),
                 dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
-                     SLOTS_X=slots_x, LEAN=bool(cfg_dq["lean"]),
+                     SLOTS_X=slots_x, LEAN=_lean(cfg_dq, c),
                      **_term_constexprs(c, q.dtype)),
                 call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
                 num_stages=cfg_dq["num_stages"])

@@ -24,6 +24,12 @@ so every product is at least QB x 64 x D and the tensor cores stay busy. Softmax
 (FlashAttention-2) form in base 2 with float32 accumulation; the program writes its output
 rows and their natural-log log-sum-exp, which the backward needs.
 
+At head dim 64 the per-score work beside the two products (scale, mask, max, exponent, sum)
+costs as much as they do, so long rows take a *lean* loop (constexpr LEAN, chosen per
+component by the host): the row maximum is taken over raw scores and the scale applied inside
+the exponent (one fused multiply-add per score), and empty slots of a gather are masked only
+in the last one. Short rows keep the single plain loop, whose few gathers pipeline better.
+
 Term kinds (constexpr, ``KIND_*``) and the layout of their parameters (int32 [C, T, P],
 ``_P_*``: offset, window, group, period, lo, hi, stride) come from the kind table,
 ``patterns/kinds.py``; ``_term_ok`` is that table's ``holds`` in Triton.

@@ -75,6 +75,22 @@ def test_fixed_wide_key_groups_vs_float64():
     _check_backend(pattern, "triton", torch.bfloat16, B=1, H=4, N=6144)
 
 
+@pytest.mark.parametrize("lean", [0, 2], ids=["plain", "lean"])
+@pytest.mark.parametrize("pattern", [P.causal(), P.fixed(128, 32, 4), P.strided(128, "merge")],
+                         ids=lambda p: p.name)
+def test_lean_and_plain_loops_vs_float64(pattern, lean, monkeypatch):
+    """Both forms of the forward and dQ loops (``CONFIG[...]["lean"]``; the default picks
+    one per component by its row length) against float64, bf16."""
+    from sparse_transformer.kernels import dispatch, triton_attention
+
+    monkeypatch.setattr(triton_attention, "CONFIG", {"fwd": {"lean": lean}, "dq": {"lean": lean}})
+    dispatch.PREPARED.clear()  # launch caches built under this CONFIG
+    try:
+        _check_backend(pattern, "triton", torch.bfloat16)
+    finally:
+        dispatch.PREPARED.clear()
+
+
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],
                          ids=lambda p: p.name)
 def test_atomic_dq_variant_vs_float64(pattern, monkeypatch):

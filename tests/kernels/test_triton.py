@@ -235,13 +235,37 @@ def test_custom_ops_and_compile():
      "fwd": {"gather": 4, "slots_x": 0}, "dq": {"slots_x": 0}},  # tiles on the grid's x
     {"dkdv": {"trans_acc": 1, "num_warps": 4, "num_stages": 2}, "dq": {"gather": 1}},
     {"fwd": {"lean": 0, "gather": 4}, "dq": {"lean": 0}},  # every gather masked (no tail split)
+    {"fwd": {"lean": 2, "gather": 4}, "dq": {"lean": 2}},  # lean loops at any row length
 ])
 def test_launch_variants(config, monkeypatch):
     """Both dK/dV accumulator layouts, other gather widths, both grid orders and both forms
-    of the forward and dQ loops compute the same function."""
+    of the forward and dQ loops compute the same function (at these sizes the default takes
+    the plain loops: rows are short)."""
     monkeypatch.setattr(T, "CONFIG", config)
     _check(P.fixed(16, 4, 2), 64, 2, torch.float32)  # 16-wide key tiles
     _check(P.causal(), 64, 1, torch.float32)  # key tiles grouped by 2
+
+
+@pytest.mark.parametrize("pattern", [P.causal(), P.fixed(16, 4, 2), P.strided(8, "merge"),
+                                     P.union(P.local(10), P.fixed(16, 4))],
+                         ids=lambda p: p.name)
+def test_lean_loops(pattern, monkeypatch):
+    """The lean forward and dQ loops (the scale inside the exponent, empty gather slots
+    masked in the last gather only) with rows of odd and even length, fp32 and bf16."""
+    monkeypatch.setattr(T, "CONFIG", {"fwd": {"lean": 2}, "dq": {"lean": 2}})
+    _check(pattern, 90, 2, torch.float32)
+    _check(pattern, 64, 2, torch.bfloat16, layout="contiguous")
+
+
+def test_lean_loops_where_rows_are_long():
+    """The default takes the lean loops for components whose query tiles read 16 key tiles
+    or more on average: at the enwik8 shape fixed and causal, not local or strided."""
+    for pattern, long in ((P.fixed(128, 32, 4), True), (P.causal(), True),
+                          (P.local(128), False), (P.strided(128, "split"), False),
+                          (P.strided(128, "merge"), False)):
+        tables = T.device_tables(pattern, 12288, 8, 128, 32, torch.device("cpu"))
+        assert [bool(c.long_rows) for c in tables.components] == \
+            [long] * len(tables.components), pattern.name
 
 
 @pytest.mark.parametrize("pattern", [P.fixed(16, 4, 2), P.strided(8, "merge")],
