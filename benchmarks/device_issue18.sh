@@ -129,25 +129,28 @@ lean)
     TEST_TIMEOUT=140 cuda_tests 140 -k "not (triton or wide or direct or atomic)"
     ;;
 final7)
-    # Everything issue 18 asks for at the final commit, most needed first (seventh session).
-    timeout 260 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
-        -k "triton or wide or direct or atomic or lean" > "$out/kernel-tests.txt" 2>&1
+    # Everything issue 18 asks for at the final commit, most needed first (seventh session):
+    # a call cut short by the device budget still returns what finished.
+    timeout 200 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
+        -k "lean or triton_vs_float64" > "$out/kernel-tests.txt" 2>&1
     tail -3 "$out/kernel-tests.txt" >> "$log"
+    enwik8_default 90 75
     stage "kernel stages, defaults"
     timeout 60 python3 benchmarks/kernel_stages.py --out "$out/ks" \
         --runs "fixed:default,causal:default,split:default,local:default" >> "$log" 2>&1
-    enwik8_default 90 75
     stage "enwik8 eager and compiled rows; attention() call vs its kernels"
     timeout 60 python3 benchmarks/model_step.py --shapes enwik8 \
         --modes eager-norecompute,compiled-norecompute,eager-recompute \
         --only "dense,fixed,strided split" --budget 50 --out "$out/me" >> "$log" 2>&1
     timeout 30 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
         --out "$out/call" >> "$log" 2>&1
-    stage "audio-65k default; 1M eager with recompute groups"
+    stage "the other kernel CUDA tests"
+    timeout 120 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
+        -k "wide or direct or atomic" > "$out/kernel-tests-2.txt" 2>&1
+    tail -3 "$out/kernel-tests-2.txt" >> "$log"
+    stage "audio-65k default"
     timeout 70 python3 benchmarks/model_step.py --shapes audio-65k --modes default \
         --only "dense,strided split" --budget 60 --out "$out/ma" >> "$log" 2>&1
-    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 60 python3 \
-        benchmarks/model_step.py --shapes 1m --modes eager-recompute --out "$out/m1" >> "$log" 2>&1
     ;;
 esac
 stage done
