@@ -75,20 +75,26 @@ def test_fixed_wide_key_groups_vs_float64():
     _check_backend(pattern, "triton", torch.bfloat16, B=1, H=4, N=6144)
 
 
+def _check_under_config(pattern, config, monkeypatch):
+    """``_check_backend`` (triton, bf16) with the launch CONFIG set to ``config``; the tables and
+    launch caches are built under it and dropped afterwards."""
+    from sparse_transformer.kernels import dispatch, triton_attention
+
+    monkeypatch.setattr(triton_attention, "CONFIG", config)
+    dispatch.PREPARED.clear()
+    try:
+        _check_backend(pattern, "triton", torch.bfloat16)
+    finally:
+        dispatch.PREPARED.clear()
+
+
 @pytest.mark.parametrize("lean", [0, 2], ids=["plain", "lean"])
 @pytest.mark.parametrize("pattern", [P.causal(), P.fixed(128, 32, 4), P.strided(128, "merge")],
                          ids=lambda p: p.name)
 def test_lean_and_plain_loops_vs_float64(pattern, lean, monkeypatch):
     """Both forms of the forward and dQ loops (``CONFIG[...]["lean"]``; the default picks
     one per component by its row length) against float64, bf16."""
-    from sparse_transformer.kernels import dispatch, triton_attention
-
-    monkeypatch.setattr(triton_attention, "CONFIG", {"fwd": {"lean": lean}, "dq": {"lean": lean}})
-    dispatch.PREPARED.clear()  # launch caches built under this CONFIG
-    try:
-        _check_backend(pattern, "triton", torch.bfloat16)
-    finally:
-        dispatch.PREPARED.clear()
+    _check_under_config(pattern, {"fwd": {"lean": lean}, "dq": {"lean": lean}}, monkeypatch)
 
 
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],
@@ -96,14 +102,7 @@ def test_lean_and_plain_loops_vs_float64(pattern, lean, monkeypatch):
 def test_atomic_dq_variant_vs_float64(pattern, monkeypatch):
     """The experimental backward (``CONFIG["dkdv"]["atomic_dq"]``: dQ added by the dK/dV
     programs with float32 atomics, no dQ kernel) against float64, bf16."""
-    from sparse_transformer.kernels import dispatch, triton_attention
-
-    monkeypatch.setattr(triton_attention, "CONFIG", {"dkdv": {"atomic_dq": 1}})
-    dispatch.PREPARED.clear()  # tables and launch caches built under this CONFIG
-    try:
-        _check_backend(pattern, "triton", torch.bfloat16)
-    finally:
-        dispatch.PREPARED.clear()
+    _check_under_config(pattern, {"dkdv": {"atomic_dq": 1}}, monkeypatch)
 
 
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "split")],
