@@ -17,6 +17,13 @@ A caller that knows what its arguments follow from can pass a ``call_key`` inste
 per call (``triton_attention.call_key``: a plan's launches follow from the call's q, k, v and
 dout), which spares reading ~45 arguments per launch.
 
+Such a caller can go further: ``recording`` keeps every launch of one call (compiled kernel,
+grid, arguments) under the call's key, and ``replay`` runs them again for a later call with the
+same key, with that call's own tensors put where the recorded call's were. The rest of each
+launch (grid, ints, table tensors, constexprs) follows from the key, so a replayed call builds
+none of it: on our CPU that was most of a strided call's ~270 us of own host time
+(benchmarks/NOTES.md, seventh and eighth sessions).
+
 Triton's path is kept where the direct one cannot be trusted: the interpreter, a Triton whose
 ``CompiledKernel`` lacks the launcher attributes this relies on (checked on first use), launch
 hooks set (profilers such as Proton), and once ``limit`` keys are cached.
@@ -24,6 +31,8 @@ hooks set (profilers such as Proton), and once ``limit`` keys are cached.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -52,19 +61,30 @@ def _hooks_set() -> bool:
                for h in (rt.launch_enter_hook, rt.launch_exit_hook))
 
 
+# One replayed launch: the compiled kernel's launcher, its grid (x, y, z), every parameter after
+# the stream (None where a call's own tensor goes) and the (position, call tensor) pairs.
+_Step = tuple[Any, tuple[int, int, int], list, tuple[tuple[int, int], ...]]
+
+
 class Launches:
     """The compiled kernels one prepared attention launches, by key (see the module doc).
 
-    ``hits`` and ``misses`` count direct and Triton launches (tests, benchmarks).
+    ``hits`` and ``misses`` count direct and Triton launches, ``replays`` the calls replayed
+    whole (tests, benchmarks). ``replay_limit`` bounds the calls kept (0: none).
     """
 
-    def __init__(self, limit: int = 64, enabled: bool = True):
+    def __init__(self, limit: int = 64, enabled: bool = True, replay_limit: int = 16):
         self.enabled = (enabled and _VERSION in VERIFIED and _knobs is not None
                         and _driver is not None)
         self.limit = limit
+        self.replay_limit = replay_limit
         self._compiled: dict[tuple, tuple[Any, tuple]] = {}
+        self._calls: dict[tuple, list[_Step]] = {}
+        self._steps: list | None = None  # the launches of the call being recorded
+        self._complete = False  # whether every launch of that call could be kept
         self.hits = 0
         self.misses = 0
+        self.replays = 0
 
     def __call__(self, kernel, grid: tuple[int, ...], args: tuple, constexprs: dict[str, Any],
                  call_key: tuple | None = None, **options: int) -> None:
@@ -77,6 +97,7 @@ class Launches:
         """
         if not self.enabled or _hooks_set():
             self.misses += 1
+            self._complete = False
             kernel[grid](*args, **constexprs, **options)
             return
         if call_key is not None:
@@ -97,9 +118,13 @@ class Launches:
                 tail = tuple(constexprs[n] if n in constexprs else params[n].default
                              for n in names)
                 self._compiled[key] = (compiled, tail)
+                self._record(compiled, grid, args, tail)
+            else:
+                self._complete = False
             return
         compiled, tail = entry
         self.hits += 1
+        self._record(compiled, grid, args, tail)
         device = _driver.active.get_current_device()
         stream = _driver.active.get_current_stream(device)
         g1 = grid[1] if len(grid) > 1 else 1
@@ -109,11 +134,87 @@ class Launches:
         compiled.run(grid[0], g1, g2, stream, compiled.function, compiled.packed_metadata,
                      None, None, None, *args, *tail)
 
+    # -- whole calls -------------------------------------------------------------------------
+    @contextmanager
+    def recording(self, key: tuple | None, tensors: tuple[torch.Tensor, ...],
+                  owned: Iterable[torch.Tensor]) -> Iterator[None]:
+        """Keep the launches made inside as the call ``key``, for ``replay``.
+
+        ``tensors`` are the call's own tensors, in the order ``replay`` will be given them;
+        ``owned`` the tensors that every call with this key passes alike (the plan's tables,
+        alive as long as this cache). A call is kept only if every launch in it was direct or
+        cached, and every tensor it passed is one of those: what ``replay`` cannot fill in
+        itself must not be frozen into it.
+        """
+        if (key is None or not self.enabled or self._steps is not None or key in self._calls
+                or len(self._calls) >= self.replay_limit):
+            yield
+            return
+        self._steps, self._complete = [], True
+        try:
+            yield
+            if self._complete:
+                steps = _steps_of(self._steps, tensors, owned)
+                if steps is not None:
+                    self._calls[key] = steps
+        finally:
+            self._steps = None
+
+    def replay(self, key: tuple | None, tensors: tuple[torch.Tensor, ...]) -> bool:
+        """Launch what the call ``key`` launched when it was recorded, with ``tensors`` in
+        place of that call's own; False (nothing launched) where no call is kept under
+        ``key`` or Triton's path must run (hooks set since)."""
+        steps = self._calls.get(key) if key is not None else None
+        if steps is None or not self.enabled or _hooks_set():
+            return False
+        stream = _driver.active.get_current_stream(_driver.active.get_current_device())
+        for run, (gx, gy, gz), params, slots in steps:
+            if slots:
+                params = params.copy()
+                for position, index in slots:
+                    params[position] = tensors[index]
+            run(gx, gy, gz, stream, *params)
+        self.hits += len(steps)
+        self.replays += 1
+        return True
+
+    def _record(self, compiled, grid: tuple[int, ...], args: tuple, tail: tuple) -> None:
+        if self._steps is not None:
+            self._steps.append((compiled, grid, args, tail))
+
     def _usable(self, compiled) -> bool:
         ok = all(hasattr(compiled, a) for a in ("run", "function", "packed_metadata"))
         if not ok:  # another Triton's CompiledKernel: stay on Triton's path from now on
             self.enabled = False
         return ok
+
+
+def _steps_of(launches: list, tensors: tuple[torch.Tensor, ...],
+              owned: Iterable[torch.Tensor]) -> list[_Step] | None:
+    """The recorded ``launches`` as replay steps: each parameter after the stream as
+    ``Launches.__call__`` passes it, with the call's own ``tensors`` left as slots; None if a
+    launch passed a tensor that is neither the call's nor ``owned``, or the call passed one
+    tensor as two of its own (as q and k: a later call's two may differ)."""
+    own = {id(t): i for i, t in enumerate(tensors)}
+    if len(own) < len(tensors):  # one tensor in two places: a later call's may differ
+        return None
+    kept = {id(t) for t in owned}
+    steps = []
+    for compiled, grid, args, tail in launches:
+        params = [compiled.function, compiled.packed_metadata, None, None, None]
+        slots = []
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                if id(a) in own:
+                    slots.append((len(params), own[id(a)]))
+                    a = None  # a slot: the recorded call's tensor is not kept alive
+                elif id(a) not in kept:
+                    return None
+            params.append(a)
+        params.extend(tail)
+        full = (*grid, 1, 1)[:3]
+        steps.append((compiled.run, full, params, tuple(slots)))
+    return steps
 
 
 def stand_in_runtime(stream: int = 0) -> tuple[SimpleNamespace, SimpleNamespace]:

@@ -33,6 +33,7 @@ machine without CUDA the kernels run in Triton's interpreter (slow; for tests).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -331,6 +332,14 @@ def _triton_launch(kernel, grid, args, constexprs, call_key=None, **options) -> 
     kernel[grid](*args, **constexprs, **options)
 
 
+def _recording(tabs: PlanTables, key: tuple | None, tensors: tuple[torch.Tensor, ...]):
+    """Where ``key`` is a call key of the plan's own cache, keep the call's launches for
+    ``Launches.replay``; every other tensor they pass is one of the plan's tables."""
+    if key is None:
+        return contextlib.nullcontext()
+    return tabs.launches.recording(key, tensors, tabs.flat[0])
+
+
 def call_key(tabs: PlanTables, scale: float, *tensors: torch.Tensor) -> tuple | None:
     """The launch-cache key of one call through ``tabs``'s own cache (``Launches``), or None
     (the shared cache of the custom ops, which keys on every argument instead).
@@ -356,10 +365,23 @@ def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabs: Pl
     DV = v.shape[-1]
     out = _token_major(B, H, N, DV, q)
     lse = torch.empty(B, H, N, device=q.device, dtype=torch.float32)
+    key = call_key(tabs, scale, q, k, v)
+    if key is not None:  # the same call as one recorded: replay its launches (issue 18)
+        key = ("fwd",) + key
+        if tabs.launches.replay(key, (q, k, v, out, lse)):
+            return out, lse
+    with _recording(tabs, key, (q, k, v, out, lse)):
+        _forward_launches(q, k, v, out, lse, tabs, scale, key)
+    return out, lse
+
+
+def _forward_launches(q, k, v, out, lse, tabs: PlanTables, scale: float, key: tuple | None
+                      ) -> None:
+    B, H, N, D = q.shape
+    DV = v.shape[-1]
     dp, dvp = _pow2(D), _pow2(DV)
     cfg = _launch("fwd", max(dp, dvp), q.dtype)
     launch = tabs.launches or _triton_launch
-    key = call_key(tabs, scale, q, k, v)
     # what every component's launch passes alike, read once per call (host time, issue 18)
     strides = (*_strides(q), *_strides(k), *_strides(v), *_strides(out))
     for i, c in enumerate(tabs.components):
@@ -372,7 +394,6 @@ def forward_launches(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tabs: Pl
                  SLOTS_X=slots_x, LEAN=_lean(cfg, c), **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
-    return out, lse
 
 
 def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -383,21 +404,35 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
     DV = v.shape[-1]
     if dout.stride(-1) != 1:
         dout = dout.contiguous()
-    dp, dvp = _pow2(D), _pow2(DV)
     delta = torch.empty(B, H, N, device=q.device, dtype=torch.float32)
-    block = 64
-    launch = tabs.launches or _triton_launch
-    key = call_key(tabs, scale, q, k, v, dout)
-    launch(triton_bwd.delta_kernel, (-(-N // block), B * H),
-           (out, dout, delta, *_strides(out), *_strides(dout), N, H, DV),
-           dict(BLOCK=block, DVP=dvp), call_key=key)
     # Experimental, not deterministic: the dK/dV programs add dQ into float32 with atomics and
-    # no dQ kernel runs (triton_bwd's doc); dq_into is what they add to (else never written).
+    # no dQ kernel runs (triton_bwd's doc); dq is what they add to.
     atomic_dq = bool(CONFIG.get("dkdv", {}).get("atomic_dq"))
     dq = _token_major(B, H, N, D, q, torch.float32 if atomic_dq else None)
     if atomic_dq:
         dq.zero_()
     dk, dv = _token_major(B, H, N, D, k), _token_major(B, H, N, DV, v)
+    key = call_key(tabs, scale, q, k, v, dout)
+    tensors = (q, k, v, dout, out, lse, delta, dq, dk, dv)
+    if key is not None:  # the same call as one recorded: replay its launches (issue 18)
+        key = ("bwd", atomic_dq) + key
+        if tabs.launches.replay(key, tensors):
+            return (dq.to(q.dtype) if atomic_dq else dq), dk, dv
+    with _recording(tabs, key, tensors):
+        _backward_launches(*tensors, tabs, scale, key, atomic_dq)
+    return (dq.to(q.dtype) if atomic_dq else dq), dk, dv
+
+
+def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTables,
+                       scale: float, key: tuple | None, atomic_dq: bool) -> None:
+    B, H, N, D = q.shape
+    DV = v.shape[-1]
+    dp, dvp = _pow2(D), _pow2(DV)
+    block = 64
+    launch = tabs.launches or _triton_launch
+    launch(triton_bwd.delta_kernel, (-(-N // block), B * H),
+           (out, dout, delta, *_strides(out), *_strides(dout), N, H, DV),
+           dict(BLOCK=block, DVP=dvp), call_key=key)
     cfg_dq = _launch("dq", max(dp, dvp), q.dtype)
     # what every component's launches pass alike, read once per call (host time, issue 18)
     inputs = (*_strides(q), *_strides(k), *_strides(v), *_strides(dout))
@@ -428,9 +463,8 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
             dict(QB=tabs.q_block, KB=tabs.k_block, KEY_TILES=key_tiles, DP=dp, DVP=dvp,
                  TRANS_ACC=bool(cfg["trans_acc"]), SLOTS_X=slots_x, ATOMIC_DQ=atomic_dq,
                  **_term_constexprs(c, q.dtype)),
-            call_key=key and (i, atomic_dq) + key, num_warps=cfg["num_warps"],
+            call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
-    return (dq.to(q.dtype) if atomic_dq else dq), dk, dv
 
 
 # -- the custom ops: what torch.compile traces ---------------------------------------------------

@@ -108,8 +108,9 @@ def test_atomic_dq_variant_vs_float64(pattern, monkeypatch):
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "split")],
                          ids=lambda p: p.name)
 def test_direct_launches_match_float64(pattern):
-    # The first call compiles through Triton; the second launches every kernel past Triton's
-    # binder (kernels/launcher.py), from the same prepared tables: both against float64.
+    # The first call compiles through Triton and is recorded; the second replays the forward's
+    # and the backward's launches whole, past Triton's binder (kernels/launcher.py), from the
+    # same prepared tables: both against float64.
     from sparse_transformer.kernels import dispatch, launcher
 
     if launcher._VERSION not in launcher.VERIFIED:
@@ -118,10 +119,11 @@ def test_direct_launches_match_float64(pattern):
     prepared = dispatch._lookup(pattern, 1000, 8, 64, 64, torch.bfloat16,
                                 torch.device("cuda", torch.cuda.current_device()), "triton")
     launches = prepared.tables.launches
-    hits = launches.hits
+    hits, replays = launches.hits, launches.replays
     _check_backend(pattern, "triton", torch.bfloat16)
     n_launch = 1 + 3 * len(prepared.tables.components)  # forward, Delta, dQ and dK/dV
     assert launches.hits - hits == n_launch, (launches.hits, hits, launches.misses)
+    assert launches.replays - replays == 2  # the forward and the backward
 
 
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "split")],

@@ -4,6 +4,7 @@ on a GPU (tests/kernels/test_cuda.py::test_direct_launches_match_float64)."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import pytest
@@ -134,9 +135,9 @@ def fake_kernels(monkeypatch):
 
         def __getitem__(self, grid):
             def launch(*args, **kwargs):
-                log.append(("triton", self.name))
+                log.append(("triton", self.name, args))
                 compiled = FakeCompiled(log)
-                compiled.run = lambda *call: log.append(("direct", self.name))
+                compiled.run = lambda *call: log.append(("direct", self.name, call))
                 return compiled
             return launch
 
@@ -167,11 +168,12 @@ def test_a_plans_launches_key_on_the_calls_own_tensors(direct, fake_kernels):
         fake_kernels.clear()
         out, lse = ta.forward_launches(q, k, v, tabs, 0.25)
         ta.backward_launches(torch.ones_like(out), q, k, v, out, lse, tabs, 0.25)
-        return [kind for kind, _ in fake_kernels]
+        return [kind for kind, *_ in fake_kernels]
 
     first = call(*qkv())
     assert first == ["triton"] * (1 + 3 * n_comp) and ta.call_key(tabs, 0.25, buf) is not None
     assert call(*qkv()) == ["direct"] * (1 + 3 * n_comp)
+    assert tabs.launches.replays == 2  # the forward and the backward, recorded by the first
     misaligned = call(*qkv(offset=1))  # 4 bytes off: not 16-aligned
     assert misaligned == ["triton"] * (1 + 3 * n_comp)
     strided = qkv()
@@ -181,3 +183,85 @@ def test_a_plans_launches_key_on_the_calls_own_tensors(direct, fake_kernels):
     # the custom ops' tables (shared cache) keep the key read off every argument
     shared = ta.PlanTables.unflatten(*tabs.flat)
     assert ta.call_key(shared, 0.25, buf) is None
+
+
+def _plan_tables(replay_limit: int = 16):
+    from sparse_transformer import patterns as P
+    from sparse_transformer.kernels import triton_attention as ta
+
+    tabs = ta.device_tables(P.strided(8, "split"), 64, 2, 32, 16, torch.device("cpu"))
+    return dataclasses.replace(tabs, launches=Launches(replay_limit=replay_limit))
+
+
+def _qkv(buf: torch.Tensor) -> list[torch.Tensor]:
+    return [t.view(1, 64, 2, 16).transpose(1, 2) for t in buf.split(32, dim=-1)]
+
+
+def test_a_replayed_call_passes_what_each_direct_launch_passes(direct, fake_kernels):
+    # Calls replayed whole (Launches.replay) against the same calls launched one by one past
+    # Triton (replay off): every launcher call must match, parameter for parameter, with each
+    # tensor the same one in its role (the call's inputs and outputs, the plan's tables).
+    from sparse_transformer.kernels import triton_attention as ta
+
+    inputs = [(_qkv(torch.randn(1, 64, 96)), torch.randn(1, 2, 64, 16)) for _ in range(3)]
+
+    def calls(tabs):
+        tables = {id(t): f"table {i}" for i, t in enumerate(tabs.flat[0])}
+        logs = []
+        for (q, k, v), dout in inputs:
+            fake_kernels.clear()
+            out, lse = ta.forward_launches(q, k, v, tabs, 0.25)
+            dq, dk, dv = ta.backward_launches(dout, q, k, v, out, lse, tabs, 0.25)
+            roles = tables | {id(t): name for name, t in dict(
+                q=q, k=k, v=v, dout=dout, out=out, lse=lse, dq=dq, dk=dk, dv=dv).items()}
+            logs.append([(kind, name, tuple(
+                roles.get(id(a), ("other", a.dtype, a.shape, a.stride()))
+                if isinstance(a, torch.Tensor) else a for a in call))
+                for kind, name, call in fake_kernels])
+        return logs
+
+    replayed_tabs, direct_tabs = _plan_tables(), _plan_tables(replay_limit=0)
+    replayed, one_by_one = calls(replayed_tabs), calls(direct_tabs)
+    assert (replayed_tabs.launches.replays, direct_tabs.launches.replays) == (4, 0)
+    assert [kind for kind, *_ in replayed[1]] == ["direct"] * len(replayed[1])
+    assert replayed[1:] == one_by_one[1:]
+    flat = [a for _, _, call in replayed[2] for a in call]
+    assert {"q", "k", "v", "dout", "out", "lse", "dq", "dk", "dv", "table 0"} <= set(flat)
+    # Delta, the one tensor of a call that is not an input or output, is filled per call too
+    assert ("other", torch.float32, (1, 2, 64), (128, 64, 1)) in flat
+
+
+def test_a_call_is_not_replayed_under_hooks_or_kept_with_one_tensor_twice(direct, fake_kernels):
+    from sparse_transformer.kernels import triton_attention as ta
+
+    tabs = _plan_tables()
+    buf = torch.randn(1, 64, 96)
+    q, k, v = _qkv(buf)
+    for _ in range(2):  # q as k too: the two slots could not be told apart in a later call
+        ta.forward_launches(q, q, v, tabs, 0.25)
+    assert tabs.launches.replays == 0
+    ta.forward_launches(q, k, v, tabs, 0.25)  # now kept
+    direct.runtime.launch_enter_hook = object()  # a profiler's hook: Triton must call it
+    fake_kernels.clear()
+    ta.forward_launches(q, k, v, tabs, 0.25)
+    assert tabs.launches.replays == 0 and {e[0] for e in fake_kernels} == {"triton"}
+    direct.runtime.launch_enter_hook = None
+    ta.forward_launches(q, k, v, tabs, 0.25)
+    assert tabs.launches.replays == 1
+
+
+def test_a_call_passing_a_tensor_it_was_not_told_of_is_not_kept(direct):
+    kern, launches = FakeKernel(), Launches()
+    own, stray, kept = torch.zeros(8), torch.zeros(8), torch.zeros(8)
+    with launches.recording(("a",), (own,), owned=[kept]):
+        launches(kern, (1,), (stray, 1, 0.5), {})
+    with launches.recording(("b",), (own,), owned=[kept]):
+        launches(kern, (2,), (own, 1, 0.5), {})
+        launches(kern, (3,), (kept, 1, 0.5), {})
+    later = torch.ones(8)
+    assert not launches.replay(("a",), (later,))
+    kern.log.clear()
+    assert launches.replay(("b",), (later,))
+    (_, first), (_, second) = kern.log
+    assert first[:4] == (2, 1, 1, 1234) and first[9] is later
+    assert second[:4] == (3, 1, 1, 1234) and second[9] is kept
