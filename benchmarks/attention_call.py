@@ -15,6 +15,8 @@ invalidated (cudaErrorStreamCaptureImplicit), SDPA's as well as ours, while our 
 captures and replays exactly (``benchmarks/capture_probe.py``).
 
     COMMIT=<hash> python benchmarks/attention_call.py --out results_dir [--n 16384 --batch 4]
+    ... --no-replay    # eager calls launch kernel by kernel, no call replayed (the A/B of
+                       # kernels/launcher.py's replay; rows' impl "triton_no_replay")
 
 ``attention-call.json`` has the raw rows and ``table_rows`` in the form of
 ``benchmarks/results/attention.json`` (impl triton / triton_kernels / cudnn / cudnn_kernels /
@@ -131,6 +133,8 @@ def table_rows(r: dict, device: str, commit: str) -> list[dict]:
     if "call_ms" not in r:
         return []
     call, kernels = IMPLS[r["backend"]]
+    if r.get("replay") is False:
+        call, kernels = call + "_no_replay", kernels + "_no_replay"
     base = {"n_ctx": r["n"], "batch": r["batch"], "heads": r["heads"],
             "head_dim": r["head_dim"], "pattern": r["pattern"].split(" (")[0],
             "device": device, "commit": commit}
@@ -152,8 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated backends (default: all)")
     ap.add_argument("--graphed", action="store_true",
                     help="also fixed and strided split compiled with CUDA graphs")
+    ap.add_argument("--no-replay", action="store_true",
+                    help="launch each kernel of an eager call on its own: no call replayed "
+                         "(kernels/launcher.py)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
+    if args.no_replay:
+        from sparse_transformer.kernels import launcher
+
+        launcher.REPLAY_LIMIT = 0  # before any pattern is prepared
     rows = []
     for name, (pattern, backend) in PATTERNS.items():
         if args.only and backend not in args.only.split(","):
@@ -162,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             r = measure(pattern, backend, args.batch, args.heads, args.n, args.head_dim)
         except Exception as err:  # one failing pattern must not lose the rest
             r = {"error": f"{type(err).__name__}: {err}"}
-        r.update(pattern=name, backend=backend, n=args.n, batch=args.batch, heads=args.heads,
+        r.update(pattern=name, backend=backend, replay=not args.no_replay, n=args.n, batch=args.batch, heads=args.heads,
                  head_dim=args.head_dim)
         rows.append(r)
         if args.graphed and name in ("fixed(128,32,4)", "strided(128,split)"):

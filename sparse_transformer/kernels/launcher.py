@@ -61,6 +61,10 @@ def _hooks_set() -> bool:
                for h in (rt.launch_enter_hook, rt.launch_exit_hook))
 
 
+# Calls kept per prepared attention for ``replay`` (a plan meets a few layouts: training,
+# evaluation, sampling); 0 turns replay off (benchmarks/attention_call.py --no-replay).
+REPLAY_LIMIT = 16
+
 # One replayed launch: the compiled kernel's launcher, its grid (x, y, z), every parameter after
 # the stream (None where a call's own tensor goes) and the (position, call tensor) pairs.
 _Step = tuple[Any, tuple[int, int, int], list, tuple[tuple[int, int], ...]]
@@ -70,14 +74,15 @@ class Launches:
     """The compiled kernels one prepared attention launches, by key (see the module doc).
 
     ``hits`` and ``misses`` count direct and Triton launches, ``replays`` the calls replayed
-    whole (tests, benchmarks). ``replay_limit`` bounds the calls kept (0: none).
+    whole (tests, benchmarks). ``replay_limit`` bounds the calls kept (0: none; default
+    ``REPLAY_LIMIT``).
     """
 
-    def __init__(self, limit: int = 64, enabled: bool = True, replay_limit: int = 16):
+    def __init__(self, limit: int = 64, enabled: bool = True, replay_limit: int | None = None):
         self.enabled = (enabled and _VERSION in VERIFIED and _knobs is not None
                         and _driver is not None)
         self.limit = limit
-        self.replay_limit = replay_limit
+        self.replay_limit = REPLAY_LIMIT if replay_limit is None else replay_limit
         self._compiled: dict[tuple, tuple[Any, tuple]] = {}
         self._calls: dict[tuple, list[_Step]] = {}
         self._steps: list | None = None  # the launches of the call being recorded
@@ -232,4 +237,4 @@ def stand_in_runtime(stream: int = 0) -> tuple[SimpleNamespace, SimpleNamespace]
     return SimpleNamespace(active=active), SimpleNamespace(runtime=runtime)
 
 
-__all__ = ["Launches", "stand_in_runtime"]
+__all__ = ["Launches", "REPLAY_LIMIT", "stand_in_runtime"]
