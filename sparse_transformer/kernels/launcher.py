@@ -200,26 +200,31 @@ def _steps_of(launches: list, tensors: tuple[torch.Tensor, ...],
     ``Launches.__call__`` passes it, with the call's own ``tensors`` left as slots; None if a
     launch passed a tensor that is neither the call's nor ``owned``, or the call passed one
     tensor as two of its own (as q and k: a later call's two may differ)."""
-    own = {id(t): i for i, t in enumerate(tensors)}
-    if len(own) < len(tensors):  # one tensor in two places: a later call's may differ
-        return None
-    kept = {id(t) for t in owned}
+    # By identity (``is``), once per recorded call: a few hundred comparisons.
+    if any(_index(t, tensors[:i]) is not None for i, t in enumerate(tensors)):
+        return None  # one tensor in two places: a later call's two may differ
+    owned = list(owned)
     steps = []
     for compiled, grid, args, tail in launches:
         params = [compiled.function, compiled.packed_metadata, None, None, None]
         slots = []
         for a in args:
             if isinstance(a, torch.Tensor):
-                if id(a) in own:
-                    slots.append((len(params), own[id(a)]))
+                index = _index(a, tensors)
+                if index is not None:
+                    slots.append((len(params), index))
                     a = None  # a slot: the recorded call's tensor is not kept alive
-                elif id(a) not in kept:
+                elif _index(a, owned) is None:
                     return None
             params.append(a)
         params.extend(tail)
         full = (*grid, 1, 1)[:3]
         steps.append((compiled.run, full, params, tuple(slots)))
     return steps
+
+
+def _index(x: torch.Tensor, tensors) -> int | None:
+    return next((i for i, t in enumerate(tensors) if t is x), None)
 
 
 def stand_in_runtime(stream: int = 0) -> tuple[SimpleNamespace, SimpleNamespace]:
