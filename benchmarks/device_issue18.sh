@@ -13,6 +13,7 @@
 #   bash benchmarks/device_issue18.sh final7   # the final commit: kernel tests, every row issue 18 asks
 #   bash benchmarks/device_issue18.sh replay   # eager calls replayed whole vs launch by launch
 #   bash benchmarks/device_issue18.sh final8   # host cost, the enwik8 default step
+#   bash benchmarks/device_issue18.sh close8   # split's call at batch 4, 1M positions
 set -u
 out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
@@ -170,6 +171,16 @@ replay)
         --modes eager-norecompute,eager-recompute \
         --only "dense,fixed,strided split" --budget 85 --out "$out/me" >> "$log" 2>&1
     TEST_TIMEOUT=330 cuda_tests 330
+    ;;
+close8)
+    # Is split's replayed call (1.23x its kernels at 2 x 12,288) a fixed cost per call? The
+    # same calls at twice the batch; then the million positions at the final commit.
+    stage "attention() call vs its kernels at batch 4"
+    timeout 70 python3 benchmarks/attention_call.py --n 12288 --batch 4 --only triton \
+        --out "$out/call4" >> "$log" 2>&1
+    stage "1M positions (eager, recompute_group 2, bf16 checkpoints)"
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 170 python3 \
+        benchmarks/model_step.py --shapes 1m --modes eager-recompute --out "$out/m1" >> "$log" 2>&1
     ;;
 final8)
     stage "host cost (replayed)"
