@@ -1,6 +1,8 @@
-"""The direct-launch cache (kernels/launcher.py) on a stand-in kernel: when it reuses a
-compiled kernel and when it goes back to Triton. The real launches are checked against float64
-on a GPU (tests/kernels/test_cuda.py::test_direct_launches_match_float64)."""
+"""The direct-launch cache (kernels/launcher.py) on stand-in kernels: when it reuses a
+compiled kernel and when it goes back to Triton, and when a whole call is recorded and
+replayed (with exactly what launching kernel by kernel passes). The real launches and replays
+are checked against float64 on a GPU
+(tests/kernels/test_cuda.py::test_direct_launches_match_float64)."""
 
 from __future__ import annotations
 
