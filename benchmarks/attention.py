@@ -235,7 +235,7 @@ def stage_times(p: P.Pattern, n: int, b: int, only: str | None = None) -> dict[s
     """GPU times (ms) of the op's forward and backward alone, replayed from a CUDA graph.
 
     "fwd" is ``sparse_attention_fwd`` (every component's forward launch), "bwd" is
-    ``sparse_attention_bwd`` (the Delta launch and each component's dQ and dK/dV launches);
+    ``sparse_attention_bwd`` (each component's dQ and dK/dV launches);
     q, k, v are strided views of one [B, N, 3 H D] buffer, as in the model. ``only`` ("fwd",
     "dq" or "dkdv") times just the half that holds that kernel (used when tuning).
     """

@@ -14,6 +14,8 @@
 #   bash benchmarks/device_issue18.sh replay   # eager calls replayed whole vs launch by launch
 #   bash benchmarks/device_issue18.sh final8   # host cost, the enwik8 default step
 #   bash benchmarks/device_issue18.sh close8   # split's call at batch 4, 1M positions
+#   bash benchmarks/device_issue18.sh sole     # Delta and the sole-reader tiles in the dQ programs
+#   bash benchmarks/device_issue18.sh final9   # the other CUDA tests, eager rows, attention() calls
 set -u
 out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
@@ -181,6 +183,34 @@ close8)
     stage "1M positions (eager, recompute_group 2, bf16 checkpoints)"
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 170 python3 \
         benchmarks/model_step.py --shapes 1m --modes eager-recompute --out "$out/m1" >> "$log" 2>&1
+    ;;
+sole)
+    # Ninth session: the dQ programs compute Delta and write the dK/dV of the key tiles only
+    # they read (no Delta launch, 96 of fixed's 120 dK/dV programs a head gone). Checked
+    # against float64 first, then each change alone against the kernels before it, then the
+    # step a user runs; a call cut short keeps what finished.
+    for k in "triton_vs_float64 or wide or delta_launch" "lean or atomic or direct"; do
+        timeout 150 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda \
+            tests/kernels/test_cuda.py -k "$k" >> "$out/kernel-tests.txt" 2>&1
+        tail -2 "$out/kernel-tests.txt" >> "$log"
+    done
+    stage "kernel stages: default against before-sole (and each change alone)"
+    timeout 120 python3 benchmarks/kernel_stages.py --out "$out/ks" \
+        --runs "fixed:default+before-sole,split:default+before-sole,causal:default+before-sole,local:default+before-sole" \
+        >> "$log" 2>&1
+    enwik8_default 100 85
+    stage "kernel stages: each change alone"
+    timeout 50 python3 benchmarks/kernel_stages.py --out "$out/ks2" --shapes 12288x2,16384x4 \
+        --runs "fixed:no-sole+delta-launch+dkdv-tile-major,split:no-sole" >> "$log" 2>&1
+    ;;
+final9)
+    TEST_TIMEOUT=330 cuda_tests 330 --ignore tests/kernels/test_cuda.py
+    stage "enwik8 eager rows; attention() call vs its kernels"
+    timeout 100 python3 benchmarks/model_step.py --shapes enwik8 \
+        --modes eager-norecompute,eager-recompute \
+        --only "dense,fixed,strided split" --budget 85 --out "$out/me" >> "$log" 2>&1
+    timeout 60 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
+        --out "$out/call" >> "$log" 2>&1
     ;;
 final8)
     stage "host cost (replayed)"

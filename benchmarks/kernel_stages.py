@@ -69,10 +69,17 @@ VARIANTS = {
     "fwd-g4w4": {"fwd": {"gather": 4, "num_warps": 4, "num_stages": 3}},
     "fwd-g1w4": {"fwd": {"gather": 1, "num_warps": 4, "num_stages": 3},
                  "dq": {"gather": 1, "num_warps": 4, "num_stages": 3}},
+    # the backward before the dQ programs took Delta and the sole-reader key tiles (a Delta
+    # launch; every key tile in a dK/dV program), and each of the two alone
+    "before-sole": {"dq": {"sole": 0, "fused_delta": 0}},
+    "no-sole": {"dq": {"sole": 0}},
+    "delta-launch": {"dq": {"fused_delta": 0}},
+    # dK/dV head by head where the default starts the heaviest programs first (fixed)
+    "dkdv-tile-major": {"dkdv": {"slots_x": 0}},
 }
-RUNS = ("fixed:default+old-tile-major+atomic-dq+g4-w8s2+fwd-g4w8,"
-        "split:default+old-tile-major+atomic-dq,local:default+atomic-dq,"
-        "causal:default+tile-major+atomic-dq")
+RUNS = ("fixed:default+before-sole+no-sole+delta-launch+dkdv-tile-major,"
+        "split:default+before-sole+no-sole,local:default+before-sole,"
+        "causal:default+before-sole")
 KERNELS = ("fwd_kernel", "delta_kernel", "dq_kernel", "dkdv_kernel")
 
 
