@@ -200,8 +200,9 @@ sole)
         >> "$log" 2>&1
     enwik8_default 100 85
     stage "kernel stages: each change alone"
-    timeout 50 python3 benchmarks/kernel_stages.py --out "$out/ks2" --shapes 12288x2,16384x4 \
-        --runs "fixed:no-sole+delta-launch+dkdv-tile-major,split:no-sole" >> "$log" 2>&1
+    timeout 70 python3 benchmarks/kernel_stages.py --out "$out/ks2" --shapes 12288x2,16384x4 \
+        --runs "fixed:no-sole+delta-launch+dkdv-tile-major+dkdv-w8s2,split:no-sole" \
+        >> "$log" 2>&1
     ;;
 final9)
     TEST_TIMEOUT=330 cuda_tests 330 --ignore tests/kernels/test_cuda.py
