@@ -187,22 +187,20 @@ close8)
 sole)
     # Ninth session: the dQ programs compute Delta and write the dK/dV of the key tiles only
     # they read (no Delta launch, 96 of fixed's 120 dK/dV programs a head gone). Checked
-    # against float64 first, then each change alone against the kernels before it, then the
-    # step a user runs; a call cut short keeps what finished.
-    for k in "triton_vs_float64 or wide or delta_launch" "lean or atomic or direct"; do
-        timeout 150 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda \
-            tests/kernels/test_cuda.py -k "$k" >> "$out/kernel-tests.txt" 2>&1
-        tail -2 "$out/kernel-tests.txt" >> "$log"
-    done
-    stage "kernel stages: default against before-sole (and each change alone)"
-    timeout 120 python3 benchmarks/kernel_stages.py --out "$out/ks" \
-        --runs "fixed:default+before-sole,split:default+before-sole,causal:default+before-sole,local:default+before-sole" \
+    # against float64 first, then against the kernels before it in the same call, then
+    # 8-warp forward / dQ (spill-free by ptxas), then the step a user runs; a call cut short
+    # keeps what finished.
+    timeout 170 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
+        -k "triton_vs_float64 or wide or delta_launch or direct" > "$out/kernel-tests.txt" 2>&1
+    tail -3 "$out/kernel-tests.txt" >> "$log"
+    stage "kernel stages: default against before-sole"
+    timeout 110 python3 benchmarks/kernel_stages.py --out "$out/ks" --runs \
+        "fixed:default+before-sole,split:default+before-sole,causal:default+before-sole,local:default" \
         >> "$log" 2>&1
+    stage "kernel stages: 8 warps, each change alone"
+    timeout 80 python3 benchmarks/kernel_stages.py --out "$out/ks2" --runs \
+        "fixed:g2w8+dq-g2w8+no-sole+delta-launch,causal:g2w8,split:g2w8+no-sole" >> "$log" 2>&1
     enwik8_default 100 85
-    stage "kernel stages: each change alone"
-    timeout 70 python3 benchmarks/kernel_stages.py --out "$out/ks2" --shapes 12288x2,16384x4 \
-        --runs "fixed:no-sole+delta-launch+dkdv-tile-major+dkdv-w8s2,split:no-sole" \
-        >> "$log" 2>&1
     ;;
 final9)
     TEST_TIMEOUT=330 cuda_tests 330 --ignore tests/kernels/test_cuda.py

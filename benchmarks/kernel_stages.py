@@ -76,6 +76,11 @@ VARIANTS = {
     "delta-launch": {"dq": {"fused_delta": 0}},
     # dK/dV head by head where the default starts the heaviest programs first (fixed)
     "dkdv-tile-major": {"dkdv": {"slots_x": 0}},
+    # 8 warps at the default gather of 2 (never timed before): ptxas for sm_90 (Triton 3.9 on
+    # the CPU, benchmarks/ptxas_usage.py) reports the 4-warp forward and dQ at 255 registers
+    # with spills (dQ 416 bytes, 1,332 with the sole-reader tiles), the 8-warp ones without
+    "g2w8": {"fwd": {"num_warps": 8}, "dq": {"num_warps": 8}},
+    "dq-g2w8": {"dq": {"num_warps": 8}},
 }
 RUNS = ("fixed:default+before-sole+no-sole+delta-launch+dkdv-tile-major,"
         "split:default+before-sole+no-sole,local:default+before-sole,"
