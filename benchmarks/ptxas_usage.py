@@ -78,6 +78,9 @@ def _common() -> dict:
 
 def usage(kernel: str, constexprs: dict, num_warps: int, num_stages: int) -> dict:
     fn = KERNELS[kernel]
+    # constexprs left out take their defaults (as a launch does)
+    constexprs = {**{prm.name: prm.default for prm in fn.params
+                     if prm.is_constexpr and prm.has_default}, **constexprs}
     signature = {name: "constexpr" if name in constexprs else POINTERS.get(
         name, "fp32" if name.startswith("scale") else "i32") for name in fn.arg_names}
     compiled = triton.compile(ASTSource(fn, signature, constexprs=constexprs), target=TARGET,
