@@ -14,8 +14,7 @@
 #   bash benchmarks/device_issue18.sh replay   # eager calls replayed whole vs launch by launch
 #   bash benchmarks/device_issue18.sh final8   # host cost, the enwik8 default step
 #   bash benchmarks/device_issue18.sh close8   # split's call at batch 4, 1M positions
-#   bash benchmarks/device_issue18.sh sole     # Delta and the sole-reader tiles in the dQ programs
-#   bash benchmarks/device_issue18.sh final9   # the other CUDA tests, eager rows, attention() calls
+#   bash benchmarks/device_issue18.sh final9   # Delta in the dQ programs: kernel tests, A/B, step
 set -u
 out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
@@ -184,32 +183,17 @@ close8)
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 170 python3 \
         benchmarks/model_step.py --shapes 1m --modes eager-recompute --out "$out/m1" >> "$log" 2>&1
     ;;
-sole)
-    # Ninth session: the dQ programs compute Delta and write the dK/dV of the key tiles only
-    # they read (no Delta launch, 96 of fixed's 120 dK/dV programs a head gone). Checked
-    # against float64 first, then against the kernels before it in the same call, then
-    # 8-warp forward / dQ (spill-free by ptxas), then the step a user runs; a call cut short
-    # keeps what finished.
+final9)
+    # The ninth session's final commit: Delta in the dQ programs (no Delta launch). Its A/B
+    # and the sole-reader tiles that were tried and removed ran as stage "sole" at b70d1f4.
     timeout 170 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
         -k "triton_vs_float64 or wide or delta_launch or direct" > "$out/kernel-tests.txt" 2>&1
     tail -3 "$out/kernel-tests.txt" >> "$log"
-    stage "kernel stages: default against before-sole"
-    timeout 110 python3 benchmarks/kernel_stages.py --out "$out/ks" --runs \
-        "fixed:default+before-sole,split:default+before-sole,causal:default+before-sole,local:default" \
+    stage "kernel stages: default against the Delta launch"
+    timeout 60 python3 benchmarks/kernel_stages.py --out "$out/ks" --runs \
+        "fixed:default+delta-launch,split:default+delta-launch,causal:default,local:default" \
         >> "$log" 2>&1
-    stage "kernel stages: 8 warps, each change alone"
-    timeout 80 python3 benchmarks/kernel_stages.py --out "$out/ks2" --runs \
-        "fixed:g2w8+dq-g2w8+no-sole+delta-launch,causal:g2w8,split:g2w8+no-sole" >> "$log" 2>&1
-    enwik8_default 100 85
-    ;;
-final9)
-    TEST_TIMEOUT=330 cuda_tests 330 --ignore tests/kernels/test_cuda.py
-    stage "enwik8 eager rows; attention() call vs its kernels"
-    timeout 100 python3 benchmarks/model_step.py --shapes enwik8 \
-        --modes eager-norecompute,eager-recompute \
-        --only "dense,fixed,strided split" --budget 85 --out "$out/me" >> "$log" 2>&1
-    timeout 60 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
-        --out "$out/call" >> "$log" 2>&1
+    enwik8_default 90 75
     ;;
 final8)
     stage "host cost (replayed)"

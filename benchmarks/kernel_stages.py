@@ -69,22 +69,16 @@ VARIANTS = {
     "fwd-g4w4": {"fwd": {"gather": 4, "num_warps": 4, "num_stages": 3}},
     "fwd-g1w4": {"fwd": {"gather": 1, "num_warps": 4, "num_stages": 3},
                  "dq": {"gather": 1, "num_warps": 4, "num_stages": 3}},
-    # the backward before the dQ programs took Delta and the sole-reader key tiles (a Delta
-    # launch; every key tile in a dK/dV program), and each of the two alone
-    "before-sole": {"dq": {"sole": 0, "fused_delta": 0}},
-    "no-sole": {"dq": {"sole": 0}},
+    # Delta in a launch of its own: the backward before the ninth session
     "delta-launch": {"dq": {"fused_delta": 0}},
-    # dK/dV head by head where the default starts the heaviest programs first (fixed)
-    "dkdv-tile-major": {"dkdv": {"slots_x": 0}},
-    # 8 warps at the default gather of 2 (never timed before): ptxas for sm_90 (Triton 3.9 on
-    # the CPU, benchmarks/ptxas_usage.py) reports the 4-warp forward and dQ at 255 registers
-    # with spills (dQ 416 bytes, 1,332 with the sole-reader tiles), the 8-warp ones without
+    # 8 warps at the default gather of 2: ptxas (benchmarks/ptxas_usage.py) puts the 4-warp
+    # forward and dQ at 255 registers with spills, the 8-warp ones without; on an H100 they
+    # were 22-55% slower all the same (NOTES.md, ninth session)
     "g2w8": {"fwd": {"num_warps": 8}, "dq": {"num_warps": 8}},
     "dq-g2w8": {"dq": {"num_warps": 8}},
 }
-RUNS = ("fixed:default+before-sole+no-sole+delta-launch+dkdv-tile-major,"
-        "split:default+before-sole+no-sole,local:default+before-sole,"
-        "causal:default+before-sole")
+RUNS = ("fixed:default+delta-launch,split:default+delta-launch,"
+        "local:default+delta-launch,causal:default+delta-launch")
 KERNELS = ("fwd_kernel", "delta_kernel", "dq_kernel", "dkdv_kernel")
 
 

@@ -40,18 +40,17 @@ from sparse_transformer.kernels import triton_bwd, triton_fwd  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 BF16, F32, I32 = "*bf16", "*fp32", "*i32"
-TABLES = ("SLOT_HEAD", "SLOT_CLASS", "SLOT_MERGE", "FC", "FI", "PC", "PI", "SC", "KT", "PRM")
+TABLES = ("SLOT_HEAD", "SLOT_CLASS", "SLOT_MERGE", "FC", "FI", "PC", "PI", "KT", "PRM")
 POINTERS = {**{n: BF16 for n in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DVo", "DQA")},
             **{n: F32 for n in ("LSE", "DELTA")}, **{n: I32 for n in TABLES}}
 # (kernel, label, constexprs beyond the common ones, num_warps, num_stages)
 VARIANTS = [
     ("fwd", "default (4 warps)", {"GATHER": 2, "LEAN": True}, 4, 3),
     ("fwd", "8 warps", {"GATHER": 2, "LEAN": True}, 8, 3),
-    ("dq", "before: Delta launch, no sole tiles", {"GATHER": 2, "LEAN": True}, 4, 3),
-    ("dq", "default: Delta and sole tiles", {"GATHER": 2, "LEAN": True, "FUSED_DELTA": True,
-                                            "SOLE": True}, 4, 3),
-    ("dq", "default, 8 warps", {"GATHER": 2, "LEAN": True, "FUSED_DELTA": True,
-                               "SOLE": True}, 8, 3),
+    ("dq", "Delta launch (before)", {"GATHER": 2, "LEAN": True}, 4, 3),
+    ("dq", "default: Delta in the dQ programs", {"GATHER": 2, "LEAN": True,
+                                                "FUSED_DELTA": True}, 4, 3),
+    ("dq", "default, 8 warps", {"GATHER": 2, "LEAN": True, "FUSED_DELTA": True}, 8, 3),
     ("dkdv", "default (8 warps, 128 keys)", {"KEY_TILES": 4, "TRANS_ACC": True,
                                             "ATOMIC_DQ": False}, 8, 3),
 ]

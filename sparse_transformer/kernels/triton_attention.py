@@ -38,7 +38,6 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import triton.language as tl
 
@@ -88,9 +87,9 @@ def _launch(name: str, dp: int, dtype: torch.dtype, kb: int = 32, skewed: bool =
     tiles want 4 warps and transposed accumulators; grouped 128-wide key blocks want 8 warps.
 
     Lean loops (``lean``; ``_lean``): 0 never, 1 where a component's rows are long (the
-    default), 2 always. ``fused_delta`` (dQ): the dQ programs compute Delta (1, the default)
-    or a launch of its own does (0, as before). ``sole`` (dQ, read when tables are built):
-    the dQ programs write the dK/dV of the key tiles only they read (``_sole``).
+    default), 2 always. ``fused_delta`` (dQ): 1 (the default) the dQ programs compute Delta,
+    0 a launch of its own does (before the ninth session: on an H100 the fused form was 0.2-2.4%
+    faster per forward + backward, benchmarks/NOTES.md).
 
     Grid order (``slots_x``, see ``_grid``): forward and dQ start the heaviest query tile of
     every head first (fixed -10%, causal -12% at 2 x 12,288 on an H100, the rest unchanged).
@@ -131,28 +130,26 @@ class ComponentTables:
     query_side: tuple[torch.Tensor, ...]  # full count/index, partial count/index [C, n_qt, .]
     key_tiles: torch.Tensor  # int32 [C, n_key_groups, g]: key tiles of each dK/dV program
     key_side: tuple[torch.Tensor, ...]  # the same as query_side per key group, listing query tiles
-    sole_count: torch.Tensor  # int32 [C, n_qt]: trailing partial entries only that tile reads
     params: torch.Tensor  # int32 [C, T, len(kinds.PARAMS)]
     kinds: tuple[int, int, int, int]
     n_slots: int
     n_query_tiles: int
     n_key_groups: int  # dK/dV programs per head (each takes g = key_tiles.shape[-1] tiles)
-    key_skewed: int  # 1: a few key tiles per head hold most of the dK/dV work (_skewed)
+    key_skewed: int  # 1: a few dK/dV programs per head hold most of the work (_skewed)
     long_rows: int  # 1: query tiles walk long lists: forward and dQ take the lean loop (_lean)
-    sole: int  # 1: the dQ programs write the dK/dV of their sole-reader key tiles (_sole)
     stride: int  # 0: natural order; l: reordered by stride l
     groups: int  # n_pad // l (1 in natural order)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.slot_head, self.slot_class, self.slot_merge, *self.query_side,
-                self.key_tiles, *self.key_side, self.sole_count, self.params)
+                self.key_tiles, *self.key_side, self.params)
 
     def ints(self) -> tuple[int, ...]:
         return (*self.kinds, self.n_slots, self.n_query_tiles, self.n_key_groups,
-                self.key_skewed, self.long_rows, self.sole, self.stride, self.groups)
+                self.key_skewed, self.long_rows, self.stride, self.groups)
 
 
-_TENSORS, _INTS = 14, 12  # per component, in the order of ``tensors()`` and ``ints()``
+_TENSORS, _INTS = 13, 11  # per component, in the order of ``tensors()`` and ``ints()``
 # The compiled path (the custom ops below, which torch.compile calls) rebuilds its tables from
 # their flat form on every call, so it cannot keep a per-plan cache: it launches through this
 # one. Sharing is safe because a launch key holds every argument Triton specializes on by value
@@ -192,7 +189,7 @@ class PlanTables:
             t = tensors[k * _TENSORS:(k + 1) * _TENSORS]
             i = ints[3 + k * _INTS:3 + (k + 1) * _INTS]
             comps.append(ComponentTables(t[0], t[1], t[2], tuple(t[3:7]), t[7], tuple(t[8:12]),
-                                         t[12], t[13], tuple(i[:4]), *i[4:]))
+                                         t[12], tuple(i[:4]), *i[4:]))
         return cls(ints[0], ints[1], ints[2], tuple(comps), launches=SHARED_LAUNCHES)
 
 
@@ -218,38 +215,19 @@ def key_group_limit(q_block: int, k_block: int) -> int:
     return int(CONFIG.get("dkdv", {}).get("key_tiles", max(1, q_block // k_block)))
 
 
-def _key_groups(cp: ComponentPlan, sole: bool) -> tuple[torch.Tensor, ...]:
-    """The component's dK/dV groups, without the sole-reader tiles where the dQ programs take
-    them (``sole``); CONFIG["dkdv"]["max_overhead"] = 1.0 groups only tiles that add no work
-    (what the kernels did before groups of unlike tiles, for benchmarks)."""
+def _key_groups(cp: ComponentPlan) -> tuple[torch.Tensor, ...]:
+    """The component's dK/dV groups; CONFIG["dkdv"]["max_overhead"] = 1.0 groups only tiles
+    that add no work (what the kernels did before groups of unlike tiles, for benchmarks)."""
     overhead = CONFIG.get("dkdv", {}).get("max_overhead", MAX_GROUP_OVERHEAD)
-    return cp.key_groups(key_group_limit(cp.q_block, cp.k_block), overhead, skip_sole=sole)
+    return cp.key_groups(key_group_limit(cp.q_block, cp.k_block), overhead)
 
 
-def _sole(cp: ComponentPlan) -> bool:
-    """Whether the dQ programs write the dK/dV of the key tiles only they read
-    (``ComponentPlan.sole_count``; kernels/triton_bwd.py), so no dK/dV program is launched for
-    them: the fixed pattern's own-block tiles, 96 of its 120 dK/dV programs per head at (128,
-    32, 4) and 12,288 positions, each one masked query tile long. CONFIG["dq"]["sole"] = 0 turns it off; the
-    atomic-dQ variant, which launches no dQ kernel, needs it off (read when tables are built).
-    """
-    cfg = CONFIG.get("dq", {}).get("sole", 1) and not CONFIG.get("dkdv", {}).get("atomic_dq")
-    return bool(cfg) and bool(cp.sole_count.any())
-
-
-def _skewed(cp: ComponentPlan, ratio: float = 4.0) -> bool:
-    """Whether a few key tiles of a head are read by most of its query tiles: the key tile
-    read most often is read over ``ratio`` times as often as the mean tile. Fixed's summary
-    tiles are (~7x at 12,288 positions), causal's (2x) and local's (1x) are not; the dK/dV
-    programs over those few tiles are the long ones, which then start first (``_launch``).
-    Counted per tile, not per program, so the sole-reader tiles the dQ programs take
-    (``_sole``) do not change the answer."""
-    for _, b, _ in cp.pairs:
-        reads = np.bincount(b, minlength=cp.n_key_tiles)
-        reads = reads[reads > 0]
-        if reads.size and reads.max() > ratio * reads.mean():
-            return True
-    return False
+def _skewed(key_side: list[torch.Tensor], ratio: float = 4.0) -> bool:
+    """Whether the longest dK/dV program of a head walks over ``ratio`` times the mean list:
+    fixed's summary groups (~9x at 12,288 positions), not causal's (2x) or local's (1x)."""
+    lengths = (key_side[0] + key_side[2]).float()
+    lengths = lengths[lengths > 0]
+    return bool(lengths.numel()) and float(lengths.max()) > ratio * float(lengths.mean())
 
 
 # Query tiles of at least this many key tiles on average take the lean forward and dQ loops
@@ -285,20 +263,18 @@ def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device
     codes = tuple([k.code for k in kinds] + [KIND_NONE] * (MAX_TERMS - len(kinds)))
     params = torch.tensor([[t.as_tuple() for t in terms] for terms in cp.terms],
                           dtype=torch.int32)
-    sole = _sole(cp)
-    key_tiles, *key_side = _key_groups(cp, sole)
+    key_tiles, *key_side = _key_groups(cp)
     i32 = dict(device=device, dtype=torch.int32)
     move = lambda xs: tuple(x.to(**i32).contiguous() for x in xs)  # noqa: E731
     return ComponentTables(
         slot_head=torch.tensor(cp.heads, **i32), slot_class=cp.head_class.to(**i32),
         slot_merge=torch.tensor(merge, **i32),
         query_side=move((cp.full_count, cp.full_index, cp.partial_count, cp.partial_index)),
-        key_tiles=key_tiles.to(**i32), key_side=move(key_side),
-        sole_count=cp.sole_count.to(**i32), params=params.to(**i32),
+        key_tiles=key_tiles.to(**i32), key_side=move(key_side), params=params.to(**i32),
         kinds=codes,
         n_slots=len(cp.heads), n_query_tiles=cp.n_query_tiles,
-        n_key_groups=int(key_side[0].shape[1]), key_skewed=int(_skewed(cp)),
-        long_rows=int(_long_rows(cp)), sole=int(sole),
+        n_key_groups=int(key_side[0].shape[1]), key_skewed=int(_skewed(key_side)),
+        long_rows=int(_long_rows(cp)),
         stride=cp.order,
         groups=cp.n_ctx // cp.order if cp.order else 1)
 
@@ -436,9 +412,6 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
     # Experimental, not deterministic: the dK/dV programs add dQ into float32 with atomics and
     # no dQ kernel runs (triton_bwd's doc); dq is what they add to.
     atomic_dq = bool(CONFIG.get("dkdv", {}).get("atomic_dq"))
-    if atomic_dq and any(c.sole for c in tabs.components):
-        raise RuntimeError("triton backend: CONFIG['dkdv']['atomic_dq'] was set after these "
-                           "tables were built; prepare them again under it")
     dq = _token_major(B, H, N, D, q, torch.float32 if atomic_dq else None)
     if atomic_dq:
         dq.zero_()
@@ -462,7 +435,7 @@ def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTab
     launch = tabs.launches or _triton_launch
     cfg_dq = _launch("dq", max(dp, dvp), q.dtype)
     # Delta = rowsum(dO * O) in the dQ programs, which load dO anyway (one launch less a
-    # call); its own launch only where no dQ kernel runs, or for benchmarks (fused_delta 0).
+    # call); a launch of its own only where no dQ kernel runs, or for benchmarks.
     fused_delta = not atomic_dq and bool(cfg_dq["fused_delta"])
     if not fused_delta:
         block = 64
@@ -471,19 +444,19 @@ def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTab
                dict(BLOCK=block, DVP=dvp), call_key=key)
     # what every component's launches pass alike, read once per call (host time, issue 18)
     inputs = (*_strides(q), *_strides(k), *_strides(v), *_strides(dout))
-    dq_strides = inputs + _strides(out) + _strides(dq) + _strides(dk) + _strides(dv)
+    dq_strides = inputs + _strides(out) + _strides(dq)
     dkdv_strides = inputs + _strides(dk) + _strides(dv) + _strides(dq)
     for i, c in enumerate(tabs.components):
         if not atomic_dq:
             grid, slots_x = _grid(c.n_query_tiles, B * c.n_slots, cfg_dq)
             launch(triton_bwd.dq_kernel, grid, (
-                q, k, v, out, dout, lse, delta, dq, dk, dv, c.slot_head, c.slot_class,
-                c.slot_merge, *c.query_side, c.sole_count, c.params,
+                q, k, v, out, dout, lse, delta, dq, c.slot_head, c.slot_class, c.slot_merge,
+                *c.query_side, c.params,
                 *dq_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
                 *_tile_ints(c, c.query_side)),
                 dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
                      SLOTS_X=slots_x, LEAN=_lean(cfg_dq, c), FUSED_DELTA=fused_delta,
-                     SOLE=bool(c.sole), **_term_constexprs(c, q.dtype)),
+                     **_term_constexprs(c, q.dtype)),
                 call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
                 num_stages=cfg_dq["num_stages"])
         key_tiles = c.key_tiles.shape[-1]

@@ -1,28 +1,25 @@
 """Triton backward kernels of block-sparse attention (FlashAttention-2 style, paper 5.2-5.5).
 
-Two kernels per component, none with atomics, so the backward is deterministic by
+Two launches per component, none with atomics, so the backward is deterministic by
 construction (every gradient element is written by one program per launch, summing in a fixed
-order). One experimental launch variant breaks that on purpose (``CONFIG["dkdv"]["atomic_dq"]``):
-the dK/dV programs also add their share of dQ = scale * dS K into a float32 buffer with
-atomics, in whatever order they run, and the dQ kernel is skipped, so QK^T and dO V^T are
-computed once instead of twice. On an H100 at 4 x 16,384 that was causal -5%, fixed -0.6%,
-strided split +7% (docs/kernels.md), so it is not the default.
+order). One
+experimental launch variant breaks that on purpose (``CONFIG["dkdv"]["atomic_dq"]``): the
+dK/dV programs also add their share of dQ = scale * dS K into a float32 buffer with atomics,
+in whatever order they run, and the dQ kernel is skipped, so QK^T and dO V^T are computed once
+instead of twice. On an H100 at 4 x 16,384 that was causal -5%, fixed -0.6%, strided split +7%
+(docs/kernels.md), so it is not the default.
 
 * ``dq_kernel``: one program per (query tile, batch, head slot) of a component, walking the
-  forward's query-side tile lists; computes Delta_i = rowsum(dO_i * O_i) of its rows first
-  (stored for the dK/dV launch: no launch of its own), recomputes P from the saved
-  log-sum-exp and accumulates dQ = scale * dS K. The key tiles no other query tile reads
-  (``ComponentPlan.sole_count``: the fixed pattern's own-block tiles) come last in its partial
-  list; for those it also writes the whole dV = P^T dO and dK = scale * dS^T Q, since no other
-  program's P touches them;
+  forward's query-side tile lists; first computes Delta_i = rowsum(dO_i * O_i) of its rows
+  (it loads dO anyway) and stores it for the dK/dV launch, then recomputes P from the saved
+  log-sum-exp and accumulates dQ = scale * dS K;
 * ``dkdv_kernel``: one program per (group of key tiles, batch, head slot), walking the
-  *key-side* lists (``ComponentPlan.key_groups``, without the sole-reader tiles: per group of
-  key tiles, the query tiles that read them); accumulates dV = P^T dO and dK = scale * dS^T Q.
-  Groups make the products wider than one 32-key tile: the fixed pattern's summary tiles of
-  consecutive blocks, or causal's adjacent tiles, share one program and each query tile is
-  read once for all;
+  *key-side* lists (``ComponentPlan.key_groups``: per group of key tiles, the query tiles
+  that read them); accumulates dV = P^T dO and dK = scale * dS^T Q. Groups make the products
+  wider than one 32-key tile: the fixed pattern's summary tiles of consecutive blocks, or
+  causal's adjacent tiles, share one program and each query tile is read once for all;
 * ``delta_kernel``: Delta alone, for the atomic-dQ variant (which runs no dQ kernel) and for
-  benchmarks of the launch it replaced (``CONFIG["dq"]["fused_delta"] = 0``).
+  benchmarks of the launch the dQ programs replaced (``CONFIG["dq"]["fused_delta"] = 0``).
 
 dS = P * (dP - Delta). P is computed against the lse and O of the *whole* head, so a head
 split over two components (strided "merge") needs nothing else: its attention is one softmax
@@ -66,13 +63,12 @@ def delta_kernel(O, DO, DELTA, sob, soh, son, sdb, sdh, sdn, N, H, DV,
 
 
 @triton.jit
-def _dq_scores(q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, start, count, rows, prm,
-               scale_log2, N, D, DV, dk, dv, stride, groups,
-               KB: tl.constexpr, GATHER: tl.constexpr, TAIL: tl.constexpr, MASKED: tl.constexpr,
-               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-               PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr):
-    """P and dS = P * (dP - Delta) of one gathered key tile, with the keys (K transposed),
-    their memory positions and which are live; TAIL and MASKED as in ``_fwd_step``."""
+def _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, start, count, rows, prm,
+             scale_log2, N, D, DV, dk, dv, stride, groups,
+             KB: tl.constexpr, GATHER: tl.constexpr, TAIL: tl.constexpr, MASKED: tl.constexpr,
+             K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+             PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr):
+    """One gathered key tile of dQ; TAIL and MASKED as in the forward's ``_fwd_step``."""
     kt, cols, pcol, valid, live = gathered_keys(Kb, skn, idx_ptr, start, count, dk, D, N,
                                                 stride, groups, KB, GATHER, REORDER)
     # s * scale - lse: one fused multiply-add per score
@@ -85,20 +81,7 @@ def _dq_scores(q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, start, count, rows
     vt = tl.load(Vb + pcol[None, :] * svn + dv[:, None],
                  mask=(dv[:, None] < DV) & live[None, :], other=0.0)
     dp = tl.dot(do, vt, input_precision=PREC)
-    return kt, p, p * (dp - delta[:, None]), pcol, live
-
-
-@triton.jit
-def _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, start, count, rows, prm,
-             scale_log2, N, D, DV, dk, dv, stride, groups,
-             KB: tl.constexpr, GATHER: tl.constexpr, TAIL: tl.constexpr, MASKED: tl.constexpr,
-             K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-             PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr):
-    """One gathered key tile of dQ += dS K."""
-    kt, p, ds, pcol, live = _dq_scores(q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, start,
-                                       count, rows, prm, scale_log2, N, D, DV, dk, dv, stride,
-                                       groups, KB, GATHER, TAIL, MASKED, K0, K1, K2, K3, PREC,
-                                       REORDER, LEAN)
+    ds = p * (dp - delta[:, None])
     return dq + tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PREC)
 
 
@@ -123,46 +106,16 @@ def _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, count, rows, pr
 
 
 @triton.jit
-def _dq_sole_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, count, rows, prm,
-                   scale_log2, scale, N, D, DV, dk, dv, stride, groups, DKb, DVb, sgkn, sgvn,
-                   merge, KB: tl.constexpr, GATHER: tl.constexpr,
-                   K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-                   PREC: tl.constexpr, REORDER: tl.constexpr):
-    """The key tiles this query tile alone reads (``ComponentPlan.sole_count``): dQ as in
-    ``_dq_tiles``, and, since no other program's P or dS touches these keys, their whole
-    dV = P^T dO and dK = scale * dS^T Q, written here: no dK/dV program visits them."""
-    for start in range(0, count, GATHER):
-        kt, p, ds, pcol, live = _dq_scores(q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr,
-                                           start, count, rows, prm, scale_log2, N, D, DV, dk,
-                                           dv, stride, groups, KB, GATHER, True, True,
-                                           K0, K1, K2, K3, PREC, REORDER, True)
-        dq += tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PREC)
-        gv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
-        gk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC) * scale
-        gk_ptr = DKb + pcol[:, None] * sgkn + dk[None, :]
-        gv_ptr = DVb + pcol[:, None] * sgvn + dv[None, :]
-        gk_mask = live[:, None] & (dk[None, :] < D)
-        gv_mask = live[:, None] & (dv[None, :] < DV)
-        if merge != 0:  # an earlier component of this head wrote its share
-            gk += tl.load(gk_ptr, mask=gk_mask, other=0.0).to(tl.float32)
-            gv += tl.load(gv_ptr, mask=gv_mask, other=0.0).to(tl.float32)
-        tl.store(gk_ptr, gk.to(DKb.dtype.element_ty), mask=gk_mask)
-        tl.store(gv_ptr, gv.to(DVb.dtype.element_ty), mask=gv_mask)
-    return dq
-
-
-@triton.jit
-def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, DK, DVo, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
-              FC, FI, PC, PI, SC, PRM,
+def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
+              FC, FI, PC, PI, PRM,
               sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sob, soh, son,
-              sgb, sgh, sgn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
+              sgb, sgh, sgn,
               scale_log2, scale, N, H, Hc, D, DV, n_qt, fi_w, pi_w, prm_stride, stride, groups,
               QB: tl.constexpr, KB: tl.constexpr, GATHER: tl.constexpr,
               DP: tl.constexpr, DVP: tl.constexpr,
               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
               PREC: tl.constexpr, REORDER: tl.constexpr, SLOTS_X: tl.constexpr,
-              LEAN: tl.constexpr = True, FUSED_DELTA: tl.constexpr = False,
-              SOLE: tl.constexpr = False):
+              LEAN: tl.constexpr = True, FUSED_DELTA: tl.constexpr = False):
     b, h, prm, merge, row, rows, prow, real, dk, dv, q = query_tile(
         Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, D, n_qt, prm_stride,
         stride, groups, QB, DP, DVP, REORDER, SLOTS_X)
@@ -174,9 +127,9 @@ def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, DK, DVo, SLOT_HEAD, SLOT_CLASS, SL
     # Padded rows load dO = 0 and Delta = 0, so they contribute nothing anywhere.
     lse2 = tl.where(lse == float("-inf"), 0.0, lse * 1.4426950408889634)
     if FUSED_DELTA:
-        # Delta = rowsum(dO * O) of these rows, computed here (no Delta launch) and stored for
-        # the dK/dV launch that follows. Every row of every head of this component has one
-        # dQ program; a merged head's second component writes the same values again.
+        # Delta = rowsum(dO * O) of these rows, here instead of a launch of its own, stored for
+        # the dK/dV launch that follows. Every row of every head of this component has one dQ
+        # program; a merged head's second component writes the same values again.
         o = tl.load(O + b * sob + h * soh + prow[:, None] * son + dv[None, :],
                     mask=real[:, None] & (dv[None, :] < DV), other=0.0)
         delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
@@ -189,19 +142,9 @@ def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, DK, DVo, SLOT_HEAD, SLOT_CLASS, SL
     dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, FI + row * fi_w, tl.load(FC + row),
                    rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, False,
                    K0, K1, K2, K3, PREC, REORDER, LEAN)
-    partial = tl.load(PC + row)
-    sole = 0
-    if SOLE:  # the last ``sole`` partial entries: key tiles no other query tile reads
-        sole = tl.load(SC + row)
-    dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, PI + row * pi_w, partial - sole,
+    dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, PI + row * pi_w, tl.load(PC + row),
                    rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, True,
                    K0, K1, K2, K3, PREC, REORDER, LEAN)
-    if SOLE:
-        dq = _dq_sole_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn,
-                            PI + row * pi_w + (partial - sole), sole, rows, prm, scale_log2,
-                            scale, N, D, DV, dk, dv, stride, groups,
-                            DK + b * sgkb + h * sgkh, DVo + b * sgvb + h * sgvh, sgkn, sgvn,
-                            merge, KB, GATHER, K0, K1, K2, K3, PREC, REORDER)
     dq = dq * scale
     g_ptr = DQ + b * sgb + h * sgh + prow[:, None] * sgn + dk[None, :]
     g_mask = real[:, None] & (dk[None, :] < D)

@@ -70,12 +70,7 @@ class ComponentPlan:
     full_count: torch.Tensor  # int32 [C, n_qt]
     full_index: torch.Tensor  # int32 [C, n_qt, max_full]
     partial_count: torch.Tensor
-    partial_index: torch.Tensor  # sole-reader tiles last in each row (``sole_count``)
-    # int32 [C, n_qt]: how many of the last entries of each partial row are key tiles that no
-    # other query tile of the class reads (the fixed pattern's own-block tiles, past its
-    # summary columns). Their whole dK/dV comes from that one query tile, so the dQ program
-    # of that tile can write it (kernels/triton_bwd.py) and no dK/dV program need visit them.
-    sole_count: torch.Tensor
+    partial_index: torch.Tensor
     pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(repr=False)  # per class a,b,full
     n_ctx: int = 0  # padded length
     q_block: int = 0
@@ -111,15 +106,7 @@ class ComponentPlan:
         pc, pi = _csr(part, self.n_key_tiles)
         return fc, fi, pc, pi
 
-    def sole_tiles(self) -> np.ndarray:
-        """bool [C, n_key_tiles]: the key tiles whose only reader is one query tile's partial
-        list, where they are the last ``sole_count`` entries."""
-        sole = np.zeros((len(self.pairs), self.n_key_tiles), dtype=bool)
-        for c, (a, b, f) in enumerate(self.pairs):
-            sole[c, b[_sole_pairs(b, f, self.n_key_tiles)]] = True
-        return sole
-
-    def key_groups(self, max_group: int, max_overhead: float, skip_sole: bool = False
+    def key_groups(self, max_group: int, max_overhead: float
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                               torch.Tensor]:
         """Key tiles taken ``g`` at a time by one dK/dV program, and the query tiles it walks.
@@ -137,18 +124,14 @@ class ComponentPlan:
         largest power of two <= ``max_group`` whose grouping costs at most ``max_overhead``
         times the ungrouped tile products (padding slots included).
 
-        ``skip_sole``: leave out the key tiles of ``sole_tiles`` (whose dK/dV the dQ programs
-        write), so every other key tile is in exactly one group and those in none.
-
         Returns (key_tiles int32 [C, G, g] with -1 for empty slots, then full_count,
         full_index, partial_count, partial_index over the G groups, like ``key_side``).
         """
         fc, fi, pc, pi = (x.numpy() for x in self.key_side())
         C, n_kt = fc.shape
-        skip = self.sole_tiles() if skip_sole else np.zeros((C, n_kt), dtype=bool)
-        lists = [{k: (fi[c, k, :fc[c, k]], pi[c, k, :pc[c, k]]) for k in range(n_kt)
-                  if not skip[c, k]} for c in range(C)]
-        ungrouped = max(1, int(((fc + pc) * ~skip).sum()))
+        lists = [[(fi[c, k, :fc[c, k]], pi[c, k, :pc[c, k]]) for k in range(n_kt)]
+                 for c in range(C)]
+        ungrouped = max(1, int(fc.sum() + pc.sum()))
         g = max(1, max_group)
         while True:
             groups = [_group_tiles(per_tile, g) for per_tile in lists]
@@ -156,7 +139,7 @@ class ComponentPlan:
             if g == 1 or cost <= max_overhead * ungrouped:
                 break
             g //= 2
-        n_groups = max([len(cls) for cls in groups] + [1])
+        n_groups = max(len(cls) for cls in groups)
         tiles = np.full((C, n_groups, g), -1, dtype=np.int32)
         full_rows, part_rows = [], []
         for c, cls in enumerate(groups):
@@ -180,7 +163,7 @@ class ComponentPlan:
             head_class=self.head_class.to(device),
             full_count=self.full_count.to(device), full_index=self.full_index.to(device),
             partial_count=self.partial_count.to(device),
-            partial_index=self.partial_index.to(device), sole_count=self.sole_count.to(device),
+            partial_index=self.partial_index.to(device),
             pairs=self.pairs, n_ctx=self.n_ctx, q_block=self.q_block, k_block=self.k_block,
         )
 
@@ -222,33 +205,30 @@ class AttentionPlan:
         return out
 
 
-def _csr(rows: list[tuple[np.ndarray, np.ndarray]], n_rows: int,
-         last: list[np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per class (row ids, column ids), sorted by row -> int32 counts [C, R] and index [C, R, M].
-
-    ``last``: per class, a bool per entry; those entries go to the end of their row."""
+def _csr(rows: list[tuple[np.ndarray, np.ndarray]], n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per class (row ids, column ids), sorted by row -> int32 counts [C, R] and index [C, R, M]."""
     counts = [np.bincount(r, minlength=n_rows) for r, _ in rows]
     width = max([int(c.max()) if c.size else 0 for c in counts] + [1])
     index = np.zeros((len(rows), n_rows, width), dtype=np.int32)
     for k, ((r, c), cnt) in enumerate(zip(rows, counts)):
         if r.size == 0:
             continue
-        order = np.lexsort((c, r) if last is None else (c, last[k], r))
+        order = np.lexsort((c, r))
         r, c = r[order], c[order]
         start = np.cumsum(cnt) - cnt
         index[k, r, np.arange(r.size) - start[r]] = c
     return torch.from_numpy(np.stack(counts).astype(np.int32)), torch.from_numpy(index)
 
 
-def _group_tiles(per_tile: dict[int, tuple[np.ndarray, np.ndarray]], g: int
+def _group_tiles(per_tile: list[tuple[np.ndarray, np.ndarray]], g: int
                  ) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
     """One class's key tiles in groups of up to g (``ComponentPlan.key_groups``).
 
     ``per_tile[k]`` = (query tiles reading key tile k fully, partially), each sorted. Returns
     per group (member tiles, query tiles full for every member, the other query tiles).
     """
-    reads = {k: np.union1d(f, p) for k, (f, p) in per_tile.items()}
-    order = sorted(per_tile,
+    reads = [np.union1d(f, p) for f, p in per_tile]
+    order = sorted(range(len(per_tile)),
                    key=lambda k: (-reads[k].size, reads[k][0] if reads[k].size else 0, k))
     groups: list[list[int]] = []
     for k in order:
@@ -264,12 +244,6 @@ def _group_tiles(per_tile: dict[int, tuple[np.ndarray, np.ndarray]], g: int
             full = np.intersect1d(full, per_tile[k][0], assume_unique=True)
         out.append((members, full, np.setdiff1d(union, full, assume_unique=True)))
     return out
-
-
-def _sole_pairs(b: np.ndarray, full: np.ndarray, n_key_tiles: int) -> np.ndarray:
-    """bool per active tile (a, b) of a class: partial, and key tile b has no other reader."""
-    readers = np.bincount(b, minlength=n_key_tiles)
-    return ~full & (readers[b] == 1)
 
 
 def _subset(a: np.ndarray, b: np.ndarray) -> bool:
@@ -389,14 +363,10 @@ def _component(members: list[tuple[int, tuple[Term, ...]]], order: int, n: int, 
         head_class.append(classes.index(terms))
     pairs = [_class_pairs(terms, n, qb, kb) for terms in classes]
     fc, fi = _csr([(a[f], b[f]) for a, b, f in pairs], n // qb)
-    sole = [_sole_pairs(b, f, n // kb)[~f] for _, b, f in pairs]  # per partial entry
-    pc, pi = _csr([(a[~f], b[~f]) for a, b, f in pairs], n // qb, last=sole)
-    sc = np.stack([np.bincount(a[~f][s], minlength=n // qb)
-                   for (a, _, f), s in zip(pairs, sole)])
+    pc, pi = _csr([(a[~f], b[~f]) for a, b, f in pairs], n // qb)
     return ComponentPlan(
         heads=tuple(h for h, _ in members), order=order, terms=tuple(classes),
         head_class=torch.tensor(head_class, dtype=torch.int32),
         full_count=fc, full_index=fi, partial_count=pc, partial_index=pi,
-        sole_count=torch.from_numpy(sc.astype(np.int32)),
         pairs=pairs, n_ctx=n, q_block=qb, k_block=kb,
     )

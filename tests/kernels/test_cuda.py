@@ -63,16 +63,15 @@ def test_triton_vs_float64_bf16(pattern):
 
 def test_fixed_wide_key_groups_vs_float64():
     """From ~6k positions the fixed pattern's dK/dV programs take the summary tiles of 4
-    blocks at once (``ComponentPlan.key_groups``), with an empty slot in the last group,
-    launched heaviest first across heads (``key_skewed``); the dQ programs write the dK/dV of
-    each block's other tiles, which only that block's query tile reads (``sole``)."""
+    blocks at once (``ComponentPlan.key_groups``), with empty slots among the short tiles,
+    launched heaviest first across heads (``key_skewed``)."""
     from sparse_transformer.kernels import dispatch
 
     pattern = P.fixed(128, 32, 4)
     prepared = dispatch.prepare(pattern, 6144, 4, 64, 64, torch.bfloat16, "cuda", "triton")
     comp = prepared.tables.components[0]
     assert comp.key_tiles.shape[-1] == 4 and bool((comp.key_tiles == -1).any())
-    assert comp.key_skewed and comp.sole and comp.n_key_groups == 12
+    assert comp.key_skewed
     _check_backend(pattern, "triton", torch.bfloat16, B=1, H=4, N=6144)
 
 
@@ -100,11 +99,11 @@ def test_lean_and_plain_loops_vs_float64(pattern, lean, monkeypatch):
 
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],
                          ids=lambda p: p.name)
-def test_delta_launch_and_no_sole_tiles_vs_float64(pattern, monkeypatch):
-    """The backward as it was before the dQ programs took Delta and the sole-reader key tiles
-    (``CONFIG["dq"]``: a Delta launch, every key tile in a dK/dV program), kept for
-    benchmarks, against float64, bf16; the default path is ``test_triton_vs_float64_bf16``."""
-    _check_under_config(pattern, {"dq": {"sole": 0, "fused_delta": 0}}, monkeypatch)
+def test_delta_launch_vs_float64(pattern, monkeypatch):
+    """Delta in a launch of its own (``CONFIG["dq"]["fused_delta"] = 0``, the backward before
+    the dQ programs computed it; kept for benchmarks) against float64, bf16. The default, Delta
+    in the dQ programs, is ``test_triton_vs_float64_bf16``."""
+    _check_under_config(pattern, {"dq": {"fused_delta": 0}}, monkeypatch)
 
 
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],

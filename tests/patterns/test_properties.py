@@ -70,11 +70,6 @@ def test_plan_is_exact(case, n, mult, q_block, k_block, reorder):
                 fi = cp.full_index[c, a, :fc].numpy()
                 pi = cp.partial_index[c, a, :pc].numpy()
                 assert len(set(fi) | set(pi)) == fc + pc, "a tile listed twice"
-                # the trailing sole-reader entries: partial tiles no other query tile reads
-                sole = pi[pc - int(cp.sole_count[c, a]):]
-                readers = (cp.pairs[c][1][:, None] == sole[None, :]).sum(0)
-                assert (readers == 1).all(), "a sole tile has another reader"
-                assert not set(pi[:pc - len(sole)]) & set(np.nonzero(cp.sole_tiles()[c])[0])
                 got[a, fi] = got[a, pi] = True
                 full[a, fi] = True
             assert np.array_equal(got, any_[k]), f"tiles of head {h}, order {cp.order}"
@@ -101,23 +96,20 @@ def test_plan_is_exact(case, n, mult, q_block, k_block, reorder):
 @settings(max_examples=40, deadline=None)
 @given(case=pattern_with_rule(), n=st.integers(1, 300), mult=st.integers(1, 2),
        k_block=st.sampled_from([1, 4, 8]), group=st.sampled_from([1, 2, 4]),
-       overhead=st.sampled_from([1.0, 1.1, 4.0]), skip_sole=st.booleans())
-def test_key_groups_cover_the_key_side(case, n, mult, k_block, group, overhead, skip_sole):
-    """dK/dV groups (``key_groups``): every key tile in exactly one group of one class (but
-    the sole-reader tiles, with ``skip_sole``, in none); a group's lists hold every query tile
-    reading any member, each once; full only where full for every member."""
+       overhead=st.sampled_from([1.0, 1.1, 4.0]))
+def test_key_groups_cover_the_key_side(case, n, mult, k_block, group, overhead):
+    """dK/dV groups (``key_groups``): every key tile in exactly one group of one class; a
+    group's lists hold every query tile reading any member, each once; full only where full
+    for every member."""
     p = case[0]
     plan = p.plan(n, p.head_multiple * mult, 4 * k_block, k_block)
     for cp in plan.components:
         kfc, kfi, kpc, kpi = (x.numpy() for x in cp.key_side())
-        tiles, fc, fi, pc, pi = (x.numpy() for x in cp.key_groups(group, overhead, skip_sole))
-        sole = cp.sole_tiles()
+        tiles, fc, fi, pc, pi = (x.numpy() for x in cp.key_groups(group, overhead))
         assert tiles.shape[-1] <= group
         for c in range(tiles.shape[0]):
             members = tiles[c][tiles[c] >= 0]
-            expected = [k for k in range(cp.n_key_tiles) if not (skip_sole and sole[c, k])]
-            assert sorted(members.tolist()) == expected
-            assert int(sole[c].sum()) == int(cp.sole_count[c].sum())
+            assert sorted(members.tolist()) == list(range(cp.n_key_tiles))
             for gi, row in enumerate(tiles[c]):
                 full = set(fi[c, gi, :fc[c, gi]].tolist())
                 part = set(pi[c, gi, :pc[c, gi]].tolist())
