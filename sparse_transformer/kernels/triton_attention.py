@@ -88,8 +88,8 @@ def _launch(name: str, dp: int, dtype: torch.dtype, kb: int = 32, skewed: bool =
 
     Lean loops (``lean``; ``_lean``): 0 never, 1 where a component's rows are long (the
     default), 2 always. ``fused_delta`` (dQ): 1 (the default) the dQ programs compute Delta,
-    0 a launch of its own does (before the ninth session: on an H100 the fused form was 0.2-2.4%
-    faster per forward + backward, benchmarks/NOTES.md).
+    0 a launch of its own does, as before the ninth session (on an H100 the fused form was
+    0-2.4% faster per forward + backward, benchmarks/NOTES.md).
 
     Grid order (``slots_x``, see ``_grid``): forward and dQ start the heaviest query tile of
     every head first (fixed -10%, causal -12% at 2 x 12,288 on an H100, the rest unchanged).
