@@ -107,7 +107,7 @@ def check(pattern: P.Pattern, N: int = 2048) -> float:
     q64, k64, v64 = (x.view(1, N, H, D).transpose(1, 2) for x in b64.split(H * D, dim=-1))
     ref = masked_softmax_attention(q64, k64, v64, pattern.mask(N, H).to(DEV), D ** -0.5)[0]
     (g64,) = torch.autograd.grad(ref, b64, go.double())
-    return max(float((a.detach().double() - r).abs().max() / r.abs().max())
+    return max(float((a.detach().double() - r.detach()).abs().max() / r.detach().abs().max())
                for a, r in ((out, ref), (grad, g64)))
 
 
