@@ -76,6 +76,9 @@ VARIANTS = {
     # were 22-55% slower all the same (NOTES.md, ninth session)
     "g2w8": {"fwd": {"num_warps": 8}, "dq": {"num_warps": 8}},
     "dq-g2w8": {"dq": {"num_warps": 8}},
+    # 64-row query tiles (ptxas: no spill in the forward, 40 bytes in dQ, against 112 and 468
+    # at 128 rows), dK/dV programs still over 4 key tiles; untimed when written
+    "q64": {"tiles": {"q_block": 64}, "dkdv": {"key_tiles": 4}},
 }
 RUNS = ("fixed:default+delta-launch,split:default+delta-launch,"
         "local:default+delta-launch,causal:default+delta-launch")

@@ -65,12 +65,18 @@ def block_sizes(head_dim: int, dtype: torch.dtype, device: torch.device) -> tupl
     and are gathered several at a time in the kernel. Query tiles of 128 rows match stride
     l = 128 and give wide matrix products; float32 or wide heads use 64 rows to fit shared
     memory. The interpreter (CPU) uses small tiles: same code paths, less Python work.
+    ``CONFIG["tiles"]`` (``q_block``, ``k_block``; powers of two >= 16) overrides them for
+    benchmarks: at 128-row query tiles the 4-warp forward and dQ spill registers
+    (``benchmarks/ptxas_usage.py``), which 64-row tiles would not; read when tables are built.
     """
     if device.type != "cuda":
-        return 32, 16
-    if dtype == torch.float32 or head_dim > 128:
-        return 64, 32
-    return 128, 32
+        sizes = (32, 16)
+    elif dtype == torch.float32 or head_dim > 128:
+        sizes = (64, 32)
+    else:
+        sizes = (128, 32)
+    tiles = CONFIG.get("tiles", {})
+    return tiles.get("q_block", sizes[0]), tiles.get("k_block", sizes[1])
 
 
 def _pow2(n: int) -> int:

@@ -237,11 +237,12 @@ def test_custom_ops_and_compile():
     {"fwd": {"lean": 0, "gather": 4}, "dq": {"lean": 0}},  # every gather masked (no tail split)
     {"fwd": {"lean": 2, "gather": 4}, "dq": {"lean": 2}},  # lean loops at any row length
     {"dq": {"fused_delta": 0}},  # Delta in a launch of its own (before the ninth session)
+    {"tiles": {"q_block": 16}},  # query tiles as narrow as the key tiles (block_sizes)
 ])
 def test_launch_variants(config, monkeypatch):
-    """Both dK/dV accumulator layouts, other gather widths, both grid orders and both forms
-    of the forward and dQ loops compute the same function (at these sizes the default takes
-    the plain loops: rows are short)."""
+    """Both dK/dV accumulator layouts, other gather widths, both grid orders, both forms of
+    the forward and dQ loops, Delta in its own launch and narrower query tiles compute the
+    same function (at these sizes the default takes the plain loops: rows are short)."""
     monkeypatch.setattr(T, "CONFIG", config)
     _check(P.fixed(16, 4, 2), 64, 2, torch.float32)  # 16-wide key tiles
     _check(P.causal(), 64, 1, torch.float32)  # key tiles grouped by 2
