@@ -15,6 +15,7 @@
 #   bash benchmarks/device_issue18.sh final8   # host cost, the enwik8 default step
 #   bash benchmarks/device_issue18.sh close8   # split's call at batch 4, 1M positions
 #   bash benchmarks/device_issue18.sh final9   # Delta in the dQ programs: kernel tests, A/B, step
+#   bash benchmarks/device_issue18.sh q64      # 64-row query tiles A/B, then every CUDA test
 set -u
 out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
@@ -194,6 +195,15 @@ final9)
     timeout 45 python3 benchmarks/kernel_stages.py --out "$out/ks" --shapes 12288x2 --runs \
         "fixed:default+delta-launch,split:default+delta-launch" >> "$log" 2>&1
     enwik8_default 90 75
+    ;;
+q64)
+    # Tenth session: 64-row query tiles (ptxas: no forward spills) against the default 128,
+    # then the whole CUDA suite at this commit.
+    stage "kernel stages: 64-row query tiles"
+    timeout 150 python3 benchmarks/kernel_stages.py --out "$out/ks" --shapes 12288x2,16384x4 \
+        --runs "fixed:default+q64+q64-tiles+q64-g4,causal:default+q64+q64-g4,split:default+q64,local:default+q64" \
+        >> "$log" 2>&1
+    cuda_tests 400
     ;;
 final8)
     stage "host cost (replayed)"

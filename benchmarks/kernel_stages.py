@@ -79,6 +79,11 @@ VARIANTS = {
     # 64-row query tiles (ptxas: no spill in the forward, 40 bytes in dQ, against 112 and 468
     # at 128 rows), dK/dV programs still over 4 key tiles; untimed when written
     "q64": {"tiles": {"q_block": 64}, "dkdv": {"key_tiles": 4}},
+    # the same tiles with the dK/dV groups the table picks, and with 4 key tiles gathered per
+    # forward / dQ iteration (half the rows: twice the keys per step keeps the products wide)
+    "q64-tiles": {"tiles": {"q_block": 64}},
+    "q64-g4": {"tiles": {"q_block": 64}, "dkdv": {"key_tiles": 4},
+               "fwd": {"gather": 4}, "dq": {"gather": 4}},
 }
 RUNS = ("fixed:default+delta-launch,split:default+delta-launch,"
         "local:default+delta-launch,causal:default+delta-launch")
