@@ -16,6 +16,7 @@
 #   bash benchmarks/device_issue18.sh close8   # split's call at batch 4, 1M positions
 #   bash benchmarks/device_issue18.sh final9   # Delta in the dQ programs: kernel tests, A/B, step
 #   bash benchmarks/device_issue18.sh q64      # 64-row query tiles A/B, then every CUDA test
+#   bash benchmarks/device_issue18.sh short    # short rows' 64-row forward/dQ tiles: tests, A/B, step
 set -u
 out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
@@ -204,6 +205,22 @@ q64)
         --runs "fixed:default+q64+q64-tiles+q64-g4,causal:default+q64+q64-g4,split:default+q64,local:default+q64" \
         >> "$log" 2>&1
     cuda_tests 400
+    ;;
+short)
+    # Tenth session: short-row components (local, strided) run forward and dQ on 64-row query
+    # tiles under 128-row dK/dV lists (triton_attention.short_row_q_block); q128 = before.
+    stage "CUDA tests of the Triton kernels"
+    timeout 150 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
+        -k "triton_vs_float64_bf16 or short_row or direct" > "$out/kernel-tests.txt" 2>&1
+    tail -3 "$out/kernel-tests.txt" >> "$log"
+    stage "kernel stages: short rows' tiles against 128 rows throughout"
+    timeout 90 python3 benchmarks/kernel_stages.py --out "$out/ks" --shapes 12288x2,16384x4 \
+        --runs "split:default+q128,local:default+q128,merge:default+q128" >> "$log" 2>&1
+    enwik8_default 100 85
+    stage "enwik8 default step, 128-row tiles throughout (q128)"
+    timeout 80 python3 benchmarks/model_step.py --shapes enwik8 --modes default \
+        --only "dense,strided split,strided merge" --budget 65 --out "$out/ms-q128" \
+        --config '{"tiles": {"short_q_block": 128}}' >> "$log" 2>&1
     ;;
 final8)
     stage "host cost (replayed)"

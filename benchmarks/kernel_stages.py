@@ -41,6 +41,7 @@ H, D = 8, 64
 PATTERNS = {  # short name -> (pattern, its name in benchmarks/results/attention.json)
     "fixed": (P.fixed(128, 32, 4), "fixed(128,32,4)"),
     "split": (P.strided(128, "split"), "strided(128,split)"),
+    "merge": (P.strided(128, "merge"), "strided(128,merge)"),
     "local": (P.local(128), "local(128)"),
     "causal": (P.causal(), "causal"),
 }
@@ -76,9 +77,12 @@ VARIANTS = {
     # were 22-55% slower all the same (NOTES.md, ninth session)
     "g2w8": {"fwd": {"num_warps": 8}, "dq": {"num_warps": 8}},
     "dq-g2w8": {"dq": {"num_warps": 8}},
-    # 64-row query tiles (ptxas: no spill in the forward, 40 bytes in dQ, against 112 and 468
-    # at 128 rows), dK/dV programs still over 4 key tiles; untimed when written
+    # 64-row query tiles everywhere (ptxas: no spill in the forward, 40 bytes in dQ, against
+    # 112 and 468 at 128 rows), dK/dV programs still over 4 key tiles: dK/dV much slower
     "q64": {"tiles": {"q_block": 64}, "dkdv": {"key_tiles": 4}},
+    # 128-row query tiles in every launch: the default before short-row components' forward
+    # and dQ took 64 (triton_attention.short_row_q_block, tenth session)
+    "q128": {"tiles": {"short_q_block": 128}},
     # the same tiles with the dK/dV groups the table picks, and with 4 key tiles gathered per
     # forward / dQ iteration (half the rows: twice the keys per step keeps the products wide)
     "q64-tiles": {"tiles": {"q_block": 64}},

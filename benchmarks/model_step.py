@@ -191,7 +191,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="append each row's one-step profile to OUT/profiles.txt")
     ap.add_argument("--out", type=Path, help="folder for model-step.json")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
+    ap.add_argument("--config", type=json.loads, default={},
+                    help="JSON launch settings for the Triton kernels (triton_attention.CONFIG, "
+                         "e.g. '{\"tiles\": {\"short_q_block\": 128}}'), kept in each row")
     args = ap.parse_args(argv)
+    if args.config:
+        from sparse_transformer.kernels import triton_attention
+        triton_attention.CONFIG.update(args.config)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     shapes = ["smoke"] if args.smoke else args.shapes.split(",")
     modes = ["eager-recompute", "compiled-norecompute"] if args.smoke else args.modes.split(",")
@@ -224,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                        "device": result["machine"]["gpu"] or "cpu",
                        "commit": os.environ.get("COMMIT", "unknown"),
                        "backend": backend, "compiled": compiled, "recompute": recompute}
+                if args.config:
+                    row["config"] = args.config
                 try:
                     model, batch, n_ctx = build(shape, pattern, backend, recompute, compiled,
                                                 device, compile_options(shape, mode))

@@ -79,6 +79,26 @@ def block_sizes(head_dim: int, dtype: torch.dtype, device: torch.device) -> tupl
     return tiles.get("q_block", sizes[0]), tiles.get("k_block", sizes[1])
 
 
+def short_row_q_block(q_block: int, k_block: int, dtype: torch.dtype, device: torch.device
+                      ) -> int:
+    """Query-tile rows of the forward and dQ launches of components whose rows are short
+    (``_long_rows``: local and strided, not fixed or causal); their dK/dV launch keeps
+    ``q_block``-row tiles.
+
+    Short rows give a 128-row program few key tiles to walk, so half-height tiles double the
+    programs at the same work per row: on an H200 at 2 x 12,288, strided split's forward + dQ
+    went 0.227 -> 0.197 ms and local's 0.213 -> 0.170. Their dK/dV launch, given 64-row query
+    tiles too, went 0.155 -> 0.159 and 0.151 -> 0.214 ms, and fixed's and causal's every
+    kernel got slower (benchmarks/kernel_stages.py variant q64; NOTES.md, 6 Dec, tenth
+    session), hence tiles per launch and per component. Half of 128 on CUDA in 16-bit types
+    (what was measured), half of the interpreter's tiles (so the CPU tests run this path), else
+    ``q_block``; ``CONFIG["tiles"]["short_q_block"]`` overrides (``q_block``: off).
+    """
+    measured = device.type != "cuda" or (q_block == 128 and dtype != torch.float32)
+    default = q_block // 2 if measured and q_block >= 2 * k_block else q_block
+    return int(CONFIG.get("tiles", {}).get("short_q_block", default))
+
+
 def _pow2(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
@@ -145,6 +165,7 @@ class ComponentTables:
     long_rows: int  # 1: query tiles walk long lists: forward and dQ take the lean loop (_lean)
     stride: int  # 0: natural order; l: reordered by stride l
     groups: int  # n_pad // l (1 in natural order)
+    q_block: int  # rows of query_side's tiles (forward, dQ); key_side's: PlanTables.q_block
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.slot_head, self.slot_class, self.slot_merge, *self.query_side,
@@ -152,10 +173,10 @@ class ComponentTables:
 
     def ints(self) -> tuple[int, ...]:
         return (*self.kinds, self.n_slots, self.n_query_tiles, self.n_key_groups,
-                self.key_skewed, self.long_rows, self.stride, self.groups)
+                self.key_skewed, self.long_rows, self.stride, self.groups, self.q_block)
 
 
-_TENSORS, _INTS = 13, 11  # per component, in the order of ``tensors()`` and ``ints()``
+_TENSORS, _INTS = 13, 12  # per component, in the order of ``tensors()`` and ``ints()``
 # The compiled path (the custom ops below, which torch.compile calls) rebuilds its tables from
 # their flat form on every call, so it cannot keep a per-plan cache: it launches through this
 # one. Sharing is safe because a launch key holds every argument Triton specializes on by value
@@ -166,6 +187,10 @@ SHARED_LAUNCHES = Launches(limit=512, enabled=not INTERPRETED)
 @dataclass(frozen=True)
 class PlanTables:
     """Every component of one plan, in launch order, on one device.
+
+    ``q_block`` is the rows of the query tiles the dK/dV launches list (``key_side``); a
+    component's forward and dQ launches may take narrower tiles (``ComponentTables.q_block``,
+    ``short_row_q_block``).
 
     ``flat`` is the same as the custom ops take it: (tensors, ints), since a custom op's
     arguments are tensors, numbers and lists of them; ``unflatten`` undoes it.
@@ -258,8 +283,11 @@ def _lean(cfg: dict[str, int], c: "ComponentTables") -> bool:
     return cfg["lean"] == 2 or (cfg["lean"] == 1 and bool(c.long_rows))
 
 
-def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device
-                      ) -> ComponentTables:
+def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device,
+                      query_cp: ComponentPlan | None = None) -> ComponentTables:
+    """``cp``'s tables; the forward and dQ launches' (query side) from ``query_cp``, the same
+    component planned with narrower query tiles, where given."""
+    query_cp = query_cp or cp
     kinds = [t.rules for t in cp.terms[0]]
     if len(kinds) > MAX_TERMS:
         raise ValueError(f"triton backend: a head ORs {len(kinds)} terms; at most "
@@ -275,24 +303,36 @@ def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device
     return ComponentTables(
         slot_head=torch.tensor(cp.heads, **i32), slot_class=cp.head_class.to(**i32),
         slot_merge=torch.tensor(merge, **i32),
-        query_side=move((cp.full_count, cp.full_index, cp.partial_count, cp.partial_index)),
+        query_side=move((query_cp.full_count, query_cp.full_index, query_cp.partial_count,
+                         query_cp.partial_index)),
         key_tiles=key_tiles.to(**i32), key_side=move(key_side), params=params.to(**i32),
         kinds=codes,
-        n_slots=len(cp.heads), n_query_tiles=cp.n_query_tiles,
+        n_slots=len(cp.heads), n_query_tiles=query_cp.n_query_tiles,
         n_key_groups=int(key_side[0].shape[1]), key_skewed=int(_skewed(key_side)),
-        long_rows=int(_long_rows(cp)),
+        long_rows=int(_long_rows(query_cp)),
         stride=cp.order,
-        groups=cp.n_ctx // cp.order if cp.order else 1)
+        groups=cp.n_ctx // cp.order if cp.order else 1,
+        q_block=query_cp.q_block)
 
 
 def device_tables(pattern: Pattern, n: int, n_heads: int, q_block: int, k_block: int,
-                  device: torch.device) -> PlanTables:
-    """The plan of ``pattern`` at (n, heads, tiles) as device tables."""
+                  device: torch.device, short_q_block: int | None = None) -> PlanTables:
+    """The plan of ``pattern`` at (n, heads, tiles) as device tables; with ``short_q_block``
+    (< ``q_block``), the forward and dQ launches of its short-row components take query tiles
+    of that many rows (``short_row_q_block``), where the narrower plan pads alike."""
     plan = pattern.plan(n, n_heads, q_block, k_block)
+    narrow = None
+    if short_q_block and short_q_block < q_block and not all(map(_long_rows, plan.components)):
+        narrow = pattern.plan(n, n_heads, short_q_block, k_block)
+        if narrow.n_pad != plan.n_pad or [(c.heads, c.order) for c in narrow.components] != \
+                [(c.heads, c.order) for c in plan.components]:
+            narrow = None  # n not a multiple of q_block: the two plans pad differently
     seen: set[int] = set()
     comps = []
-    for cp in plan.components:
-        comps.append(_component_tables(cp, [int(h in seen) for h in cp.heads], device))
+    for i, cp in enumerate(plan.components):
+        query_cp = narrow.components[i] if narrow and not _long_rows(cp) else None
+        comps.append(_component_tables(cp, [int(h in seen) for h in cp.heads], device,
+                                       query_cp))
         seen.update(cp.heads)
     return PlanTables(plan.n_pad, q_block, k_block, tuple(comps),
                       launches=Launches(enabled=not INTERPRETED))
@@ -303,7 +343,8 @@ def prepare(pattern: Pattern, n: int, n_heads: int, head_dim: int, v_dim: int,
     """Check that the kernels can take this problem and build its device tables (once)."""
     check_support(dtype, head_dim, v_dim, device)
     qb, kb = block_sizes(max(head_dim, v_dim), dtype, device)
-    tables = device_tables(pattern, n, n_heads, qb, kb, device)
+    tables = device_tables(pattern, n, n_heads, qb, kb, device,
+                           short_row_q_block(qb, kb, dtype, device))
     return TritonAttention("triton", pattern, n, n_heads, tables=tables, flat=tables.flat,
                            upcast=INTERPRETED and dtype == torch.bfloat16)
 
@@ -400,7 +441,7 @@ def _forward_launches(q, k, v, out, lse, tabs: PlanTables, scale: float, key: tu
             q, k, v, out, lse, c.slot_head, c.slot_class, c.slot_merge, *c.query_side, c.params,
             *strides, scale * LOG2E, N, H, c.n_slots, D, DV, c.n_query_tiles,
             *_tile_ints(c, c.query_side)),
-            dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
+            dict(QB=c.q_block, KB=tabs.k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
                  SLOTS_X=slots_x, LEAN=_lean(cfg, c), **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
@@ -460,7 +501,7 @@ def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTab
                 *c.query_side, c.params,
                 *dq_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
                 *_tile_ints(c, c.query_side)),
-                dict(QB=tabs.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
+                dict(QB=c.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
                      SLOTS_X=slots_x, LEAN=_lean(cfg_dq, c), FUSED_DELTA=fused_delta,
                      **_term_constexprs(c, q.dtype)),
                 call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
@@ -589,4 +630,5 @@ def _launch_op(q, k, v, p: TritonAttention, scale: float) -> torch.Tensor:
 
 __all__ = ["block_sizes", "prepare", "sparse_attention", "sparse_attention_fwd",
            "sparse_attention_bwd", "forward_launches", "backward_launches", "device_tables",
+           "short_row_q_block",
            "PlanTables", "TritonAttention", "DETERMINISTIC", "CONFIG"]

@@ -106,6 +106,27 @@ def test_delta_launch_vs_float64(pattern, monkeypatch):
     _check_under_config(pattern, {"dq": {"fused_delta": 0}}, monkeypatch)
 
 
+@pytest.mark.parametrize("short", [64, 128], ids=["half-height", "one-height"])
+@pytest.mark.parametrize("pattern", [P.local(128), P.strided(128, "split")],
+                         ids=lambda p: p.name)
+def test_short_row_query_tiles_vs_float64(pattern, short, monkeypatch):
+    """Short-row components' forward and dQ on 64-row query tiles under 128-row dK/dV lists
+    (the default, ``short_row_q_block``) and on 128 rows throughout
+    (``CONFIG["tiles"]["short_q_block"] = 128``) against float64, bf16."""
+    from sparse_transformer.kernels import dispatch, triton_attention
+
+    config = {} if short == 64 else {"tiles": {"short_q_block": 128}}
+    monkeypatch.setattr(triton_attention, "CONFIG", config)
+    dispatch.PREPARED.clear()
+    try:
+        prepared = dispatch.prepare(pattern, 1000, 8, 64, 64, torch.bfloat16, "cuda", "triton")
+        assert prepared.tables.q_block == 128
+        assert {c.q_block for c in prepared.tables.components} == {short}
+        _check_backend(pattern, "triton", torch.bfloat16)
+    finally:
+        dispatch.PREPARED.clear()
+
+
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],
                          ids=lambda p: p.name)
 def test_atomic_dq_variant_vs_float64(pattern, monkeypatch):

@@ -270,6 +270,40 @@ def test_lean_loops_where_rows_are_long():
             [long] * len(tables.components), pattern.name
 
 
+def test_short_rows_take_half_height_query_tiles():
+    """At the enwik8 shape on CUDA's tiles, the forward and dQ of local and strided take 64-row
+    query tiles while their dK/dV lists keep 128-row ones; fixed and causal keep 128 rows
+    throughout. Where the narrower plan would pad differently, every launch keeps 128."""
+    cpu = torch.device("cpu")
+    for pattern, rows in ((P.fixed(128, 32, 4), 128), (P.causal(), 128), (P.local(128), 64),
+                          (P.strided(128, "split"), 64), (P.strided(128, "merge"), 64)):
+        tables = T.device_tables(pattern, 12288, 8, 128, 32, cpu, short_q_block=64)
+        assert tables.q_block == 128, pattern.name
+        for c in tables.components:
+            assert c.q_block == rows and c.n_query_tiles == 12288 // rows, pattern.name
+            assert c.query_side[0].shape[1] == 12288 // rows, pattern.name
+            listed = torch.cat([c.key_side[1].flatten(), c.key_side[3].flatten()])
+            assert int(listed.max()) < 12288 // 128, pattern.name  # dK/dV: 128-row tiles
+    uneven = T.device_tables(P.local(128), 12288 + 64, 8, 128, 32, cpu, short_q_block=64)
+    assert [c.q_block for c in uneven.components] == [128]
+
+
+@pytest.mark.parametrize("short", [True, False], ids=["half-height", "one-height"])
+def test_short_row_tiles_vs_float64(short, monkeypatch):
+    """Short-row components run their forward and dQ on half-height query tiles by default
+    (the interpreter's 16 rows against dK/dV's 32); CONFIG["tiles"]["short_q_block"] set to the
+    query tile's height turns that off. Both compute the same function."""
+    if not short:
+        monkeypatch.setattr(T, "CONFIG", {"tiles": {"short_q_block": 32}})
+    for pattern, n, H in ((P.local(20), 90, 1), (P.strided(8, "split"), 96, 2),
+                          (P.strided(8, "merge"), 64, 2)):
+        prepared = T.prepare(pattern, n, H, 16, 16, torch.float32, torch.device("cpu"))
+        expect = [16 if short else 32] * len(prepared.tables.components)
+        assert [c.q_block for c in prepared.tables.components] == expect, pattern.name
+        _check(pattern, n, H, torch.float32)
+    _check(P.local(20), 64, 2, torch.bfloat16, layout="contiguous")
+
+
 class _NotLaunched:
     def __init__(self, what: str):
         self.what = what
