@@ -17,6 +17,7 @@
 #   bash benchmarks/device_issue18.sh final9   # Delta in the dQ programs: kernel tests, A/B, step
 #   bash benchmarks/device_issue18.sh q64      # 64-row query tiles A/B, then every CUDA test
 #   bash benchmarks/device_issue18.sh short    # short rows' 64-row forward/dQ tiles: tests, A/B, step
+#   bash benchmarks/device_issue18.sh final10  # every CUDA test at the final commit, audio-65k step
 set -u
 out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
@@ -221,6 +222,12 @@ short)
     timeout 80 python3 benchmarks/model_step.py --shapes enwik8 --modes default \
         --only "dense,strided split,strided merge" --budget 65 --out "$out/ms-q128" \
         --config '{"tiles": {"short_q_block": 128}}' >> "$log" 2>&1
+    ;;
+final10)
+    cuda_tests 380
+    stage "audio-65k default (compile + CUDA graphs, no recompute)"
+    timeout 100 python3 benchmarks/model_step.py --shapes audio-65k --modes default \
+        --only "dense,strided split" --budget 85 --out "$out/ma" >> "$log" 2>&1
     ;;
 final8)
     stage "host cost (replayed)"
