@@ -224,7 +224,16 @@ short)
         --config '{"tiles": {"short_q_block": 128}}' >> "$log" 2>&1
     ;;
 final10)
-    cuda_tests 380
+    # Why split's step lost 9% on 64-row forward/dQ tiles (call 2) while its kernels gained 6%:
+    # one profiled step each way, then every CUDA test and the audio-65k step.
+    for cfg in '{}' '{"tiles": {"short_q_block": 128}}'; do
+        stage "enwik8 default step, strided split, profiled, CONFIG $cfg"
+        timeout 60 python3 benchmarks/model_step.py --shapes enwik8 --modes default \
+            --only "strided split" --warmup 2 --steps 3 --profile --config "$cfg" \
+            --out "$out/prof" >> "$log" 2>&1
+        mv "$out/prof/model-step.json" "$out/prof/model-step-$(echo "$cfg" | wc -c).json"
+    done
+    cuda_tests 340
     stage "audio-65k default (compile + CUDA graphs, no recompute)"
     timeout 100 python3 benchmarks/model_step.py --shapes audio-65k --modes default \
         --only "dense,strided split" --budget 85 --out "$out/ma" >> "$log" 2>&1

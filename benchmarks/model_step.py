@@ -171,6 +171,10 @@ def time_steps(model: SparseTransformer, batch: int, n_ctx: int, device: torch.d
             f.write(f"\n##### {model.cfg.attention} compiled={compiled} "
                     f"recompute={model.cfg.recompute}\n")
             f.write(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+            if device.type == "cuda":  # and by device time: which kernels the step waits on
+                f.write(f"\n##### {model.cfg.attention}: by device time\n")
+                f.write(prof.key_averages().table(sort_by="self_device_time_total",
+                                                  row_limit=25))
     return times, peak
 
 
