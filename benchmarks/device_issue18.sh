@@ -233,10 +233,10 @@ final10)
             --out "$out/prof" >> "$log" 2>&1
         mv "$out/prof/model-step.json" "$out/prof/model-step-$(echo "$cfg" | wc -c).json"
     done
-    cuda_tests 340
+    cuda_tests 360
     stage "audio-65k default (compile + CUDA graphs, no recompute)"
-    timeout 100 python3 benchmarks/model_step.py --shapes audio-65k --modes default \
-        --only "dense,strided split" --budget 85 --out "$out/ma" >> "$log" 2>&1
+    timeout 80 python3 benchmarks/model_step.py --shapes audio-65k --modes default \
+        --only "dense,strided split" --budget 70 --out "$out/ma" >> "$log" 2>&1
     ;;
 final8)
     stage "host cost (replayed)"
