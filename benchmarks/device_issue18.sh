@@ -17,7 +17,7 @@
 #   bash benchmarks/device_issue18.sh final9   # Delta in the dQ programs: kernel tests, A/B, step
 #   bash benchmarks/device_issue18.sh q64      # 64-row query tiles A/B, then every CUDA test
 #   bash benchmarks/device_issue18.sh short    # short rows' 64-row forward/dQ tiles: tests, A/B, step
-#   bash benchmarks/device_issue18.sh final10  # every CUDA test at the final commit, audio-65k step
+#   bash benchmarks/device_issue18.sh final10  # split's step profiled both ways, every CUDA test
 set -u
 out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
@@ -225,7 +225,7 @@ short)
     ;;
 final10)
     # Why split's step lost 9% on 64-row forward/dQ tiles (call 2) while its kernels gained 6%:
-    # one profiled step each way, then every CUDA test and the audio-65k step.
+    # one profiled step each way, then every CUDA test.
     for cfg in '{}' '{"tiles": {"short_q_block": 128}}'; do
         stage "enwik8 default step, strided split, profiled, CONFIG $cfg"
         timeout 60 python3 benchmarks/model_step.py --shapes enwik8 --modes default \
@@ -233,10 +233,7 @@ final10)
             --out "$out/prof" >> "$log" 2>&1
         mv "$out/prof/model-step.json" "$out/prof/model-step-$(echo "$cfg" | wc -c).json"
     done
-    cuda_tests 360
-    stage "audio-65k default (compile + CUDA graphs, no recompute)"
-    timeout 80 python3 benchmarks/model_step.py --shapes audio-65k --modes default \
-        --only "dense,strided split" --budget 70 --out "$out/ma" >> "$log" 2>&1
+    cuda_tests 300
     ;;
 final8)
     stage "host cost (replayed)"
