@@ -229,11 +229,11 @@ final10)
     for cfg in '{}' '{"tiles": {"short_q_block": 128}}'; do
         stage "enwik8 default step, strided split, profiled, CONFIG $cfg"
         timeout 60 python3 benchmarks/model_step.py --shapes enwik8 --modes default \
-            --only "strided split" --warmup 2 --steps 3 --profile --config "$cfg" \
+            --only "strided split" --warmup 1 --steps 2 --profile --config "$cfg" \
             --out "$out/prof" >> "$log" 2>&1
         mv "$out/prof/model-step.json" "$out/prof/model-step-$(echo "$cfg" | wc -c).json"
     done
-    cuda_tests 300
+    cuda_tests 250 --ignore tests/patterns/test_export_cuda.py  # Flex only: untouched here
     ;;
 final8)
     stage "host cost (replayed)"
