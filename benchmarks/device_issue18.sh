@@ -209,7 +209,8 @@ q64)
     ;;
 short)
     # Tenth session: short-row components (local, strided) run forward and dQ on 64-row query
-    # tiles under 128-row dK/dV lists (triton_attention.short_row_q_block); q128 = before.
+    # tiles under 128-row dK/dV lists (triton_attention.short_row_q_block), the default at
+    # this stage's commit (30ac3c8) only; q128 = 128 rows throughout, the default before and after.
     stage "CUDA tests of the Triton kernels"
     timeout 150 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
         -k "triton_vs_float64_bf16 or short_row or direct" > "$out/kernel-tests.txt" 2>&1
@@ -231,6 +232,7 @@ final10)
         timeout 60 python3 benchmarks/model_step.py --shapes enwik8 --modes default \
             --only "strided split" --warmup 1 --steps 2 --profile --config "$cfg" \
             --out "$out/prof" >> "$log" 2>&1
+        # model-step-3.json: {}; model-step-34.json: q128 (named by the config's length)
         mv "$out/prof/model-step.json" "$out/prof/model-step-$(echo "$cfg" | wc -c).json"
     done
     cuda_tests 250 --ignore tests/patterns/test_export_cuda.py  # Flex only: untouched here

@@ -80,8 +80,10 @@ VARIANTS = {
     # 64-row query tiles everywhere (ptxas: no spill in the forward, 40 bytes in dQ, against
     # 112 and 468 at 128 rows), dK/dV programs still over 4 key tiles: dK/dV much slower
     "q64": {"tiles": {"q_block": 64}, "dkdv": {"key_tiles": 4}},
-    # 128-row query tiles in every launch: the default before short-row components' forward
-    # and dQ took 64 (triton_attention.short_row_q_block, tenth session)
+    # short-row components' forward and dQ on 64-row tiles, dK/dV on 128
+    # (triton_attention.short_row_q_block; off by default); q128 = 128 rows in every launch,
+    # which is the default (at 30ac3c8 only, short64 was the default and q128 the old one)
+    "short64": {"tiles": {"short_q_block": 64}},
     "q128": {"tiles": {"short_q_block": 128}},
     # the same tiles with the dK/dV groups the table picks, and with 4 key tiles gathered per
     # forward / dQ iteration (half the rows: twice the keys per step keeps the products wide)

@@ -79,24 +79,23 @@ def block_sizes(head_dim: int, dtype: torch.dtype, device: torch.device) -> tupl
     return tiles.get("q_block", sizes[0]), tiles.get("k_block", sizes[1])
 
 
-def short_row_q_block(q_block: int, k_block: int, dtype: torch.dtype, device: torch.device
-                      ) -> int:
+def short_row_q_block(q_block: int) -> int:
     """Query-tile rows of the forward and dQ launches of components whose rows are short
-    (``_long_rows``: local and strided, not fixed or causal); their dK/dV launch keeps
-    ``q_block``-row tiles.
+    (``_long_rows``: local and strided, not fixed or causal), under dK/dV lists that keep
+    ``q_block``-row tiles. Off by default (``q_block``); ``CONFIG["tiles"]["short_q_block"]``
+    (e.g. 64) turns it on, for benchmarks.
 
     Short rows give a 128-row program few key tiles to walk, so half-height tiles double the
-    programs at the same work per row: on an H200 at 2 x 12,288, strided split's forward + dQ
-    went 0.227 -> 0.197 ms and local's 0.213 -> 0.170. Their dK/dV launch, given 64-row query
-    tiles too, went 0.155 -> 0.159 and 0.151 -> 0.214 ms, and fixed's and causal's every
-    kernel got slower (benchmarks/kernel_stages.py variant q64; NOTES.md, 6 Dec, tenth
-    session), hence tiles per launch and per component. Half of 128 on CUDA in 16-bit types
-    (what was measured), half of the interpreter's tiles (so the CPU tests run this path), else
-    ``q_block``; ``CONFIG["tiles"]["short_q_block"]`` overrides (``q_block``: off).
+    programs at the same work per row. On an H100 at 2 x 12,288, one forward + backward:
+    strided split 0.443 -> 0.418 ms, local 0.428 -> 0.382, strided merge 0.849 -> 0.797; in
+    the enwik8 step's profile the attention kernels went 11.73 -> 11.05 ms of device time.
+    But the step itself (compile + CUDA graphs) ran strided split at 63.8 ms against 58.4
+    without it, in separate processes, for reasons not found before the device time ran out
+    (benchmarks/NOTES.md, 6 Dec, tenth session), so the default stays one tile height.
+    Query tiles of 64 rows in every launch (``CONFIG["tiles"]["q_block"]``) made every dK/dV
+    and fixed's and causal's every kernel slower, hence the height per launch and component.
     """
-    measured = device.type != "cuda" or (q_block == 128 and dtype != torch.float32)
-    default = q_block // 2 if measured and q_block >= 2 * k_block else q_block
-    return int(CONFIG.get("tiles", {}).get("short_q_block", default))
+    return int(CONFIG.get("tiles", {}).get("short_q_block", q_block))
 
 
 def _pow2(n: int) -> int:
@@ -343,8 +342,7 @@ def prepare(pattern: Pattern, n: int, n_heads: int, head_dim: int, v_dim: int,
     """Check that the kernels can take this problem and build its device tables (once)."""
     check_support(dtype, head_dim, v_dim, device)
     qb, kb = block_sizes(max(head_dim, v_dim), dtype, device)
-    tables = device_tables(pattern, n, n_heads, qb, kb, device,
-                           short_row_q_block(qb, kb, dtype, device))
+    tables = device_tables(pattern, n, n_heads, qb, kb, device, short_row_q_block(qb))
     return TritonAttention("triton", pattern, n, n_heads, tables=tables, flat=tables.flat,
                            upcast=INTERPRETED and dtype == torch.bfloat16)
 

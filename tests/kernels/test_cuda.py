@@ -111,11 +111,11 @@ def test_delta_launch_vs_float64(pattern, monkeypatch):
                          ids=lambda p: p.name)
 def test_short_row_query_tiles_vs_float64(pattern, short, monkeypatch):
     """Short-row components' forward and dQ on 64-row query tiles under 128-row dK/dV lists
-    (the default, ``short_row_q_block``) and on 128 rows throughout
-    (``CONFIG["tiles"]["short_q_block"] = 128``) against float64, bf16."""
+    (``CONFIG["tiles"]["short_q_block"] = 64``, ``short_row_q_block``) and on 128 rows
+    throughout (the default) against float64, bf16."""
     from sparse_transformer.kernels import dispatch, triton_attention
 
-    config = {} if short == 64 else {"tiles": {"short_q_block": 128}}
+    config = {"tiles": {"short_q_block": 64}} if short == 64 else {}
     monkeypatch.setattr(triton_attention, "CONFIG", config)
     dispatch.PREPARED.clear()
     try:

@@ -290,11 +290,11 @@ def test_short_rows_take_half_height_query_tiles():
 
 @pytest.mark.parametrize("short", [True, False], ids=["half-height", "one-height"])
 def test_short_row_tiles_vs_float64(short, monkeypatch):
-    """Short-row components run their forward and dQ on half-height query tiles by default
-    (the interpreter's 16 rows against dK/dV's 32); CONFIG["tiles"]["short_q_block"] set to the
-    query tile's height turns that off. Both compute the same function."""
-    if not short:
-        monkeypatch.setattr(T, "CONFIG", {"tiles": {"short_q_block": 32}})
+    """With CONFIG["tiles"]["short_q_block"] (off by default), short-row components run their
+    forward and dQ on half-height query tiles (here the interpreter's 16 rows against dK/dV's
+    32). Both forms compute the same function."""
+    if short:
+        monkeypatch.setattr(T, "CONFIG", {"tiles": {"short_q_block": 16}})
     for pattern, n, H in ((P.local(20), 90, 1), (P.strided(8, "split"), 96, 2),
                           (P.strided(8, "merge"), 64, 2)):
         prepared = T.prepare(pattern, n, H, 16, 16, torch.float32, torch.device("cpu"))
