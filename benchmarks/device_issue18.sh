@@ -18,6 +18,7 @@
 #   bash benchmarks/device_issue18.sh q64      # 64-row query tiles A/B, then every CUDA test
 #   bash benchmarks/device_issue18.sh short    # short rows' 64-row forward/dQ tiles: tests, A/B, step
 #   bash benchmarks/device_issue18.sh final10  # split's step profiled both ways, every CUDA test
+#   bash benchmarks/device_issue18.sh abab     # split's step, short-row tiles off/on/off/on (processes)
 set -u
 out="${OUT:-/tmp}"
 export PYTHONUNBUFFERED=1 COMMIT="${COMMIT:-unknown}"
@@ -236,6 +237,20 @@ final10)
         mv "$out/prof/model-step.json" "$out/prof/model-step-$(echo "$cfg" | wc -c).json"
     done
     cuda_tests 250 --ignore tests/patterns/test_export_cuda.py  # Flex only: untouched here
+    ;;
+abab)
+    # NOTES.md, tenth session, Open 1: is split's 9% step loss with short-row tiles real? Four
+    # processes, off / on / off / on, each timing dense and split (10 steps) and nothing else,
+    # so neither side runs after another model's graphs. ~40 s a process on an H100.
+    for i in 1 2; do
+        for cfg in '{}' '{"tiles": {"short_q_block": 64}}'; do
+            name="off"; [ "$cfg" = '{}' ] || name="short64"
+            stage "enwik8 default step, dense and strided split, $name, round $i"
+            timeout 90 python3 benchmarks/model_step.py --shapes enwik8 --modes default \
+                --only "dense,strided split" --steps 10 --config "$cfg" \
+                --out "$out/ab-$i-$name" >> "$log" 2>&1
+        done
+    done
     ;;
 final8)
     stage "host cost (replayed)"
