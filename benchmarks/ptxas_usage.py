@@ -53,6 +53,10 @@ VARIANTS = [
     ("dq", "default, 8 warps", {"GATHER": 2, "LEAN": True, "FUSED_DELTA": True}, 8, 3),
     ("dkdv", "default (8 warps, 128 keys)", {"KEY_TILES": 4, "TRANS_ACC": True,
                                             "ATOMIC_DQ": False}, 8, 3),
+    *[("dkdv", f"keys on rows, {qs}-row steps", {"KEY_TILES": 4, "TRANS_ACC": False,
+                                                 "KEY_ROWS": True, "QS": qs,
+                                                 "ATOMIC_DQ": False}, warps, 3)
+      for qs, warps in ((128, 8), (64, 8), (64, 4), (32, 4), (32, 8))],
 ]
 KERNELS = {"fwd": triton_fwd.fwd_kernel, "dq": triton_bwd.dq_kernel,
            "dkdv": triton_bwd.dkdv_kernel}
@@ -75,6 +79,18 @@ def _common() -> dict:
                 K3=kinds[3], PREC="tf32", REORDER=False, SLOTS_X=True)
 
 
+def _divisible(fn, signature: dict) -> dict:
+    """The divisibility a launch at the enwik8 shape specializes on: Triton marks every
+    pointer, and every integer argument whose value is a multiple of 16, ``tt.divisibility``
+    16. Here: the pointers, the strides (multiples of the head dim), N, D and DV. Without it the
+    masks along the head dim (``dk < D``) keep loads to one element each, which a launch on the
+    device does not have."""
+    ints = {"N", "D", "DV"}
+    return {(i,): [["tt.divisibility", 16]] for i, name in enumerate(fn.arg_names)
+            if signature[name].startswith("*") or name in ints
+            or (signature[name] == "i32" and re.fullmatch(r"s[a-z]{2,3}", name))}
+
+
 def usage(kernel: str, constexprs: dict, num_warps: int, num_stages: int) -> dict:
     fn = KERNELS[kernel]
     # constexprs left out take their defaults (as a launch does)
@@ -82,8 +98,10 @@ def usage(kernel: str, constexprs: dict, num_warps: int, num_stages: int) -> dic
                      if prm.is_constexpr and prm.has_default}, **constexprs}
     signature = {name: "constexpr" if name in constexprs else POINTERS.get(
         name, "fp32" if name.startswith("scale") else "i32") for name in fn.arg_names}
-    compiled = triton.compile(ASTSource(fn, signature, constexprs=constexprs), target=TARGET,
-                              options=dict(num_warps=num_warps, num_stages=num_stages))
+    compiled = triton.compile(ASTSource(fn, signature, constexprs=constexprs,
+                                        attrs=_divisible(fn, signature)),
+                              target=TARGET, options=dict(num_warps=num_warps,
+                                                          num_stages=num_stages))
     with tempfile.TemporaryDirectory() as tmp:
         ptx = Path(tmp) / "k.ptx"
         ptx.write_text(compiled.asm["ptx"])
@@ -95,7 +113,9 @@ def usage(kernel: str, constexprs: dict, num_warps: int, num_stages: int) -> dic
     num = lambda pattern: int(re.search(pattern, text).group(1))  # noqa: E731
     return {"registers": num(r"Used (\d+) registers"),
             "spill_stores": num(r"(\d+) bytes spill stores"),
-            "spill_loads": num(r"(\d+) bytes spill loads")}
+            "spill_loads": num(r"(\d+) bytes spill loads"),
+            # ptxas serializes the asynchronous matrix products where registers run short
+            "wgmma_serialized": "wgmma.mma_async instructions are serialized" in text}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                **usage(kernel, {**common, **extra}, warps, stages)}
         rows.append(row)
         print(f"{kernel:5s} {label:38s} {warps} warps, {stages} stages: {row['registers']} "
-              f"registers, spills {row['spill_stores']} B stored / {row['spill_loads']} B loaded",
-              flush=True)
+              f"registers, spills {row['spill_stores']} B stored / {row['spill_loads']} B loaded"
+              + (", wgmma serialized" if row["wgmma_serialized"] else ""), flush=True)
     if args.out:
         args.out.write_text(json.dumps({"triton": triton.__version__, "target": "sm_90a",
                                         "shape": "enwik8: bf16, head dim 64, fixed(128, 32, 4)",
