@@ -18,7 +18,8 @@
 #   bash benchmarks/device_issue18.sh q64      # 64-row query tiles A/B, then every CUDA test
 #   bash benchmarks/device_issue18.sh short    # short rows' 64-row forward/dQ tiles: tests, A/B, step
 #   bash benchmarks/device_issue18.sh final10  # split's step profiled both ways, every CUDA test
-#   bash benchmarks/device_issue18.sh keyrows  # dK/dV keys on rows: tests, A/B, the step under the best
+# (Eleventh session: stage "keyrows" ran at c13fdad -- the dK/dV kernel with its scores taken
+#  keys on rows, tried and removed; benchmarks/results/raw/2026-12-06-s11/commands.md.)
 #   bash benchmarks/device_issue18.sh abab     # split's step, short-row tiles off/on/off/on (processes)
 set -u
 out="${OUT:-/tmp}"
@@ -252,33 +253,6 @@ abab)
                 --out "$out/ab-$i-$name" >> "$log" 2>&1
         done
     done
-    ;;
-keyrows)
-    # Eleventh session: dK/dV scores with keys on rows (triton_bwd KEY_ROWS), whole query tiles
-    # or 64 / 32 rows a step, against the default; then the enwik8 default step, as it is and
-    # under the variant fastest on fixed at 2 x 12,288 (each in its own process).
-    kernel_tests "key_rows or triton_vs_float64_bf16"
-    stage "kernel stages: dK/dV keys on rows"
-    kr="key-rows+key-rows-q64+key-rows-q32+key-rows-q32-w4"
-    timeout 240 python3 benchmarks/kernel_stages.py --out "$out/ks" --shapes 12288x2,16384x4 \
-        --runs "fixed:default+$kr,causal:default+$kr,split:default+key-rows-q64+key-rows-q32,local:default+key-rows-q64+key-rows-q32,merge:default+key-rows-q64" \
-        >> "$log" 2>&1
-    best=$(python3 - "$out/ks/kernel-stages.json" <<'PY'
-import json, sys
-rows = [r for r in json.load(open(sys.argv[1]))["rows"]
-        if r["pattern"].startswith("fixed") and r["n_ctx"] == 12288 and r.get("variant")]
-top = min(rows, key=lambda r: r["total"])
-print(json.dumps(top.get("config") or {}))
-PY
-)
-    stage "enwik8 default step: default, then CONFIG $best"
-    timeout 100 python3 benchmarks/model_step.py --shapes enwik8 --modes default \
-        --only "dense,fixed,strided split,strided merge" --budget 85 --out "$out/ms" >> "$log" 2>&1
-    if [ "$best" != "{}" ]; then
-        timeout 100 python3 benchmarks/model_step.py --shapes enwik8 --modes default \
-            --only "dense,fixed,strided split,strided merge" --budget 85 --config "$best" \
-            --out "$out/ms-best" >> "$log" 2>&1
-    fi
     ;;
 final8)
     stage "host cost (replayed)"

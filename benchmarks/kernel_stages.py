@@ -90,14 +90,6 @@ VARIANTS = {
     "q64-tiles": {"tiles": {"q_block": 64}},
     "q64-g4": {"tiles": {"q_block": 64}, "dkdv": {"key_tiles": 4},
                "fwd": {"gather": 4}, "dq": {"gather": 4}},
-    # dK/dV scores with keys on rows (S^T = K Q^T: P^T and dS^T feed the dV and dK products
-    # from registers, not through shared memory), whole query tiles or 64 / 32 rows a step
-    # (ptxas, 8 warps: 255 registers, 164 B of spills and serialized products at 128 rows;
-    # 237 and 182 registers and no spill at 64 and 32; the default: 255 and 284 B)
-    "key-rows": {"dkdv": {"key_rows": 1}},
-    "key-rows-q64": {"dkdv": {"key_rows": 1, "q_rows": 64}},
-    "key-rows-q32": {"dkdv": {"key_rows": 1, "q_rows": 32}},
-    "key-rows-q32-w4": {"dkdv": {"key_rows": 1, "q_rows": 32, "num_warps": 4}},
 }
 RUNS = ("fixed:default+delta-launch,split:default+delta-launch,"
         "local:default+delta-launch,causal:default+delta-launch")

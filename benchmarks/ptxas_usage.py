@@ -53,10 +53,6 @@ VARIANTS = [
     ("dq", "default, 8 warps", {"GATHER": 2, "LEAN": True, "FUSED_DELTA": True}, 8, 3),
     ("dkdv", "default (8 warps, 128 keys)", {"KEY_TILES": 4, "TRANS_ACC": True,
                                             "ATOMIC_DQ": False}, 8, 3),
-    *[("dkdv", f"keys on rows, {qs}-row steps", {"KEY_TILES": 4, "TRANS_ACC": False,
-                                                 "KEY_ROWS": True, "QS": qs,
-                                                 "ATOMIC_DQ": False}, warps, 3)
-      for qs, warps in ((128, 8), (64, 8), (64, 4), (32, 4), (32, 8))],
 ]
 KERNELS = {"fwd": triton_fwd.fwd_kernel, "dq": triton_bwd.dq_kernel,
            "dkdv": triton_bwd.dkdv_kernel}

@@ -127,21 +127,13 @@ def _launch(name: str, dp: int, dtype: torch.dtype, kb: int = 32, skewed: bool =
     if dp > 64 or dtype == torch.float32:
         cfg.update(num_stages=2)
     if name == "dkdv":
-        cfg.update(slots_x=int(skewed), key_rows=0)
+        cfg["slots_x"] = int(skewed)
         if kb >= 64:
             cfg.update(num_warps=8, num_stages=3 if dp <= 64 else 2, trans_acc=1)
         else:
             cfg.update(num_warps=4, num_stages=2, trans_acc=1)
     cfg.update(CONFIG.get(name, {}))
     return cfg
-
-
-def _query_step(cfg: dict[str, int], q_block: int) -> int:
-    """Query rows per step of a dK/dV program: whole tiles, or ``q_rows`` of them at a time
-    where the scores are taken with keys on rows (``key_rows``)."""
-    if not cfg["key_rows"]:
-        return q_block
-    return max(16, min(q_block, int(cfg.get("q_rows", q_block))))
 
 
 def _grid(tiles: int, slots: int, cfg: dict[str, int]) -> tuple[tuple[int, int], bool]:
@@ -522,9 +514,7 @@ def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTab
             *dkdv_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_key_groups,
             *_tile_ints(c, c.key_side)),
             dict(QB=tabs.q_block, KB=tabs.k_block, KEY_TILES=key_tiles, DP=dp, DVP=dvp,
-                 TRANS_ACC=bool(cfg["trans_acc"]), KEY_ROWS=bool(cfg["key_rows"]),
-                 QS=_query_step(cfg, tabs.q_block),
-                 SLOTS_X=slots_x, ATOMIC_DQ=atomic_dq,
+                 TRANS_ACC=bool(cfg["trans_acc"]), SLOTS_X=slots_x, ATOMIC_DQ=atomic_dq,
                  **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])

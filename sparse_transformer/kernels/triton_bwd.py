@@ -158,12 +158,9 @@ def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, DQAb, sqn, sdn, sa
                 QB: tl.constexpr, MASKED: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
                 PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr,
-                ATOMIC_DQ: tl.constexpr, KEY_ROWS: tl.constexpr, QS: tl.constexpr):
-    # Each listed query tile of QB rows is taken QS rows at a time (QS = QB but with KEY_ROWS),
-    # in one flat loop so that the software pipeline sees every step.
-    for u in range(0, count * (QB // QS)):
-        rows = (tl.load(idx_ptr + u // (QB // QS)) * QB + (u % (QB // QS)) * QS
-                + tl.arange(0, QS))
+                ATOMIC_DQ: tl.constexpr):
+    for t in range(0, count):
+        rows = tl.load(idx_ptr + t) * QB + tl.arange(0, QB)
         prow = memory_position(rows, stride, groups, REORDER)
         real = prow < N
         q = tl.load(Qb + prow[:, None] * sqn + dk[None, :],
@@ -173,41 +170,22 @@ def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, DQAb, sqn, sdn, sa
         lse = tl.load(STATb + prow, mask=real, other=0.0)
         lse2 = tl.where(lse == float("-inf"), 0.0, lse * 1.4426950408889634)
         delta = tl.load(DELTAb + prow, mask=real, other=0.0)
-        if KEY_ROWS:
-            # S^T = K Q^T, keys on rows: P^T and dS^T come out of their products already in
-            # the layout the dV and dK products take as their left operand (in registers, as
-            # the forward's P V), so nothing goes through shared memory in between.
-            st = tl.dot(k, tl.trans(q), input_precision=PREC) * scale_log2  # [keys, QB]
-            pt = tl.exp2(st - lse2[None, :])
-            if MASKED:
-                pt = tl.where(element_rule(rows[None, :], cols[:, None], prm, K0, K1, K2, K3),
-                              pt, 0.0)
-            dpt = tl.dot(v, tl.trans(do), input_precision=PREC)
-            dst = pt * (dpt - delta[None, :])
-            if ATOMIC_DQ:  # this group's share of dQ = scale * dS K, added in float32
-                dq = tl.dot(tl.trans(dst.to(k.dtype)), k, input_precision=PREC) * scale
-                tl.atomic_add(DQAb + prow[:, None] * san + dk[None, :], dq,
-                              mask=real[:, None] & (dk[None, :] < D), sem="relaxed")
-            dv_acc += tl.dot(pt.to(do.dtype), do, input_precision=PREC)
-            dk_acc += tl.dot(dst.to(q.dtype), q, input_precision=PREC)
-        else:
-            s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale_log2  # [QB, keys]
-            p = tl.exp2(s - lse2[:, None])
-            if MASKED:
-                p = tl.where(element_rule(rows[:, None], cols[None, :], prm, K0, K1, K2, K3),
-                             p, 0.0)
-            dp = tl.dot(do, tl.trans(v), input_precision=PREC)
-            ds = p * (dp - delta[:, None])
-            if ATOMIC_DQ:  # this group's share of dQ = scale * dS K, added in float32 (any order)
-                dq = tl.dot(ds.to(k.dtype), k, input_precision=PREC) * scale
-                tl.atomic_add(DQAb + prow[:, None] * san + dk[None, :], dq,
-                              mask=real[:, None] & (dk[None, :] < D), sem="relaxed")
-            if TRANS_ACC:  # dV^T += dO^T P, dK^T += Q^T dS: M = head dim (>= 64 fills wgmma)
-                dv_acc += tl.dot(tl.trans(do), p.to(do.dtype), input_precision=PREC)
-                dk_acc += tl.dot(tl.trans(q), ds.to(q.dtype), input_precision=PREC)
-            else:  # dV += P^T dO, dK += dS^T Q: M = KB (small key tiles)
-                dv_acc += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
-                dk_acc += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC)
+        s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale_log2  # [QB, KB]
+        p = tl.exp2(s - lse2[:, None])
+        if MASKED:
+            p = tl.where(element_rule(rows[:, None], cols[None, :], prm, K0, K1, K2, K3), p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+        ds = p * (dp - delta[:, None])
+        if ATOMIC_DQ:  # this group's share of dQ = scale * dS K, added in float32 (any order)
+            dq = tl.dot(ds.to(k.dtype), k, input_precision=PREC) * scale
+            tl.atomic_add(DQAb + prow[:, None] * san + dk[None, :], dq,
+                          mask=real[:, None] & (dk[None, :] < D), sem="relaxed")
+        if TRANS_ACC:  # dV^T += dO^T P, dK^T += Q^T dS: M = head dim (>= 64 fills wgmma)
+            dv_acc += tl.dot(tl.trans(do), p.to(do.dtype), input_precision=PREC)
+            dk_acc += tl.dot(tl.trans(q), ds.to(q.dtype), input_precision=PREC)
+        else:  # dV += P^T dO, dK += dS^T Q: M = KB (small key tiles)
+            dv_acc += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
+            dk_acc += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PREC)
     return dk_acc, dv_acc
 
 
@@ -221,8 +199,7 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, DQA, SLOT_HEAD, SLOT_CLASS, SL
                 DP: tl.constexpr, DVP: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
                 PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr,
-                SLOTS_X: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-                KEY_ROWS: tl.constexpr = False, QS: tl.constexpr = 128):
+                SLOTS_X: tl.constexpr, ATOMIC_DQ: tl.constexpr):
     # One program per group of KEY_TILES key tiles of KB positions (ComponentPlan.key_groups:
     # not necessarily adjacent; -1 marks an empty slot). Groups are sorted longest list first.
     kg = program_tile(SLOTS_X)
@@ -240,7 +217,7 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, DQA, SLOT_HEAD, SLOT_CLASS, SL
                 mask=live[:, None] & (dk[None, :] < D), other=0.0)
     v = tl.load(V + b * svb + h * svh + pcol[:, None] * svn + dv[None, :],
                 mask=live[:, None] & (dv[None, :] < DV), other=0.0)
-    if TRANS_ACC and not KEY_ROWS:
+    if TRANS_ACC:
         dk_acc = tl.zeros([DP, KEY_TILES * KB], tl.float32)
         dv_acc = tl.zeros([DVP, KEY_TILES * KB], tl.float32)
     else:
@@ -253,15 +230,13 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, DQA, SLOT_HEAD, SLOT_CLASS, SL
     dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat, DQAb,
                                  sqn, sdn, san, FI + row * fi_w, tl.load(FC + row), cols, prm,
                                  scale_log2, scale, N, D, DV, dk, dv, stride, groups, QB, False,
-                                 K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ,
-                                 KEY_ROWS, QS)
+                                 K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ)
     dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat, DQAb,
                                  sqn, sdn, san, PI + row * pi_w, tl.load(PC + row), cols, prm,
                                  scale_log2, scale, N, D, DV, dk, dv, stride, groups, QB, True,
-                                 K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ,
-                                 KEY_ROWS, QS)
+                                 K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ)
     dk_acc = dk_acc * scale
-    if TRANS_ACC and not KEY_ROWS:
+    if TRANS_ACC:
         gk_ptr = DK + b * sgkb + h * sgkh + pcol[None, :] * sgkn + dk[:, None]
         gv_ptr = DVo + b * sgvb + h * sgvh + pcol[None, :] * sgvn + dv[:, None]
         gk_mask = live[None, :] & (dk[:, None] < D)

@@ -127,16 +127,6 @@ def test_short_row_query_tiles_vs_float64(pattern, short, monkeypatch):
         dispatch.PREPARED.clear()
 
 
-@pytest.mark.parametrize("q_rows", [128, 64, 32])
-@pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.causal(), P.strided(128, "split")],
-                         ids=lambda p: p.name)
-def test_key_rows_dkdv_vs_float64(pattern, q_rows, monkeypatch):
-    """dK/dV with its scores taken keys on rows (``CONFIG["dkdv"]["key_rows"]``), q_rows of
-    each 128-row query tile a step, against float64, bf16, with the key groups the tables pick
-    at 1,000 positions."""
-    _check_under_config(pattern, {"dkdv": {"key_rows": 1, "q_rows": q_rows}}, monkeypatch)
-
-
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],
                          ids=lambda p: p.name)
 def test_atomic_dq_variant_vs_float64(pattern, monkeypatch):

@@ -238,15 +238,11 @@ def test_custom_ops_and_compile():
     {"fwd": {"lean": 2, "gather": 4}, "dq": {"lean": 2}},  # lean loops at any row length
     {"dq": {"fused_delta": 0}},  # Delta in a launch of its own (before the ninth session)
     {"tiles": {"q_block": 16}},  # query tiles as narrow as the key tiles (block_sizes)
-    {"dkdv": {"key_rows": 1}},  # dK/dV scores with keys on rows, whole query tiles a step
-    {"dkdv": {"key_rows": 1, "q_rows": 16}},  # ... half a query tile a step
-    {"dkdv": {"key_rows": 1, "q_rows": 16, "atomic_dq": 1}},  # ... adding dQ with atomics
 ])
 def test_launch_variants(config, monkeypatch):
-    """Both dK/dV accumulator layouts, its scores with keys on rows (in whole or partial query
-    tiles), other gather widths, both grid orders, both forms of the forward and dQ loops,
-    Delta in its own launch and narrower query tiles compute the same function (at these sizes
-    the default takes the plain loops: rows are short)."""
+    """Both dK/dV accumulator layouts, other gather widths, both grid orders, both forms of
+    the forward and dQ loops, Delta in its own launch and narrower query tiles compute the
+    same function (at these sizes the default takes the plain loops: rows are short)."""
     monkeypatch.setattr(T, "CONFIG", config)
     _check(P.fixed(16, 4, 2), 64, 2, torch.float32)  # 16-wide key tiles
     _check(P.causal(), 64, 1, torch.float32)  # key tiles grouped by 2
