@@ -89,9 +89,9 @@ def short_row_q_block(q_block: int) -> int:
     programs at the same work per row. On an H100 at 2 x 12,288, one forward + backward:
     strided split 0.443 -> 0.418 ms, local 0.428 -> 0.382, strided merge 0.849 -> 0.797; in
     the enwik8 step's profile the attention kernels went 11.73 -> 11.05 ms of device time.
-    But the step itself (compile + CUDA graphs) ran strided split at 63.8 ms against 58.4
-    without it, in separate processes, for reasons not found before the device time ran out
-    (benchmarks/NOTES.md, 6 Dec, tenth session), so the default stays one tile height.
+    But the step itself (compile + CUDA graphs) did not get faster: four processes in turn,
+    off / on / off / on, ran strided split at 58.7, 60.1, 59.5 and 59.5 ms (benchmarks/NOTES.md,
+    6 Dec, eleventh session), so the default stays one tile height.
     Query tiles of 64 rows in every launch (``CONFIG["tiles"]["q_block"]``) made every dK/dV
     and fixed's and causal's every kernel slower, hence the height per launch and component.
     """
