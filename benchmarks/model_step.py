@@ -19,6 +19,12 @@ and compile setting, measured in the same run. Step time is the median over the 
 
 Mode "default" is what ``train --preset`` runs with no flags. Rows carry ``device`` and
 ``commit`` (the COMMIT environment variable: the device's copy of the tree has no history).
+
+``--isolate`` times every row in a process of its own (this script again, one ``--only`` a
+call) and merges the rows. Models timed one after another in one process are not independent:
+on an H100 the enwik8 step of strided split ran at 64.3 ms timed third in its process (after
+dense and fixed) and at 58.7-60.1 ms timed second after dense (benchmarks/NOTES.md, 6 Dec,
+eleventh session). Isolated rows cost a start and a compile each.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -178,14 +186,45 @@ def time_steps(model: SparseTransformer, batch: int, n_ctx: int, device: torch.d
     return times, peak
 
 
+def _add_speedups(rows: list[dict]) -> None:
+    """speedup_vs_dense of every timed row with a timed dense row of its shape and mode."""
+    for row in rows:
+        dense = next((r for r in rows if r["shape"] == row["shape"] and r["mode"] == row["mode"]
+                      and r["attention"] == "dense" and "step_s" in r), None)
+        if dense and "step_s" in row:
+            row["speedup_vs_dense"] = dense["step_s"] / row["step_s"]
+
+
+def _isolated_rows(args: argparse.Namespace, shape: str, mode: str, name: str) -> list[dict]:
+    """The rows of one (shape, mode, attention), timed by this script in a child process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, __file__, "--shapes", shape, "--modes", mode, "--only", name,
+               "--warmup", str(args.warmup), "--steps", str(args.steps),
+               "--budget", str(max(1.0, args.budget - (time.time() - START))), "--out", tmp]
+        cmd += ["--smoke"] if args.smoke else []
+        cmd += ["--config", json.dumps(args.config)] if args.config else []
+        log(f"{shape} {mode} {name}: a process of its own")
+        code = subprocess.run(cmd).returncode
+        path = Path(tmp) / "model-step.json"
+        found = json.loads(path.read_text())["rows"] if path.exists() else []
+    if not found:
+        found = [{"shape": shape, "mode": mode, "attention": name,
+                  "error": f"the child process exited {code} without a row"}]
+    for row in found:
+        row["isolated"] = True
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--shapes", default="enwik8,audio-65k,1m",
-                    help="comma-separated: " + ", ".join(SHAPES))
-    ap.add_argument("--modes", default="eager-recompute,eager-norecompute,compiled-recompute",
+    ap.add_argument("--shapes", help="comma-separated: " + ", ".join(SHAPES)
+                    + " (default: enwik8,audio-65k,1m; smoke with --smoke)")
+    ap.add_argument("--modes",
                     help="comma-separated {eager,compiled,graphed}-{recompute,norecompute}, "
-                         "or default (what train --preset runs with no flags)")
+                         "or default (what train --preset runs with no flags); default: "
+                         "eager-recompute,eager-norecompute,compiled-recompute (with --smoke: "
+                         "eager-recompute,compiled-norecompute)")
     ap.add_argument("--only", default="",
                     help="comma-separated attention names to run (default: every one)")
     ap.add_argument("--warmup", type=int, default=3)
@@ -195,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="append each row's one-step profile to OUT/profiles.txt")
     ap.add_argument("--out", type=Path, help="folder for model-step.json")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
+    ap.add_argument("--isolate", action="store_true",
+                    help="time each row in a process of its own (see the module's doc)")
     ap.add_argument("--config", type=json.loads, default={},
                     help="JSON launch settings for the Triton kernels (triton_attention.CONFIG, "
                          "e.g. '{\"tiles\": {\"short_q_block\": 128}}'), kept in each row")
@@ -202,9 +243,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.config:
         from sparse_transformer.kernels import triton_attention
         triton_attention.CONFIG.update(args.config)
+    if args.isolate and args.profile:
+        ap.error("--profile is per process: run it without --isolate")
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
-    shapes = ["smoke"] if args.smoke else args.shapes.split(",")
-    modes = ["eager-recompute", "compiled-norecompute"] if args.smoke else args.modes.split(",")
+    shapes = (args.shapes or ("smoke" if args.smoke else "enwik8,audio-65k,1m")).split(",")
+    modes = (args.modes or ("eager-recompute,compiled-norecompute" if args.smoke else
+                            "eager-recompute,eager-norecompute,compiled-recompute")).split(",")
+    bad = [s for s in shapes if s not in SHAPES]
+    if bad:
+        ap.error(f"unknown shape(s) {', '.join(bad)}; known: {', '.join(SHAPES)}")
+    if args.smoke and shapes != ["smoke"]:
+        ap.error("--smoke runs the smoke shape only (on the CPU)")
     rows: list[dict] = []
     result = {"machine": {"device": str(device), "torch": torch.__version__,
                           "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None},
@@ -229,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
                     continue  # flex compiles its own kernel; the block compile adds nothing
                 if time.time() - START > args.budget:
                     log(f"budget reached; skipping {shape} {mode} {name}")
+                    continue
+                if args.isolate:
+                    rows += _isolated_rows(args, shape, mode, name)
+                    _add_speedups(rows)
+                    save()
                     continue
                 row = {"shape": shape, "mode": mode, "attention": name, "pattern": pattern,
                        "device": result["machine"]["gpu"] or "cpu",
@@ -256,10 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                 rows.append(row)
-                dense = next((r for r in rows if r["shape"] == shape and r["attention"] == "dense"
-                              and r["mode"] == mode and "step_s" in r), None)
-                if dense and "step_s" in row:
-                    row["speedup_vs_dense"] = dense["step_s"] / row["step_s"]
+                _add_speedups(rows)
                 log(f"{shape:9s} {mode:20s} {name:14s} " + (
                     f"{row['tokens_per_s']:10,.0f} tok/s  {row['step_s'] * 1e3:8.1f} ms  "
                     f"{row['peak_gib']:6.1f} GiB  x{row.get('speedup_vs_dense', float('nan')):.2f}"

@@ -10,6 +10,7 @@ the accounting in docs/kernels.md says. benchmarks/model_step.py: its "default" 
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -53,3 +54,34 @@ def test_model_step_default_mode_is_what_train_runs_with_no_flags():
     assert model_step.compile_options("enwik8", "default") == {"mode": "reduce-overhead"}
     assert model_step.mode_settings("enwik8", "compiled-recompute") == (True, True)
     assert model_step.compile_options("enwik8", "compiled-norecompute") == {}
+
+
+def test_model_step_isolate_times_each_row_in_its_own_process(tmp_path, monkeypatch):
+    # Rows timed one after another in one process are not independent on a GPU (NOTES.md,
+    # eleventh session), so --isolate runs this script once per row and merges the rows.
+    model_step = pytest.importorskip("model_step")
+    children = []
+    real_run = model_step.subprocess.run
+
+    def run(cmd, *a, **kw):
+        children.append(cmd[cmd.index("--only") + 1])
+        return real_run(cmd, *a, **kw)
+
+    monkeypatch.setattr(model_step.subprocess, "run", run)
+    assert model_step.main(["--smoke", "--isolate", "--modes", "eager-recompute", "--warmup", "1",
+                            "--steps", "1", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "model-step.json").read_text())["rows"]
+    assert children == ["dense", "fixed"]  # one process per row
+    assert [r["attention"] for r in rows] == ["dense", "fixed"]
+    assert all(r["isolated"] and r["step_s"] > 0 for r in rows)
+    dense, fixed = rows
+    assert dense["speedup_vs_dense"] == 1.0
+    assert fixed["speedup_vs_dense"] == pytest.approx(dense["step_s"] / fixed["step_s"])
+
+
+def test_model_step_refuses_a_per_process_profile_across_processes(capsys):
+    model_step = pytest.importorskip("model_step")
+    with pytest.raises(SystemExit) as err:
+        model_step.main(["--smoke", "--isolate", "--profile"])
+    assert err.value.code == 2
+    assert "--profile is per process" in capsys.readouterr().err
