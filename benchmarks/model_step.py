@@ -218,14 +218,15 @@ def _isolated_rows(args: argparse.Namespace, shape: str, mode: str, name: str) -
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--shapes", help="comma-separated: " + ", ".join(SHAPES)
+    # no argparse default for these two (the help says what is used): --smoke changes them
+    ap.add_argument("--shapes", default=argparse.SUPPRESS, help="comma-separated: " + ", ".join(SHAPES)
                     + " (default: enwik8,audio-65k,1m; smoke with --smoke)")
-    ap.add_argument("--modes",
+    ap.add_argument("--modes", default=argparse.SUPPRESS,
                     help="comma-separated {eager,compiled,graphed}-{recompute,norecompute}, "
                          "or default (what train --preset runs with no flags); default: "
                          "eager-recompute,eager-norecompute,compiled-recompute (with --smoke: "
                          "eager-recompute,compiled-norecompute)")
-    ap.add_argument("--only", default="",
+    ap.add_argument("--only", default=argparse.SUPPRESS,
                     help="comma-separated attention names to run (default: every one)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=5)
@@ -246,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.isolate and args.profile:
         ap.error("--profile is per process: run it without --isolate")
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
-    shapes = (args.shapes or ("smoke" if args.smoke else "enwik8,audio-65k,1m")).split(",")
-    modes = (args.modes or ("eager-recompute,compiled-norecompute" if args.smoke else
+    shapes = (getattr(args, "shapes", None) or ("smoke" if args.smoke else "enwik8,audio-65k,1m")).split(",")
+    modes = (getattr(args, "modes", None) or ("eager-recompute,compiled-norecompute" if args.smoke else
                             "eager-recompute,eager-norecompute,compiled-recompute")).split(",")
     bad = [s for s in shapes if s not in SHAPES]
     if bad:
@@ -272,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             if shape == "1m" and (compiled or not recompute):
                 continue
             for name, (pattern, backend) in variants.items():
-                if args.only and name not in args.only.split(","):
+                only = getattr(args, "only", "")
+                if only and name not in only.split(","):
                     continue
                 if name.startswith("flex") and compiled:
                     continue  # flex compiles its own kernel; the block compile adds nothing
