@@ -18,6 +18,7 @@
 #   bash benchmarks/device_issue18.sh q64      # 64-row query tiles A/B, then every CUDA test
 #   bash benchmarks/device_issue18.sh short    # short rows' 64-row forward/dQ tiles: tests, A/B, step
 #   bash benchmarks/device_issue18.sh final10  # split's step profiled both ways, every CUDA test
+#   bash benchmarks/device_issue18.sh isolated # enwik8 and audio-65k steps, each row its own process
 # (Eleventh session: stage "keyrows" ran at c13fdad -- the dK/dV kernel with its scores taken
 #  keys on rows, tried and removed; benchmarks/results/raw/2026-12-06-s11/commands.md.)
 #   bash benchmarks/device_issue18.sh abab     # split's step, short-row tiles off/on/off/on (processes)
@@ -252,6 +253,21 @@ abab)
                 --only "dense,strided split" --steps 10 --config "$cfg" \
                 --out "$out/ab-$i-$name" >> "$log" 2>&1
         done
+    done
+    ;;
+isolated)
+    # Written in the eleventh session for the next (NOTES.md, Open 2-3), untried: the enwik8
+    # default step with every row in a process of its own (model_step.py --isolate), then
+    # audio-65k's default step with and without short-row tiles, also isolated.
+    stage "enwik8 default step, each row its own process"
+    timeout 240 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
+        --only "dense,fixed,strided split,strided merge" --budget 220 --out "$out/ms" >> "$log" 2>&1
+    for cfg in '{}' '{"tiles": {"short_q_block": 64}}'; do
+        name="off"; [ "$cfg" = '{}' ] || name="short64"
+        stage "audio-65k default step, short-row tiles $name, each row its own process"
+        timeout 150 python3 benchmarks/model_step.py --shapes audio-65k --modes default \
+            --isolate --only "dense,strided split" --budget 140 --config "$cfg" \
+            --out "$out/audio-$name" >> "$log" 2>&1
     done
     ;;
 final8)
