@@ -19,7 +19,7 @@
 #   bash benchmarks/device_issue18.sh short    # short rows' 64-row forward/dQ tiles: tests, A/B, step
 #   bash benchmarks/device_issue18.sh final10  # split's step profiled both ways, every CUDA test
 #   bash benchmarks/device_issue18.sh isolated # enwik8 and audio-65k steps, each row its own process
-#   bash benchmarks/device_issue18.sh ceiling  # a plain Triton causal forward vs ours vs cuDNN
+#   bash benchmarks/device_issue18.sh ceiling  # plain Triton forwards (causal, fixed) vs ours, cuDNN
 # (Eleventh session: stage "keyrows" ran at c13fdad -- the dK/dV kernel with its scores taken
 #  keys on rows, tried and removed; benchmarks/results/raw/2026-12-06-s11/commands.md.)
 #   bash benchmarks/device_issue18.sh abab     # split's step, short-row tiles off/on/off/on (processes)
@@ -273,9 +273,10 @@ isolated)
     ;;
 ceiling)
     # Written in the eleventh session for the next (NOTES.md, Open 1), untried: is the gap to
-    # cuDNN our tile lists or Triton's forward itself? (benchmarks/causal_ceiling.py)
-    stage "causal forward: plain Triton probe (pointers, descriptors, warp specialization), ours, cuDNN"
-    timeout 200 python3 benchmarks/causal_ceiling.py --out "$out/cc" >> "$log" 2>&1
+    # cuDNN our tile lists or Triton's forward itself? And would fixed's summary keys laid out
+    # contiguously pay? (benchmarks/attention_ceiling.py)
+    stage "forward: plain Triton probes (causal; fixed on compacted summaries), ours, cuDNN"
+    timeout 200 python3 benchmarks/attention_ceiling.py --out "$out/cc" >> "$log" 2>&1
     ;;
 final8)
     stage "host cost (replayed)"

@@ -1,4 +1,4 @@
-"""How fast can a plain Triton causal forward be on this GPU? A ceiling probe for issue 18.
+"""How fast can a plain Triton forward be on this GPU? Ceiling probes for issue 18.
 
 Issue 18 asks our causal kernels for <= 1.10x cuDNN. Ours walk a plan's tile lists (gathered
 32-key tiles, an index load per gather, the element rule on partial tiles); this file holds
@@ -15,8 +15,16 @@ inside our kernels would pay. Each variant is checked against SDPA before it is 
 * ``desc-ws``: the same with ``tl.range(..., warp_specialize=True)`` (a variant the installed
   Triton refuses is reported, not hidden).
 
-    python benchmarks/causal_ceiling.py --out DIR            # on a GPU
-    python benchmarks/causal_ceiling.py --smoke              # the interpreter, tiny shapes
+The same question for the fixed pattern (paper 4.3), whose target is 2.9 ms forward +
+backward at 4 x 16,384: ``fixed-compact`` copies each head's summary keys and values (c = 32
+columns of every l = 128 block, the head's own sub-block) into one contiguous run per head,
+then a plain kernel attends each query block to the first c * m of them (blocks before its
+own: no mask) and to its own block (the causal mask). Its time is given with and without the
+copy, beside our fixed kernel's forward; it is checked against our float reference at 2,048
+positions (the dense reference of 16,384 would not fit).
+
+    python benchmarks/attention_ceiling.py --out DIR            # on a GPU (JSON rows in DIR)
+    python benchmarks/attention_ceiling.py --smoke              # the interpreter, tiny shapes
 
 Forward only: the backward's products are twice as many and its own story (kernel_stages.py).
 """
@@ -115,6 +123,95 @@ def causal_fwd_desc(q_desc, k_desc, v_desc, o_desc, N, H, scale_log2,
     o_desc.store([row0, h * D], (acc / l_i[:, None]).to(o_desc.dtype))
 
 
+@triton.jit
+def fixed_fwd_compact(QKV, KC, VC, O, s_tok, s_otok, s_ch, N, NC, H, scale_log2,
+                      D: tl.constexpr, L: tl.constexpr, C: tl.constexpr, BN: tl.constexpr):
+    """Fixed(L, C, V) forward. KC, VC: [B, H, NC, D] contiguous, NC = C * N / L: head h's
+    summary keys of every block in order, so block m's queries read KC[:C * m] whole, then
+    their own block of QKV's keys under the causal mask (query block = key block = L rows)."""
+    m = tl.num_programs(0) - 1 - tl.program_id(0)
+    bh = tl.program_id(1)
+    b, h = bh // H, bh % H
+    base = QKV + (b * N).to(tl.int64) * s_tok
+    rows = m * L + tl.arange(0, L)
+    d = tl.arange(0, D)
+    q = tl.load(base + rows[:, None] * s_tok + h * D + d[None, :])
+    kcb = KC + bh.to(tl.int64) * s_ch
+    vcb = VC + bh.to(tl.int64) * s_ch
+    m_i = tl.full([L], float("-inf"), tl.float32)
+    l_i = tl.zeros([L], tl.float32)
+    acc = tl.zeros([L, D], tl.float32)
+    n_sum = C * m
+    for start in range(0, n_sum - n_sum % BN, BN):  # whole steps of summary keys
+        cols = start + tl.arange(0, BN)
+        k = tl.load(kcb + cols[:, None] * D + d[None, :])
+        v = tl.load(vcb + cols[:, None] * D + d[None, :])
+        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, rows, cols, scale_log2, False)
+    if n_sum % BN != 0:  # the last, partial step: keys past n_sum masked (as "in the future")
+        cols = n_sum - n_sum % BN + tl.arange(0, BN)
+        live = cols < n_sum
+        k = tl.load(kcb + cols[:, None] * D + d[None, :], mask=live[:, None], other=0.0)
+        v = tl.load(vcb + cols[:, None] * D + d[None, :], mask=live[:, None], other=0.0)
+        fake = tl.where(live, 0, (m + 1) * L)  # a column after every row: masked out
+        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, rows, fake, scale_log2, True)
+    kb = base + H * D + h * D
+    vb = base + 2 * H * D + h * D
+    for start in range(m * L, (m + 1) * L, BN):  # the own block, causal
+        cols = start + tl.arange(0, BN)
+        k = tl.load(kb + cols[:, None] * s_tok + d[None, :])
+        v = tl.load(vb + cols[:, None] * s_tok + d[None, :])
+        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, rows, cols, scale_log2, True)
+    out = acc / l_i[:, None]
+    tl.store(O + (b * N).to(tl.int64) * s_otok + rows[:, None] * s_otok + h * D + d[None, :],
+             out.to(O.dtype.element_ty))
+
+
+def compact_summaries(qkv: torch.Tensor, H: int, stride: int, summary: int, distinct: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, H, N * summary / stride, D] keys and values of each head's summary columns (the
+    fixed pattern's, ``patterns/fixed.py``), in position order, contiguous."""
+    B, N, W = qkv.shape
+    D = W // (3 * H)
+    k = qkv[..., H * D:2 * H * D].view(B, N, H, D)
+    v = qkv[..., 2 * H * D:].view(B, N, H, D)
+    starts = torch.arange(0, N, stride, device=qkv.device)[:, None]
+    index = torch.stack([(starts + stride - (h % distinct + 1) * summary
+                          + torch.arange(summary, device=qkv.device)).flatten()
+                         for h in range(H)])  # [H, NC]
+    heads = torch.arange(H, device=qkv.device)[:, None]
+    return (k[:, index, heads].contiguous(), v[:, index, heads].contiguous())  # [B, H, NC, D]
+
+
+def run_fixed_probe(qkv: torch.Tensor, H: int, stride: int, summary: int, distinct: int,
+                    BN: int, warps: int, stages: int, compacted=None) -> torch.Tensor:
+    """[B, N, H, D] fixed-pattern output through ``fixed_fwd_compact`` (compacting first unless
+    ``compacted`` = (kc, vc) is given)."""
+    B, N, W = qkv.shape
+    D = W // (3 * H)
+    if N % stride or stride % BN:
+        raise ValueError(f"N={N} must be a multiple of the stride {stride}, it of BN={BN}")
+    kc, vc = compacted or compact_summaries(qkv, H, stride, summary, distinct)
+    flat = qkv.view(B * N, W)
+    out = torch.empty(B * N, H * D, device=qkv.device, dtype=qkv.dtype)
+    fixed_fwd_compact[(N // stride, B * H)](
+        flat, kc, vc, out, flat.stride(0), out.stride(0), kc.stride(1), N, kc.shape[2], H,
+        LOG2E / math.sqrt(D), D=D, L=stride, C=summary, BN=BN, num_warps=warps,
+        num_stages=stages)
+    return out.view(B, N, H, D)
+
+
+def fixed_reference(qkv: torch.Tensor, H: int, pattern) -> torch.Tensor:
+    """[B, N, H, D] through our float reference (``kernels/reference.py``), in float32."""
+    from sparse_transformer.kernels.reference import masked_softmax_attention
+
+    B, N, W = qkv.shape
+    D = W // (3 * H)
+    q, k, v = (x.view(B, N, H, D).transpose(1, 2).float() for x in qkv.split(H * D, dim=-1))
+    out = masked_softmax_attention(q, k, v, pattern.mask(N, H, device=qkv.device),
+                                   D ** -0.5)[0]
+    return out.transpose(1, 2).to(qkv.dtype)
+
+
 def run_probe(qkv: torch.Tensor, H: int, variant: str, BM: int, BN: int, warps: int,
               stages: int) -> torch.Tensor:
     """[B, N, H, D] output of one probe variant on qkv [B, N, 3HD]."""
@@ -176,24 +273,60 @@ VARIANTS = [  # (name, load mode, BM, BN, warps, stages)
 ]
 
 
+FIXED = (128, 32, 4)  # the enwik8 preset's fixed(stride, summary, distinct)
+FIXED_VARIANTS = [  # (name, BN, warps, stages)
+    ("fixed-compact-64-w4", 64, 4, 3),
+    ("fixed-compact-128-w8", 128, 8, 3),
+    ("fixed-compact-32-w4", 32, 4, 3),
+]
+
+
+def _guarded(row: dict, work) -> dict:
+    """Run ``work(row)``; a variant this Triton refuses (or that fails its check) is recorded
+    in the row, not hidden, and the rest go on."""
+    try:
+        work(row)
+    except Exception as err:
+        row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _check(row: dict, got: torch.Tensor, ref: torch.Tensor, bound: float) -> None:
+    row["max_err"] = float((got.float() - ref.float()).abs().max())
+    if row["max_err"] > bound:
+        raise AssertionError(f"max error {row['max_err']:.3g} against the reference")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--shapes", default="12288x2,16384x4", help="N x batch, comma-separated")
     ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--out", type=Path, help="folder for causal-ceiling.json")
+    ap.add_argument("--out", type=Path, help="folder for attention-ceiling.json")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes in the interpreter")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available() and not args.smoke
     if args.smoke and torch.cuda.is_available():
         ap.error("--smoke is for machines without CUDA (the interpreter)")
-    H, D = args.heads, 64
+    from sparse_transformer import patterns as P
+
+    H, D = args.heads, (64 if cuda else 16)
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    bound = 2e-2 if cuda else 1e-4
+    if args.smoke:
+        shapes, variants = [(128, 2)], [("ptr-32x16-w4", "ptr", 32, 16, 4, 1)]
+        fixed, fixed_variants = (32, 8, 2), [("fixed-compact-16-w4", 16, 4, 1)]
+    else:
+        shapes = [tuple(map(int, s.split("x"))) for s in args.shapes.split(",")]
+        variants, fixed, fixed_variants = VARIANTS, FIXED, FIXED_VARIANTS
+    pattern = P.fixed(*fixed)
+    # The fixed probes are checked at a length whose dense reference fits in memory.
+    g = torch.Generator(device=device).manual_seed(1)
+    small = torch.randn(1, 2048 if cuda else 128, 3 * H * D, device=device, dtype=dtype,
+                        generator=g)
+    small_ref = fixed_reference(small, H, pattern)
     rows: list[dict] = []
-    shapes = [(64, 1)] if args.smoke else [tuple(map(int, s.split("x")))
-                                           for s in args.shapes.split(",")]
-    variants = ([("ptr-32x16-w4", "ptr", 32, 16, 4, 1)] if args.smoke else VARIANTS)
-    device = "cuda" if cuda else "cpu"
-    dtype = torch.bfloat16 if cuda else torch.float32
     for N, B in shapes:
         g = torch.Generator(device=device).manual_seed(0)
         qkv = torch.randn(B, N, 3 * H * D, device=device, dtype=dtype, generator=g)
@@ -201,28 +334,52 @@ def main(argv: list[str] | None = None) -> int:
         base = {"n_ctx": N, "batch": B, "heads": H, "head_dim": D,
                 "device": torch.cuda.get_device_name() if cuda else "cpu (interpreter)",
                 "commit": os.environ.get("COMMIT", "unknown")}
+
         for name, mode, BM, BN, warps, stages in variants:
-            row = {**base, "impl": "probe", "variant": name}
-            try:
-                got = run_probe(qkv, H, mode, BM, BN, warps, stages)
-                row["max_err"] = float((got.float() - ref.float()).abs().max())
-                if row["max_err"] > (2e-2 if cuda else 1e-4):
-                    raise AssertionError(f"max error {row['max_err']:.3g} against SDPA")
+            def causal(row, mode=mode, BM=BM, BN=BN, warps=warps, stages=stages):
+                _check(row, run_probe(qkv, H, mode, BM, BN, warps, stages), ref, bound)
                 if cuda:
                     row["fwd_ms"] = _median_ms(lambda: run_probe(qkv, H, mode, BM, BN, warps,
                                                                  stages))
-            except Exception as err:  # a variant this Triton refuses: say so, go on
-                row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            rows.append(_guarded({**base, "pattern": "causal", "impl": "probe",
+                                  "variant": name}, causal))
         if cuda:
-            rows += _baselines(qkv, H, base)
-            for row in rows[-3:]:
+            for row in _baselines(qkv, H, base):
+                rows.append(row)
                 print(json.dumps(row), flush=True)
+
+        for name, BN, warps, stages in fixed_variants:
+            def fixed_probe(row, BN=BN, warps=warps, stages=stages):
+                _check(row, run_fixed_probe(small, H, *fixed, BN, warps, stages), small_ref,
+                       bound)
+                if cuda:
+                    packed = compact_summaries(qkv, H, *fixed)
+                    row["compact_ms"] = _median_ms(lambda: compact_summaries(qkv, H, *fixed))
+                    row["fwd_ms"] = _median_ms(lambda: run_fixed_probe(
+                        qkv, H, *fixed, BN, warps, stages, compacted=packed))
+                    row["fwd_with_compact_ms"] = row["fwd_ms"] + row["compact_ms"]
+            rows.append(_guarded({**base, "pattern": pattern.name, "impl": "probe",
+                                  "variant": name}, fixed_probe))
+        if cuda:
+            rows.append(_guarded({**base, "pattern": pattern.name,
+                                  "impl": "ours (triton, tile lists)"},
+                                 lambda row: row.update(fwd_ms=_ours_ms(qkv, H, pattern))))
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "causal-ceiling.json").write_text(json.dumps(rows, indent=1) + "\n")
+            (args.out / "attention-ceiling.json").write_text(json.dumps(rows, indent=1) + "\n")
     return 0
+
+
+def _ours_ms(qkv: torch.Tensor, H: int, pattern) -> float:
+    """Forward ms of our Triton kernels on ``pattern`` (no autograd)."""
+    from sparse_transformer.kernels import dispatch
+
+    B, N, W = qkv.shape
+    D = W // (3 * H)
+    q, k, v = (x.view(B, N, H, D).transpose(1, 2) for x in qkv.split(H * D, dim=-1))
+    prepared = dispatch.prepare(pattern, N, H, D, D, q.dtype, q.device, "triton")
+    with torch.no_grad():
+        return _median_ms(lambda: dispatch.run(prepared, q, k, v, D ** -0.5))
 
 
 def _baselines(qkv: torch.Tensor, H: int, base: dict) -> list[dict]:
@@ -230,7 +387,6 @@ def _baselines(qkv: torch.Tensor, H: int, base: dict) -> list[dict]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from sparse_transformer import patterns as P
-    from sparse_transformer.kernels import dispatch
 
     B, N, W = qkv.shape
     D = W // (3 * H)
@@ -238,7 +394,7 @@ def _baselines(qkv: torch.Tensor, H: int, base: dict) -> list[dict]:
     out = []
     for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION),
                           ("flash", SDPBackend.FLASH_ATTENTION)):
-        row = {**base, "impl": name}
+        row = {**base, "pattern": "causal", "impl": name}
         try:
             with sdpa_kernel(backend):
                 row["fwd_ms"] = _median_ms(lambda: torch.nn.functional.
@@ -246,10 +402,8 @@ def _baselines(qkv: torch.Tensor, H: int, base: dict) -> list[dict]:
         except Exception as err:
             row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
         out.append(row)
-    prepared = dispatch.prepare(P.causal(), N, H, D, D, q.dtype, q.device, "triton")
-    with torch.no_grad():
-        out.append({**base, "impl": "ours (triton, tile lists)",
-                    "fwd_ms": _median_ms(lambda: dispatch.run(prepared, q, k, v, D ** -0.5))})
+    out.append({**base, "pattern": "causal", "impl": "ours (triton, tile lists)",
+                "fwd_ms": _ours_ms(qkv, H, P.causal())})
     return out
 
 
