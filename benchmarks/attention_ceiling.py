@@ -67,27 +67,29 @@ def _online_step(acc, m_i, l_i, q, k, v, rows, cols, scale_log2, MASK: tl.conste
 
 
 @triton.jit
-def causal_fwd_ptr(QKV, O, s_tok, s_otok, N, H, scale_log2,
-                   D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
-    """QKV: [B * N, 3 * H * D] (q | k | v, heads inside), O: [B * N, H * D]; N % BM == 0."""
-    m = tl.num_programs(0) - 1 - tl.program_id(0)  # the longest rows first
+def _query_block(QKV, s_tok, N, H, D: tl.constexpr, BM: tl.constexpr):
+    """This program's query block (the longest rows first), its sequence's base pointer in
+    QKV [B * N, 3HD], its q tile and an empty online-softmax state."""
+    m = tl.num_programs(0) - 1 - tl.program_id(0)
     bh = tl.program_id(1)
     b, h = bh // H, bh % H
     base = QKV + (b * N).to(tl.int64) * s_tok
     rows = m * BM + tl.arange(0, BM)
     d = tl.arange(0, D)
     q = tl.load(base + rows[:, None] * s_tok + h * D + d[None, :])
-    kb = base + H * D + h * D
-    vb = base + 2 * H * D + h * D
     m_i = tl.full([BM], float("-inf"), tl.float32)
     l_i = tl.zeros([BM], tl.float32)
     acc = tl.zeros([BM, D], tl.float32)
-    for start in range(0, m * BM, BN):  # whole blocks below the diagonal: no mask
-        cols = start + tl.arange(0, BN)
-        k = tl.load(kb + cols[:, None] * s_tok + d[None, :])
-        v = tl.load(vb + cols[:, None] * s_tok + d[None, :])
-        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, rows, cols, scale_log2, False)
-    for start in range(m * BM, (m + 1) * BM, BN):  # the diagonal block
+    return m, bh, b, h, base, rows, d, q, acc, m_i, l_i
+
+
+@triton.jit
+def _own_block_then_store(acc, m_i, l_i, q, base, O, s_tok, s_otok, b, h, m, N, H, rows, d,
+                          scale_log2, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    """The query block's own key block under the causal mask, then the output rows."""
+    kb = base + H * D + h * D
+    vb = base + 2 * H * D + h * D
+    for start in range(m * BM, (m + 1) * BM, BN):
         cols = start + tl.arange(0, BN)
         k = tl.load(kb + cols[:, None] * s_tok + d[None, :])
         v = tl.load(vb + cols[:, None] * s_tok + d[None, :])
@@ -95,6 +97,22 @@ def causal_fwd_ptr(QKV, O, s_tok, s_otok, N, H, scale_log2,
     out = acc / l_i[:, None]
     tl.store(O + (b * N).to(tl.int64) * s_otok + rows[:, None] * s_otok + h * D + d[None, :],
              out.to(O.dtype.element_ty))
+
+
+@triton.jit
+def causal_fwd_ptr(QKV, O, s_tok, s_otok, N, H, scale_log2,
+                   D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    """QKV: [B * N, 3 * H * D] (q | k | v, heads inside), O: [B * N, H * D]; N % BM == 0."""
+    m, bh, b, h, base, rows, d, q, acc, m_i, l_i = _query_block(QKV, s_tok, N, H, D, BM)
+    kb = base + H * D + h * D
+    vb = base + 2 * H * D + h * D
+    for start in range(0, m * BM, BN):  # whole blocks below the diagonal: no mask
+        cols = start + tl.arange(0, BN)
+        k = tl.load(kb + cols[:, None] * s_tok + d[None, :])
+        v = tl.load(vb + cols[:, None] * s_tok + d[None, :])
+        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, rows, cols, scale_log2, False)
+    _own_block_then_store(acc, m_i, l_i, q, base, O, s_tok, s_otok, b, h, m, N, H, rows, d,
+                          scale_log2, D, BM, BN)
 
 
 @triton.jit
@@ -129,18 +147,9 @@ def fixed_fwd_compact(QKV, KC, VC, O, s_tok, s_otok, s_ch, N, NC, H, scale_log2,
     """Fixed(L, C, V) forward. KC, VC: [B, H, NC, D] contiguous, NC = C * N / L: head h's
     summary keys of every block in order, so block m's queries read KC[:C * m] whole, then
     their own block of QKV's keys under the causal mask (query block = key block = L rows)."""
-    m = tl.num_programs(0) - 1 - tl.program_id(0)
-    bh = tl.program_id(1)
-    b, h = bh // H, bh % H
-    base = QKV + (b * N).to(tl.int64) * s_tok
-    rows = m * L + tl.arange(0, L)
-    d = tl.arange(0, D)
-    q = tl.load(base + rows[:, None] * s_tok + h * D + d[None, :])
+    m, bh, b, h, base, rows, d, q, acc, m_i, l_i = _query_block(QKV, s_tok, N, H, D, L)
     kcb = KC + bh.to(tl.int64) * s_ch
     vcb = VC + bh.to(tl.int64) * s_ch
-    m_i = tl.full([L], float("-inf"), tl.float32)
-    l_i = tl.zeros([L], tl.float32)
-    acc = tl.zeros([L, D], tl.float32)
     n_sum = C * m
     for start in range(0, n_sum - n_sum % BN, BN):  # whole steps of summary keys
         cols = start + tl.arange(0, BN)
@@ -154,16 +163,8 @@ def fixed_fwd_compact(QKV, KC, VC, O, s_tok, s_otok, s_ch, N, NC, H, scale_log2,
         v = tl.load(vcb + cols[:, None] * D + d[None, :], mask=live[:, None], other=0.0)
         fake = tl.where(live, 0, (m + 1) * L)  # a column after every row: masked out
         acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, rows, fake, scale_log2, True)
-    kb = base + H * D + h * D
-    vb = base + 2 * H * D + h * D
-    for start in range(m * L, (m + 1) * L, BN):  # the own block, causal
-        cols = start + tl.arange(0, BN)
-        k = tl.load(kb + cols[:, None] * s_tok + d[None, :])
-        v = tl.load(vb + cols[:, None] * s_tok + d[None, :])
-        acc, m_i, l_i = _online_step(acc, m_i, l_i, q, k, v, rows, cols, scale_log2, True)
-    out = acc / l_i[:, None]
-    tl.store(O + (b * N).to(tl.int64) * s_otok + rows[:, None] * s_otok + h * D + d[None, :],
-             out.to(O.dtype.element_ty))
+    _own_block_then_store(acc, m_i, l_i, q, base, O, s_tok, s_otok, b, h, m, N, H, rows, d,
+                          scale_log2, D, L, BN)
 
 
 def compact_summaries(qkv: torch.Tensor, H: int, stride: int, summary: int, distinct: int
