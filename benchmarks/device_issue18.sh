@@ -20,6 +20,7 @@
 #   bash benchmarks/device_issue18.sh final10  # split's step profiled both ways, every CUDA test
 #   bash benchmarks/device_issue18.sh isolated # enwik8 and audio-65k steps, each row its own process
 #   bash benchmarks/device_issue18.sh ceiling  # plain Triton forwards (causal, fixed) vs ours, cuDNN
+#   bash benchmarks/device_issue18.sh runs     # runs of full tiles: kernel tests, A/B per pattern
 # (Eleventh session: stage "keyrows" ran at c13fdad -- the dK/dV kernel with its scores taken
 #  keys on rows, tried and removed; benchmarks/results/raw/2026-12-06-s11/commands.md.)
 #   bash benchmarks/device_issue18.sh abab     # split's step, short-row tiles off/on/off/on (processes)
@@ -277,6 +278,13 @@ ceiling)
     # contiguously pay? (benchmarks/attention_ceiling.py)
     stage "forward: plain Triton probes (causal; fixed on compacted summaries), ours, cuDNN"
     timeout 200 python3 benchmarks/attention_ceiling.py --out "$out/cc" >> "$log" 2>&1
+    ;;
+runs)
+    # Twelfth session: each row's run of full tiles, its positions from the loop counter (no
+    # list loads; unmasked where nothing is padded), the ceiling stage's lead.
+    kernel_tests "runs or triton_vs_float64_bf16"
+    stage "kernels: runs vs none, per pattern"
+    timeout 330 python3 benchmarks/kernel_stages.py --out "$out/ks" --runs "fixed:default+no-runs,causal:default+no-runs,split:default+runs-all,local:default+runs-all,merge:default+runs-all" >> "$log" 2>&1
     ;;
 final8)
     stage "host cost (replayed)"

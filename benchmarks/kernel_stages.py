@@ -90,6 +90,10 @@ VARIANTS = {
     "q64-tiles": {"tiles": {"q_block": 64}},
     "q64-g4": {"tiles": {"q_block": 64}, "dkdv": {"key_tiles": 4},
                "fwd": {"gather": 4}, "dq": {"gather": 4}},
+    # each row's run of full tiles walked by position arithmetic (triton_attention._runs; the
+    # default in long-row components since the twelfth session): none, or in every component
+    "no-runs": {"tiles": {"runs": 0}},
+    "runs-all": {"tiles": {"runs": 2}},
 }
 RUNS = ("fixed:default+delta-launch,split:default+delta-launch,"
         "local:default+delta-launch,causal:default+delta-launch")

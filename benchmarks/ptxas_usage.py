@@ -40,7 +40,7 @@ from sparse_transformer.kernels import triton_bwd, triton_fwd  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 BF16, F32, I32 = "*bf16", "*fp32", "*i32"
-TABLES = ("SLOT_HEAD", "SLOT_CLASS", "SLOT_MERGE", "FC", "FI", "PC", "PI", "KT", "PRM")
+TABLES = ("SLOT_HEAD", "SLOT_CLASS", "SLOT_MERGE", "FC", "FI", "PC", "PI", "KT", "PRM", "RUNS")
 POINTERS = {**{n: BF16 for n in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DVo", "DQA")},
             **{n: F32 for n in ("LSE", "DELTA")}, **{n: I32 for n in TABLES}}
 # (kernel, label, constexprs beyond the common ones, num_warps, num_stages)
@@ -53,6 +53,12 @@ VARIANTS = [
     ("dq", "default, 8 warps", {"GATHER": 2, "LEAN": True, "FUSED_DELTA": True}, 8, 3),
     ("dkdv", "default (8 warps, 128 keys)", {"KEY_TILES": 4, "TRANS_ACC": True,
                                             "ATOMIC_DQ": False}, 8, 3),
+    # with runs (fixed's and causal's default since the twelfth session): a run loop first
+    ("fwd", "runs, exact", {"GATHER": 2, "LEAN": True, "RUN": True, "EXACT": True}, 4, 3),
+    ("dq", "runs, exact", {"GATHER": 2, "LEAN": True, "FUSED_DELTA": True, "RUN": True,
+                           "EXACT": True}, 4, 3),
+    ("dkdv", "runs, exact", {"KEY_TILES": 4, "TRANS_ACC": True, "ATOMIC_DQ": False,
+                             "RUN": True, "EXACT": True}, 8, 3),
 ]
 KERNELS = {"fwd": triton_fwd.fwd_kernel, "dq": triton_bwd.dq_kernel,
            "dkdv": triton_bwd.dkdv_kernel}

@@ -38,6 +38,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import triton.language as tl
 
@@ -156,6 +157,10 @@ class ComponentTables:
     key_tiles: torch.Tensor  # int32 [C, n_key_groups, g]: key tiles of each dK/dV program
     key_side: tuple[torch.Tensor, ...]  # the same as query_side per key group, listing query tiles
     params: torch.Tensor  # int32 [C, T, len(kinds.PARAMS)]
+    # int32 [C, n_qt, 3] and [C, n_key_groups, 3]: each row's run of full tiles (first, count,
+    # step), taken out of its full list (``_runs``); all zero where ``runs`` is 0
+    query_runs: torch.Tensor
+    key_runs: torch.Tensor
     kinds: tuple[int, int, int, int]
     n_slots: int
     n_query_tiles: int
@@ -165,17 +170,19 @@ class ComponentTables:
     stride: int  # 0: natural order; l: reordered by stride l
     groups: int  # n_pad // l (1 in natural order)
     q_block: int  # rows of query_side's tiles (forward, dQ); key_side's: PlanTables.q_block
+    runs: int  # 1: the kernels walk query_runs / key_runs before the lists (RUN constexpr)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.slot_head, self.slot_class, self.slot_merge, *self.query_side,
-                self.key_tiles, *self.key_side, self.params)
+                self.key_tiles, *self.key_side, self.params, self.query_runs, self.key_runs)
 
     def ints(self) -> tuple[int, ...]:
         return (*self.kinds, self.n_slots, self.n_query_tiles, self.n_key_groups,
-                self.key_skewed, self.long_rows, self.stride, self.groups, self.q_block)
+                self.key_skewed, self.long_rows, self.stride, self.groups, self.q_block,
+                self.runs)
 
 
-_TENSORS, _INTS = 13, 12  # per component, in the order of ``tensors()`` and ``ints()``
+_TENSORS, _INTS = 15, 13  # per component, in the order of ``tensors()`` and ``ints()``
 # The compiled path (the custom ops below, which torch.compile calls) rebuilds its tables from
 # their flat form on every call, so it cannot keep a per-plan cache: it launches through this
 # one. Sharing is safe because a launch key holds every argument Triton specializes on by value
@@ -219,7 +226,7 @@ class PlanTables:
             t = tensors[k * _TENSORS:(k + 1) * _TENSORS]
             i = ints[3 + k * _INTS:3 + (k + 1) * _INTS]
             comps.append(ComponentTables(t[0], t[1], t[2], tuple(t[3:7]), t[7], tuple(t[8:12]),
-                                         t[12], tuple(i[:4]), *i[4:]))
+                                         t[12], t[13], t[14], tuple(i[:4]), *i[4:]))
         return cls(ints[0], ints[1], ints[2], tuple(comps), launches=SHARED_LAUNCHES)
 
 
@@ -282,6 +289,61 @@ def _lean(cfg: dict[str, int], c: "ComponentTables") -> bool:
     return cfg["lean"] == 2 or (cfg["lean"] == 1 and bool(c.long_rows))
 
 
+def runs_mode() -> int:
+    """``CONFIG["tiles"]["runs"]``: 0 no runs, 1 (the default) runs in long-row components
+    (``_long_rows``: fixed, causal), 2 in every component. Read when tables are built."""
+    return int(CONFIG.get("tiles", {}).get("runs", 1))
+
+
+def _runs(count: torch.Tensor, index: torch.Tensor, unit: int
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Take each row's longest run of equally spaced tiles out of its full list.
+
+    ``count`` int32 [C, R] and ``index`` [C, R, M] are sorted tile lists (``ComponentPlan``).
+    A run -- tiles first, first + step, ..., count of them, cut to a multiple of ``unit`` (the
+    kernels' gather) -- lets a kernel compute its tiles' positions from the loop counter instead
+    of loading each from the list, which is what kept our causal forward 35% behind a plain
+    Triton one (benchmarks/attention_ceiling.py; NOTES.md, twelfth session). Causal's and
+    local's rows are one run of step 1; fixed's summary tiles one of step l / k_block.
+
+    Returns (runs int32 [C, R, 3] of (first, count, step), zero where a row has none; the
+    remaining count and index, narrowed to the longest remaining row).
+    """
+    cnt, idx = count.numpy(), index.numpy()
+    C, R = cnt.shape
+    runs = np.zeros((C, R, 3), dtype=np.int32)
+    rest = [[idx[c, r, :cnt[c, r]] for r in range(R)] for c in range(C)]
+    for c in range(C):
+        for r in range(R):
+            tiles = rest[c][r]
+            if tiles.size < max(unit, 2):
+                continue
+            step = np.diff(tiles)
+            # maximal segments of equal steps: entries [lo, hi] of each
+            cut = np.flatnonzero(step[1:] != step[:-1]) + 1
+            lo = np.concatenate(([0], cut))
+            hi = np.concatenate((cut, [step.size]))  # segment of steps lo..hi-1: entries lo..hi
+            best = int(np.argmax(hi - lo))
+            n = (int(hi[best] - lo[best]) + 1) // unit * unit
+            if n < max(unit, 2):
+                continue
+            start = int(lo[best])
+            runs[c, r] = (tiles[start], n, step[start])
+            rest[c][r] = np.concatenate((tiles[:start], tiles[start + n:]))
+    new_count = np.array([[t.size for t in row] for row in rest], dtype=np.int32).reshape(C, R)
+    new_index = np.zeros((C, R, max(1, int(new_count.max(initial=0)))), dtype=np.int32)
+    for c in range(C):
+        for r in range(R):
+            new_index[c, r, :new_count[c, r]] = rest[c][r]
+    return torch.from_numpy(runs), torch.from_numpy(new_count), torch.from_numpy(new_index)
+
+
+def _run_unit() -> int:
+    """The multiple a query-side run's length is cut to: the forward's and dQ's gathers (powers
+    of two), so the run loops never take a partial gather."""
+    return max(_launch(name, 64, torch.bfloat16)["gather"] for name in ("fwd", "dq"))
+
+
 def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device,
                       query_cp: ComponentPlan | None = None) -> ComponentTables:
     """``cp``'s tables; the forward and dQ launches' (query side) from ``query_cp``, the same
@@ -297,21 +359,32 @@ def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device,
     params = torch.tensor([[t.as_tuple() for t in terms] for terms in cp.terms],
                           dtype=torch.int32)
     key_tiles, *key_side = _key_groups(cp)
+    query_side = [query_cp.full_count, query_cp.full_index, query_cp.partial_count,
+                  query_cp.partial_index]
+    long_rows, skewed = _long_rows(query_cp), _skewed(key_side)
+    mode = runs_mode()
+    runs = mode == 2 or (mode == 1 and long_rows)
+    if runs:
+        query_runs, *query_side[:2] = _runs(query_side[0], query_side[1], _run_unit())
+        key_runs, *key_side[:2] = _runs(key_side[0], key_side[1], 1)
+    else:
+        query_runs = torch.zeros(*query_side[0].shape, 3, dtype=torch.int32)
+        key_runs = torch.zeros(*key_side[0].shape, 3, dtype=torch.int32)
     i32 = dict(device=device, dtype=torch.int32)
     move = lambda xs: tuple(x.to(**i32).contiguous() for x in xs)  # noqa: E731
     return ComponentTables(
         slot_head=torch.tensor(cp.heads, **i32), slot_class=cp.head_class.to(**i32),
         slot_merge=torch.tensor(merge, **i32),
-        query_side=move((query_cp.full_count, query_cp.full_index, query_cp.partial_count,
-                         query_cp.partial_index)),
+        query_side=move(query_side),
         key_tiles=key_tiles.to(**i32), key_side=move(key_side), params=params.to(**i32),
+        query_runs=query_runs.to(**i32).contiguous(), key_runs=key_runs.to(**i32).contiguous(),
         kinds=codes,
         n_slots=len(cp.heads), n_query_tiles=query_cp.n_query_tiles,
-        n_key_groups=int(key_side[0].shape[1]), key_skewed=int(_skewed(key_side)),
-        long_rows=int(_long_rows(query_cp)),
+        n_key_groups=int(key_side[0].shape[1]), key_skewed=int(skewed),
+        long_rows=int(long_rows),
         stride=cp.order,
         groups=cp.n_ctx // cp.order if cp.order else 1,
-        q_block=query_cp.q_block)
+        q_block=query_cp.q_block, runs=int(runs))
 
 
 def device_tables(pattern: Pattern, n: int, n_heads: int, q_block: int, k_block: int,
@@ -367,6 +440,16 @@ def _term_constexprs(c: ComponentTables, dtype: torch.dtype) -> dict[str, Any]:
     precision and whether it runs in strided (reordered) order."""
     return dict(K0=c.kinds[0], K1=c.kinds[1], K2=c.kinds[2], K3=c.kinds[3], PREC=_prec(dtype),
                 REORDER=c.stride > 0)
+
+
+def _run_constexprs(c: ComponentTables, tabs: PlanTables, q: torch.Tensor, v: torch.Tensor
+                    ) -> dict[str, bool]:
+    """RUN: the component's kernels walk its runs first. EXACT: the runs' loads need no mask,
+    as no position is padding (N is the plan's padded length) and the head dims are powers of
+    two >= 16 (the kernels' padded widths)."""
+    D, DV = q.shape[-1], v.shape[-1]
+    exact = q.shape[2] == tabs.n_pad and D == _pow2(D) and DV == _pow2(DV)
+    return dict(RUN=bool(c.runs), EXACT=bool(c.runs) and exact)
 
 
 def _token_major(B: int, H: int, N: int, D: int, like: torch.Tensor,
@@ -437,10 +520,11 @@ def _forward_launches(q, k, v, out, lse, tabs: PlanTables, scale: float, key: tu
         grid, slots_x = _grid(c.n_query_tiles, B * c.n_slots, cfg)
         launch(triton_fwd.fwd_kernel, grid, (
             q, k, v, out, lse, c.slot_head, c.slot_class, c.slot_merge, *c.query_side, c.params,
-            *strides, scale * LOG2E, N, H, c.n_slots, D, DV, c.n_query_tiles,
+            c.query_runs, *strides, scale * LOG2E, N, H, c.n_slots, D, DV, c.n_query_tiles,
             *_tile_ints(c, c.query_side)),
             dict(QB=c.q_block, KB=tabs.k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
-                 SLOTS_X=slots_x, LEAN=_lean(cfg, c), **_term_constexprs(c, q.dtype)),
+                 SLOTS_X=slots_x, LEAN=_lean(cfg, c), **_run_constexprs(c, tabs, q, v),
+                 **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
 
@@ -496,12 +580,12 @@ def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTab
             grid, slots_x = _grid(c.n_query_tiles, B * c.n_slots, cfg_dq)
             launch(triton_bwd.dq_kernel, grid, (
                 q, k, v, out, dout, lse, delta, dq, c.slot_head, c.slot_class, c.slot_merge,
-                *c.query_side, c.params,
+                *c.query_side, c.params, c.query_runs,
                 *dq_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
                 *_tile_ints(c, c.query_side)),
                 dict(QB=c.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
                      SLOTS_X=slots_x, LEAN=_lean(cfg_dq, c), FUSED_DELTA=fused_delta,
-                     **_term_constexprs(c, q.dtype)),
+                     **_run_constexprs(c, tabs, q, v), **_term_constexprs(c, q.dtype)),
                 call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
                 num_stages=cfg_dq["num_stages"])
         key_tiles = c.key_tiles.shape[-1]
@@ -510,12 +594,12 @@ def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTab
         grid, slots_x = _grid(c.n_key_groups, B * c.n_slots, cfg)
         launch(triton_bwd.dkdv_kernel, grid, (
             q, k, v, dout, lse, delta, dk, dv, dq, c.slot_head, c.slot_class, c.slot_merge,
-            c.key_tiles, *c.key_side, c.params,
+            c.key_tiles, *c.key_side, c.params, c.key_runs,
             *dkdv_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_key_groups,
             *_tile_ints(c, c.key_side)),
             dict(QB=tabs.q_block, KB=tabs.k_block, KEY_TILES=key_tiles, DP=dp, DVP=dvp,
                  TRANS_ACC=bool(cfg["trans_acc"]), SLOTS_X=slots_x, ATOMIC_DQ=atomic_dq,
-                 **_term_constexprs(c, q.dtype)),
+                 **_run_constexprs(c, tabs, q, v), **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
 

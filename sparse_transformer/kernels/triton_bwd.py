@@ -38,6 +38,7 @@ import triton.language as tl
 from sparse_transformer.kernels.triton_fwd import (
     element_rule,
     gathered_keys,
+    load_tile,
     memory_position,
     program_slot,
     program_tile,
@@ -62,14 +63,17 @@ def delta_kernel(O, DO, DELTA, sob, soh, son, sdb, sdh, sdn, N, H, DV,
 
 
 @triton.jit
-def _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, start, count, rows, prm,
-             scale_log2, N, D, DV, dk, dv, stride, groups,
+def _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, first, step, start, count,
+             rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups,
              KB: tl.constexpr, GATHER: tl.constexpr, TAIL: tl.constexpr, MASKED: tl.constexpr,
              K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-             PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr):
-    """One gathered key tile of dQ; TAIL and MASKED as in the forward's ``_fwd_step``."""
-    kt, cols, pcol, valid, live = gathered_keys(Kb, skn, idx_ptr, start, count, dk, D, N,
-                                                stride, groups, KB, GATHER, REORDER)
+             PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr,
+             RUN: tl.constexpr, EXACT: tl.constexpr):
+    """One gathered key tile of dQ; TAIL, MASKED, RUN and EXACT as in the forward's
+    ``_fwd_step``."""
+    kt, cols, pcol, valid, live = gathered_keys(Kb, skn, idx_ptr, first, step, start, count,
+                                                dk, D, N, stride, groups, KB, GATHER, REORDER,
+                                                RUN, EXACT)
     # s * scale - lse: one fused multiply-add per score
     p = tl.exp2(tl.dot(q, kt, input_precision=PREC) * scale_log2 - lse2[:, None])
     if TAIL or MASKED or not LEAN:
@@ -77,8 +81,8 @@ def _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, start, count, ro
         if MASKED:
             ok = ok & element_rule(rows[:, None], cols[None, :], prm, K0, K1, K2, K3)
         p = tl.where(ok, p, 0.0)
-    vt = tl.load(Vb + pcol[None, :] * svn + dv[:, None],
-                 mask=(dv[:, None] < DV) & live[None, :], other=0.0)
+    vt = load_tile(Vb + pcol[None, :] * svn + dv[:, None], (dv[:, None] < DV) & live[None, :],
+                   EXACT)
     dp = tl.dot(do, vt, input_precision=PREC)
     ds = p * (dp - delta[:, None])
     return dq + tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PREC)
@@ -94,19 +98,37 @@ def _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, count, rows, pr
     if LEAN:
         whole = count - count % GATHER
     for start in range(0, whole, GATHER):
-        dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, start, count, rows,
-                      prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, False,
-                      MASKED, K0, K1, K2, K3, PREC, REORDER, LEAN)
+        dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, 0, 0, start, count,
+                      rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER,
+                      False, MASKED, K0, K1, K2, K3, PREC, REORDER, LEAN, False, False)
     if whole < count:
-        dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, whole, count, rows,
-                      prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, True,
-                      MASKED, K0, K1, K2, K3, PREC, REORDER, LEAN)
+        dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, 0, 0, whole, count,
+                      rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER,
+                      True, MASKED, K0, K1, K2, K3, PREC, REORDER, LEAN, False, False)
+    return dq
+
+
+@triton.jit
+def _dq_run(dq, q, do, lse2, delta, Kb, Vb, skn, svn, run_ptr, rows, prm, scale_log2,
+            N, D, DV, dk, dv, stride, groups,
+            KB: tl.constexpr, GATHER: tl.constexpr,
+            K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+            PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr,
+            EXACT: tl.constexpr):
+    # The row's run of full key tiles, as in the forward's ``_fwd_run``.
+    first = tl.load(run_ptr)
+    count = tl.load(run_ptr + 1)
+    step = tl.load(run_ptr + 2)
+    for start in range(0, count, GATHER):
+        dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, run_ptr, first, step, start,
+                      count, rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB,
+                      GATHER, False, False, K0, K1, K2, K3, PREC, REORDER, LEAN, True, EXACT)
     return dq
 
 
 @triton.jit
 def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
-              FC, FI, PC, PI, PRM,
+              FC, FI, PC, PI, PRM, RUNS,
               sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sob, soh, son,
               sgb, sgh, sgn,
               scale_log2, scale, N, H, Hc, D, DV, n_qt, fi_w, pi_w, prm_stride, stride, groups,
@@ -114,7 +136,8 @@ def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
               DP: tl.constexpr, DVP: tl.constexpr,
               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
               PREC: tl.constexpr, REORDER: tl.constexpr, SLOTS_X: tl.constexpr,
-              LEAN: tl.constexpr = True, FUSED_DELTA: tl.constexpr = False):
+              LEAN: tl.constexpr = True, FUSED_DELTA: tl.constexpr = False,
+              RUN: tl.constexpr = False, EXACT: tl.constexpr = False):
     b, h, prm, merge, row, rows, prow, real, dk, dv, q = query_tile(
         Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, D, n_qt, prm_stride,
         stride, groups, QB, DP, DVP, REORDER, SLOTS_X)
@@ -138,6 +161,10 @@ def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
     Kb = K + b * skb + h * skh
     Vb = V + b * svb + h * svh
     dq = tl.zeros([QB, DP], tl.float32)
+    if RUN:  # the row's run of full key tiles (fwd_kernel's RUNS)
+        dq = _dq_run(dq, q, do, lse2, delta, Kb, Vb, skn, svn, RUNS + row * 3, rows, prm,
+                     scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, K0, K1, K2, K3,
+                     PREC, REORDER, LEAN, EXACT)
     dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, FI + row * fi_w, tl.load(FC + row),
                    rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, False,
                    K0, K1, K2, K3, PREC, REORDER, LEAN)
@@ -154,22 +181,27 @@ def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
 
 @triton.jit
 def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, DQAb, sqn, sdn, san, idx_ptr,
-                count, cols, prm, scale_log2, scale, N, D, DV, dk, dv, stride, groups,
-                QB: tl.constexpr, MASKED: tl.constexpr,
+                first, step, count, cols, prm, scale_log2, scale, N, D, DV, dk, dv, stride,
+                groups, QB: tl.constexpr, MASKED: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
                 PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr,
-                ATOMIC_DQ: tl.constexpr):
+                ATOMIC_DQ: tl.constexpr, RUN: tl.constexpr, EXACT: tl.constexpr):
+    # The query tiles of the list at idx_ptr, or (RUN) the run first, first + step, ...: then
+    # no load waits on a list entry; EXACT: no padded row, head dims powers of two, no masks.
     for t in range(0, count):
-        rows = tl.load(idx_ptr + t) * QB + tl.arange(0, QB)
+        if RUN:
+            rows = (first + t * step) * QB + tl.arange(0, QB)
+        else:
+            rows = tl.load(idx_ptr + t) * QB + tl.arange(0, QB)
         prow = memory_position(rows, stride, groups, REORDER)
         real = prow < N
-        q = tl.load(Qb + prow[:, None] * sqn + dk[None, :],
-                    mask=real[:, None] & (dk[None, :] < D), other=0.0)
-        do = tl.load(DOb + prow[:, None] * sdn + dv[None, :],
-                     mask=real[:, None] & (dv[None, :] < DV), other=0.0)
-        lse = tl.load(STATb + prow, mask=real, other=0.0)
+        q = load_tile(Qb + prow[:, None] * sqn + dk[None, :], real[:, None] & (dk[None, :] < D),
+                      EXACT)
+        do = load_tile(DOb + prow[:, None] * sdn + dv[None, :],
+                       real[:, None] & (dv[None, :] < DV), EXACT)
+        lse = load_tile(STATb + prow, real, EXACT)
         lse2 = tl.where(lse == float("-inf"), 0.0, lse * 1.4426950408889634)
-        delta = tl.load(DELTAb + prow, mask=real, other=0.0)
+        delta = load_tile(DELTAb + prow, real, EXACT)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale_log2  # [QB, KB]
         p = tl.exp2(s - lse2[:, None])
         if MASKED:
@@ -191,7 +223,7 @@ def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, DQAb, sqn, sdn, sa
 
 @triton.jit
 def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, DQA, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
-                KT, FC, FI, PC, PI, PRM,
+                KT, FC, FI, PC, PI, PRM, RUNS,
                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                 sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, sab, sah, san,
                 scale_log2, scale, N, H, Hc, D, DV, n_kg, fi_w, pi_w, prm_stride, stride, groups,
@@ -199,7 +231,8 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, DQA, SLOT_HEAD, SLOT_CLASS, SL
                 DP: tl.constexpr, DVP: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
                 PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr,
-                SLOTS_X: tl.constexpr, ATOMIC_DQ: tl.constexpr):
+                SLOTS_X: tl.constexpr, ATOMIC_DQ: tl.constexpr, RUN: tl.constexpr = False,
+                EXACT: tl.constexpr = False):
     # One program per group of KEY_TILES key tiles of KB positions (ComponentPlan.key_groups:
     # not necessarily adjacent; -1 marks an empty slot). Groups are sorted longest list first.
     kg = program_tile(SLOTS_X)
@@ -227,14 +260,23 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, DQA, SLOT_HEAD, SLOT_CLASS, SL
     DOb = DO + b * sdb + h * sdh
     stat = (b * H + h) * N
     DQAb = DQA + b * sab + h * sah
+    if RUN:  # the group's run of full query tiles (RUNS: int32 [groups, 3])
+        run = RUNS + row * 3
+        dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat,
+                                     DQAb, sqn, sdn, san, run, tl.load(run), tl.load(run + 2),
+                                     tl.load(run + 1), cols, prm, scale_log2, scale, N, D, DV,
+                                     dk, dv, stride, groups, QB, False, K0, K1, K2, K3, PREC,
+                                     TRANS_ACC, REORDER, ATOMIC_DQ, True, EXACT)
     dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat, DQAb,
-                                 sqn, sdn, san, FI + row * fi_w, tl.load(FC + row), cols, prm,
-                                 scale_log2, scale, N, D, DV, dk, dv, stride, groups, QB, False,
-                                 K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ)
+                                 sqn, sdn, san, FI + row * fi_w, 0, 0, tl.load(FC + row), cols,
+                                 prm, scale_log2, scale, N, D, DV, dk, dv, stride, groups, QB,
+                                 False, K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ,
+                                 False, False)
     dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat, DQAb,
-                                 sqn, sdn, san, PI + row * pi_w, tl.load(PC + row), cols, prm,
-                                 scale_log2, scale, N, D, DV, dk, dv, stride, groups, QB, True,
-                                 K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ)
+                                 sqn, sdn, san, PI + row * pi_w, 0, 0, tl.load(PC + row), cols,
+                                 prm, scale_log2, scale, N, D, DV, dk, dv, stride, groups, QB,
+                                 True, K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ,
+                                 False, False)
     dk_acc = dk_acc * scale
     if TRANS_ACC:
         gk_ptr = DK + b * sgkb + h * sgkh + pcol[None, :] * sgkn + dk[:, None]

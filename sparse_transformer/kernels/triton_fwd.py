@@ -134,26 +134,42 @@ def memory_position(r, stride, groups, REORDER: tl.constexpr):
 
 
 @triton.jit
-def gathered_columns(idx_ptr, start, count, KB: tl.constexpr, GATHER: tl.constexpr):
-    """Key positions of GATHER consecutive entries of a tile list, and which are real."""
+def gathered_columns(idx_ptr, first, step, start, count, KB: tl.constexpr,
+                     GATHER: tl.constexpr, RUN: tl.constexpr):
+    """Key positions of GATHER consecutive entries of a tile row, and which are real: entries
+    start, start + 1, ... of the list at idx_ptr, or (RUN) of the run of tiles first,
+    first + step, first + 2 * step, ..., which costs no load (``_runs`` in triton_attention)."""
     lane = tl.arange(0, GATHER * KB)
     slot = start + lane // KB
     valid = slot < count
-    tile = tl.load(idx_ptr + slot, mask=valid, other=0)
+    if RUN:
+        tile = first + slot * step
+    else:
+        tile = tl.load(idx_ptr + slot, mask=valid, other=0)
     return tile * KB + lane % KB, valid
 
 
 @triton.jit
-def gathered_keys(Kb, skn, idx_ptr, start, count, dk, D, N, stride, groups,
-                  KB: tl.constexpr, GATHER: tl.constexpr, REORDER: tl.constexpr):
-    """The keys of GATHER consecutive entries of a query tile's list, as a [D, GATHER * KB] tile
-    (K transposed, zero where a slot is empty or past N), with their component positions, their
-    memory positions, which slots are real and which are live (real and before N)."""
-    cols, valid = gathered_columns(idx_ptr, start, count, KB, GATHER)
+def load_tile(ptrs, mask, EXACT: tl.constexpr):
+    """A tile load; EXACT: every element is known to be in bounds, so none is masked."""
+    if EXACT:
+        return tl.load(ptrs)
+    return tl.load(ptrs, mask=mask, other=0.0)
+
+
+@triton.jit
+def gathered_keys(Kb, skn, idx_ptr, first, step, start, count, dk, D, N, stride, groups,
+                  KB: tl.constexpr, GATHER: tl.constexpr, REORDER: tl.constexpr,
+                  RUN: tl.constexpr, EXACT: tl.constexpr):
+    """The keys of GATHER consecutive entries of a query tile's list (or run), as a
+    [D, GATHER * KB] tile (K transposed, zero where a slot is empty or past N), with their
+    component positions, their memory positions, which slots are real and which are live (real
+    and before N). EXACT (a run, no padded position, D a power of two): loads unmasked."""
+    cols, valid = gathered_columns(idx_ptr, first, step, start, count, KB, GATHER, RUN)
     pcol = memory_position(cols, stride, groups, REORDER)
     live = valid & (pcol < N)
-    kt = tl.load(Kb + pcol[None, :] * skn + dk[:, None],
-                 mask=(dk[:, None] < D) & live[None, :], other=0.0)
+    kt = load_tile(Kb + pcol[None, :] * skn + dk[:, None], (dk[:, None] < D) & live[None, :],
+                   EXACT)
     return kt, cols, pcol, valid, live
 
 
@@ -209,16 +225,18 @@ def query_tile(Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, 
 
 
 @triton.jit
-def _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, start, count, rows, prm, scale_log2,
-              N, D, DV, dk, dv, stride, groups,
+def _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, first, step, start, count, rows, prm,
+              scale_log2, N, D, DV, dk, dv, stride, groups,
               KB: tl.constexpr, GATHER: tl.constexpr, TAIL: tl.constexpr, MASKED: tl.constexpr,
               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-              PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr):
+              PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr,
+              RUN: tl.constexpr, EXACT: tl.constexpr):
     """One gathered key tile of the online softmax. TAIL: fewer than GATHER entries are left,
     so the missing slots are masked; elsewhere every slot is real and nothing is selected
-    unless the element rule applies (MASKED)."""
-    kt, cols, pcol, valid, live = gathered_keys(Kb, skn, idx_ptr, start, count, dk, D, N,
-                                                stride, groups, KB, GATHER, REORDER)
+    unless the element rule applies (MASKED). RUN, EXACT: see ``gathered_keys``."""
+    kt, cols, pcol, valid, live = gathered_keys(Kb, skn, idx_ptr, first, step, start, count,
+                                                dk, D, N, stride, groups, KB, GATHER, REORDER,
+                                                RUN, EXACT)
     s = tl.dot(q, kt, input_precision=PREC)
     if not LEAN:
         s = s * scale_log2
@@ -242,8 +260,8 @@ def _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, start, count, rows, p
     else:
         p = tl.exp2(s - m_use[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = tl.load(Vb + pcol[:, None] * svn + dv[None, :],
-                mask=(dv[None, :] < DV) & live[:, None], other=0.0)
+    v = load_tile(Vb + pcol[:, None] * svn + dv[None, :], (dv[None, :] < DV) & live[:, None],
+                  EXACT)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
     return acc, m_new, l_i
 
@@ -260,27 +278,49 @@ def _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, count, rows, prm, sc
     if LEAN:
         whole = count - count % GATHER
     for start in range(0, whole, GATHER):
-        acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, start, count,
-                                  rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups,
-                                  KB, GATHER, False, MASKED, K0, K1, K2, K3, PREC, REORDER,
-                                  LEAN)
+        acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, 0, 0, start,
+                                  count, rows, prm, scale_log2, N, D, DV, dk, dv, stride,
+                                  groups, KB, GATHER, False, MASKED, K0, K1, K2, K3, PREC,
+                                  REORDER, LEAN, False, False)
     if whole < count:
-        acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, whole, count,
-                                  rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups,
-                                  KB, GATHER, True, MASKED, K0, K1, K2, K3, PREC, REORDER,
-                                  LEAN)
+        acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, 0, 0, whole,
+                                  count, rows, prm, scale_log2, N, D, DV, dk, dv, stride,
+                                  groups, KB, GATHER, True, MASKED, K0, K1, K2, K3, PREC,
+                                  REORDER, LEAN, False, False)
     return acc, m_i, l_i
 
 
 @triton.jit
-def fwd_kernel(Q, K, V, O, LSE, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, FC, FI, PC, PI, PRM,
+def _fwd_run(acc, m_i, l_i, q, Kb, Vb, skn, svn, run_ptr, rows, prm, scale_log2,
+             N, D, DV, dk, dv, stride, groups,
+             KB: tl.constexpr, GATHER: tl.constexpr,
+             K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+             PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr,
+             EXACT: tl.constexpr):
+    # The row's run of full key tiles (first, count, step; count a multiple of GATHER): key
+    # positions are computed from the loop counter, so no load waits on a list entry and
+    # Triton pipelines the loop as a plain FlashAttention loop.
+    first = tl.load(run_ptr)
+    count = tl.load(run_ptr + 1)
+    step = tl.load(run_ptr + 2)
+    for start in range(0, count, GATHER):
+        acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, run_ptr, first, step,
+                                  start, count, rows, prm, scale_log2, N, D, DV, dk, dv,
+                                  stride, groups, KB, GATHER, False, False, K0, K1, K2, K3,
+                                  PREC, REORDER, LEAN, True, EXACT)
+    return acc, m_i, l_i
+
+
+@triton.jit
+def fwd_kernel(Q, K, V, O, LSE, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, FC, FI, PC, PI, PRM, RUNS,
                sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
                scale_log2, N, H, Hc, D, DV, n_qt, fi_w, pi_w, prm_stride, stride, groups,
                QB: tl.constexpr, KB: tl.constexpr, GATHER: tl.constexpr,
                DP: tl.constexpr, DVP: tl.constexpr,
                K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
                PREC: tl.constexpr, REORDER: tl.constexpr, SLOTS_X: tl.constexpr,
-               LEAN: tl.constexpr = True):
+               LEAN: tl.constexpr = True, RUN: tl.constexpr = False,
+               EXACT: tl.constexpr = False):
     b, h, prm, merge, row, rows, prow, real, dk, dv, q = query_tile(
         Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, D, n_qt, prm_stride,
         stride, groups, QB, DP, DVP, REORDER, SLOTS_X)
@@ -289,6 +329,10 @@ def fwd_kernel(Q, K, V, O, LSE, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, FC, FI, PC, P
     m_i = tl.full([QB], float("-inf"), tl.float32)
     l_i = tl.zeros([QB], tl.float32)
     acc = tl.zeros([QB, DVP], tl.float32)
+    if RUN:  # RUNS: int32 [rows, 3], each row's run of full tiles (the list holds the rest)
+        acc, m_i, l_i = _fwd_run(acc, m_i, l_i, q, Kb, Vb, skn, svn, RUNS + row * 3, rows, prm,
+                                 scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER,
+                                 K0, K1, K2, K3, PREC, REORDER, LEAN, EXACT)
     acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, skn, svn, FI + row * fi_w,
                                tl.load(FC + row), rows, prm, scale_log2, N, D, DV, dk, dv,
                                stride, groups, KB, GATHER, False, K0, K1, K2, K3, PREC, REORDER,

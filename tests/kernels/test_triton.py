@@ -389,3 +389,55 @@ def test_an_eager_call_skips_the_custom_op_machinery():
     assert type(out.grad_fn).__name__ == "_EagerAttentionBackward"
     with torch.no_grad():
         torch.testing.assert_close(attention(q, q, q, p, backend="triton"), out.detach())
+
+
+@pytest.mark.parametrize("mode", [2, 0], ids=["runs-everywhere", "no-runs"])
+def test_runs_partition_the_full_lists(mode, monkeypatch):
+    """The tables' runs (``CONFIG["tiles"]["runs"]``) and what is left of the full lists hold
+    exactly the plan's full tiles, each once; a run's length is a multiple of the kernels'
+    gather (query side) and its tiles are equally spaced. On CUDA's tiles causal's rows are
+    one run each, and fixed's summary tiles are runs of step l / k_block = 4."""
+    monkeypatch.setattr(T, "CONFIG", {"tiles": {"runs": mode}})
+    cpu = torch.device("cpu")
+    for pattern in (P.causal(), P.fixed(128, 32, 4), P.local(256), P.strided(128, "split"),
+                    P.strided(128, "merge")):
+        plan = pattern.plan(2048, 8, 128, 32)
+        tables = T.device_tables(pattern, 2048, 8, 128, 32, cpu)
+        for cp, c in zip(plan.components, tables.components):
+            assert c.runs == (mode == 2), pattern.name
+            sides = ((cp.full_count, cp.full_index, c.query_side, c.query_runs, 2),
+                     (*cp.key_groups(T.key_group_limit(128, 32), T.MAX_GROUP_OVERHEAD)[1:3],
+                      c.key_side, c.key_runs, 1))
+            for count, index, side, runs, unit in sides:
+                for cls in range(count.shape[0]):
+                    for r in range(count.shape[1]):
+                        first, n, step = runs[cls, r].tolist()
+                        if mode == 0:
+                            assert n == 0
+                        assert n % unit == 0 and (n == 0 or step > 0)
+                        ran = [first + t * step for t in range(n)]
+                        left = side[1][cls, r, :side[0][cls, r]].tolist()
+                        want = index[cls, r, :count[cls, r]].tolist()
+                        assert sorted(ran + left) == want, (pattern.name, cls, r)
+    tables = T.device_tables(P.causal(), 2048, 8, 128, 32, cpu)
+    if mode:
+        runs = tables.components[0].query_runs[0]
+        assert int(tables.components[0].query_side[0].sum()) <= 16  # odd counts' last tile
+        assert runs[:, 1].max() == 2048 // 32 - 4 - (2048 // 32 - 4) % 2
+        fixed = T.device_tables(P.fixed(128, 32, 4), 2048, 8, 128, 32, cpu).components[0]
+        assert set(fixed.query_runs[..., 2][fixed.query_runs[..., 1] > 0].tolist()) == {4}
+
+
+@pytest.mark.parametrize("mode", [2, 0], ids=["runs-everywhere", "no-runs"])
+def test_runs_vs_float64(mode, monkeypatch):
+    """Every kernel computes the same function whether it walks runs (positions from the loop
+    counter; EXACT: unmasked loads where nothing is padded) or only lists: patterns with and
+    without reordered components, lengths with and without padding."""
+    monkeypatch.setattr(T, "CONFIG", {"tiles": {"runs": mode}})
+    for pattern, n, H in ((P.causal(), 96, 1), (P.fixed(16, 4, 2), 64, 2),
+                          (P.strided(8, "split"), 96, 2), (P.strided(8, "merge"), 64, 2),
+                          (P.local(20), 90, 1)):
+        prepared = T.prepare(pattern, n, H, 16, 16, torch.float32, torch.device("cpu"))
+        assert all(c.runs == (mode == 2) for c in prepared.tables.components), pattern.name
+        _check(pattern, n, H, torch.float32)
+    _check(P.causal(), 64, 2, torch.bfloat16, layout="contiguous")
