@@ -94,6 +94,11 @@ VARIANTS = {
     # default in long-row components since the twelfth session): none, or in every component
     "no-runs": {"tiles": {"runs": 0}},
     "runs-all": {"tiles": {"runs": 2}},
+    # launch settings again, now that runs free the loops of list loads (twelfth session)
+    "fwd-s4": {"fwd": {"num_stages": 4}, "dq": {"num_stages": 4}},
+    "dq-g4w4": {"dq": {"gather": 4, "num_warps": 4, "num_stages": 3}},
+    "dkdv-s2": {"dkdv": {"num_stages": 2}},
+    "dkdv-s4": {"dkdv": {"num_stages": 4}},
 }
 RUNS = ("fixed:default+delta-launch,split:default+delta-launch,"
         "local:default+delta-launch,causal:default+delta-launch")
