@@ -44,6 +44,8 @@ PATTERNS = {  # short name -> (pattern, its name in benchmarks/results/attention
     "merge": (P.strided(128, "merge"), "strided(128,merge)"),
     "local": (P.local(128), "local(128)"),
     "causal": (P.causal(), "causal"),
+    # the 1M-position model's pattern: its 1,024-wide windows are long rows (runs by default)
+    "split1024": (P.strided(1024, "split"), "strided(1024,split)"),
 }
 # label -> CONFIG. "old": dK/dV groups only where they add no work (tiles with the same
 # lists): what every pattern ran before key groups (fixed: one 32-key tile per program).
