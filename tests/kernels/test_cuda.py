@@ -75,7 +75,7 @@ def test_fixed_wide_key_groups_vs_float64():
     _check_backend(pattern, "triton", torch.bfloat16, B=1, H=4, N=6144)
 
 
-def _check_under_config(pattern, config, monkeypatch):
+def _check_under_config(pattern, config, monkeypatch, N=1000):
     """``_check_backend`` (triton, bf16) with the launch CONFIG set to ``config``; the tables and
     launch caches are built under it and dropped afterwards."""
     from sparse_transformer.kernels import dispatch, triton_attention
@@ -83,7 +83,7 @@ def _check_under_config(pattern, config, monkeypatch):
     monkeypatch.setattr(triton_attention, "CONFIG", config)
     dispatch.PREPARED.clear()
     try:
-        _check_backend(pattern, "triton", torch.bfloat16)
+        _check_backend(pattern, "triton", torch.bfloat16, N=N)
     finally:
         dispatch.PREPARED.clear()
 
@@ -95,6 +95,17 @@ def test_lean_and_plain_loops_vs_float64(pattern, lean, monkeypatch):
     """Both forms of the forward and dQ loops (``CONFIG[...]["lean"]``; the default picks
     one per component by its row length) against float64, bf16."""
     _check_under_config(pattern, {"fwd": {"lean": lean}, "dq": {"lean": lean}}, monkeypatch)
+
+
+@pytest.mark.parametrize("n", [1000, 1024], ids=["padded", "exact"])
+@pytest.mark.parametrize("runs", [0, 1, 2], ids=["no-runs", "default", "runs-everywhere"])
+@pytest.mark.parametrize("pattern", [P.causal(), P.fixed(128, 32, 4), P.strided(128, "split")],
+                         ids=lambda p: p.name)
+def test_runs_vs_float64(pattern, runs, n, monkeypatch):
+    """Runs of full tiles (``CONFIG["tiles"]["runs"]``: none, long-row components (the
+    default), every component) against float64, bf16, at a padded length (masked run loads)
+    and at a multiple of the tiles (EXACT: unmasked run loads)."""
+    _check_under_config(pattern, {"tiles": {"runs": runs}}, monkeypatch, N=n)
 
 
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],
