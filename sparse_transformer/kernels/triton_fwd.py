@@ -16,9 +16,11 @@ order. One program computes one query tile of QB positions for one (batch, head 
   merged by the second launch in its epilogue, exactly through the log-sum-exps:
   o = (e^{lse_1} o_1 + e^{lse_2} o_2) / (e^{lse_1} + e^{lse_2}).
 
-The tile row is walked twice: first the *full* key tiles (every element allowed: no element
-rule), then the *partial* ones (the rule is evaluated from the class's term parameters; no mask
-is stored). Key tiles are small (KB = 16 or 32 positions, so the fixed pattern's c = 32 summary
+The tile row is walked in up to three parts: its *run* of equally spaced full key tiles where
+the component has one (RUN: positions from the loop counter, no list to load, and no load
+masked where nothing is padded: EXACT), the rest of its *full* key tiles (every element
+allowed: no element rule), then the *partial* ones (the rule is evaluated from the class's term
+parameters; no mask is stored). Key tiles are small (KB = 16 or 32 positions, so the fixed pattern's c = 32 summary
 columns are exact) and GATHER of them are loaded per iteration into one [GATHER * KB, D] tile,
 so every product is at least QB x 64 x D and the tensor cores stay busy. Softmax is the online
 (FlashAttention-2) form in base 2 with float32 accumulation; the program writes its output
