@@ -299,17 +299,24 @@ def _check(row: dict, got: torch.Tensor, ref: torch.Tensor, bound: float) -> Non
         raise AssertionError(f"max error {row['max_err']:.3g} against the reference")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def probe_arguments(doc: str, out_file: str, argv: list[str] | None
+                    ) -> tuple[argparse.Namespace, bool]:
+    """The command line of a ceiling probe (this file's, backward_ceiling.py's), and whether it
+    runs on CUDA (else --smoke: the interpreter)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--shapes", default="12288x2,16384x4", help="N x batch, comma-separated")
     ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--out", type=Path, help="folder for attention-ceiling.json")
+    ap.add_argument("--out", type=Path, help=f"folder for {out_file}")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes in the interpreter")
     args = ap.parse_args(argv)
-    cuda = torch.cuda.is_available() and not args.smoke
     if args.smoke and torch.cuda.is_available():
         ap.error("--smoke is for machines without CUDA (the interpreter)")
+    return args, torch.cuda.is_available() and not args.smoke
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, cuda = probe_arguments(__doc__, "attention-ceiling.json", argv)
     from sparse_transformer import patterns as P
 
     H, D = args.heads, (64 if cuda else 16)

@@ -24,7 +24,6 @@ not, the rest is Triton's backward (or tiles and warps this probe does not try).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -41,7 +40,12 @@ import triton.language as tl  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, uninstalled
 
-from attention_ceiling import LOG2E, _guarded, _median_ms  # noqa: E402  (this folder)
+from attention_ceiling import (  # noqa: E402  (this folder)
+    LOG2E,
+    _guarded,
+    _median_ms,
+    probe_arguments,
+)
 
 
 @triton.jit
@@ -215,16 +219,7 @@ def _max_rel_err(got: tuple, want: tuple) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--shapes", default="12288x2,16384x4", help="N x batch, comma-separated")
-    ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--out", type=Path, help="folder for backward-ceiling.json")
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes in the interpreter")
-    args = ap.parse_args(argv)
-    cuda = torch.cuda.is_available() and not args.smoke
-    if args.smoke and torch.cuda.is_available():
-        ap.error("--smoke is for machines without CUDA (the interpreter)")
+    args, cuda = probe_arguments(__doc__, "backward-ceiling.json", argv)
     if args.smoke:
         shapes, H, D, dtype, device = [(128, 2)], 2, 16, torch.float32, "cpu"
         dkdv_variants, dq_variants = [("dkdv-16x32-w4", 16, 32, 4, 1)], [

@@ -43,6 +43,8 @@ from sparse_transformer.kernels.triton_fwd import (
     program_slot,
     program_tile,
     query_tile,
+    read_run,
+    walk_bounds,
 )
 
 
@@ -93,36 +95,20 @@ def _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, count, rows, pr
               N, D, DV, dk, dv, stride, groups,
               KB: tl.constexpr, GATHER: tl.constexpr, MASKED: tl.constexpr,
               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-              PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr):
-    whole = count  # the split of ``_fwd_tiles``: whole gathers, then the remainder
-    if LEAN:
-        whole = count - count % GATHER
+              PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr,
+              RUN: tl.constexpr = False, EXACT: tl.constexpr = False):
+    # The walk of the forward's ``_fwd_tiles``: a run (RUN), or whole gathers of a list and
+    # then its remainder.
+    first, step, count, whole = walk_bounds(idx_ptr, count, GATHER, LEAN, RUN)
     for start in range(0, whole, GATHER):
-        dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, 0, 0, start, count,
-                      rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER,
-                      False, MASKED, K0, K1, K2, K3, PREC, REORDER, LEAN, False, False)
-    if whole < count:
-        dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, 0, 0, whole, count,
-                      rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER,
-                      True, MASKED, K0, K1, K2, K3, PREC, REORDER, LEAN, False, False)
-    return dq
-
-
-@triton.jit
-def _dq_run(dq, q, do, lse2, delta, Kb, Vb, skn, svn, run_ptr, rows, prm, scale_log2,
-            N, D, DV, dk, dv, stride, groups,
-            KB: tl.constexpr, GATHER: tl.constexpr,
-            K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-            PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr,
-            EXACT: tl.constexpr):
-    # The row's run of full key tiles, as in the forward's ``_fwd_run``.
-    first = tl.load(run_ptr)
-    count = tl.load(run_ptr + 1)
-    step = tl.load(run_ptr + 2)
-    for start in range(0, count, GATHER):
-        dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, run_ptr, first, step, start,
+        dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, first, step, start,
                       count, rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB,
-                      GATHER, False, False, K0, K1, K2, K3, PREC, REORDER, LEAN, True, EXACT)
+                      GATHER, False, MASKED, K0, K1, K2, K3, PREC, REORDER, LEAN, RUN, EXACT)
+    if not RUN:
+        if whole < count:
+            dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, 0, 0, whole, count,
+                          rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER,
+                          True, MASKED, K0, K1, K2, K3, PREC, REORDER, LEAN, False, False)
     return dq
 
 
@@ -162,9 +148,9 @@ def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
     Vb = V + b * svb + h * svh
     dq = tl.zeros([QB, DP], tl.float32)
     if RUN:  # the row's run of full key tiles (fwd_kernel's RUNS)
-        dq = _dq_run(dq, q, do, lse2, delta, Kb, Vb, skn, svn, RUNS + row * 3, rows, prm,
-                     scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, K0, K1, K2, K3,
-                     PREC, REORDER, LEAN, EXACT)
+        dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, RUNS + row * 3, 0, rows, prm,
+                       scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, False, K0, K1,
+                       K2, K3, PREC, REORDER, LEAN, True, EXACT)
     dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, FI + row * fi_w, tl.load(FC + row),
                    rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, False,
                    K0, K1, K2, K3, PREC, REORDER, LEAN)
@@ -261,12 +247,12 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, DQA, SLOT_HEAD, SLOT_CLASS, SL
     stat = (b * H + h) * N
     DQAb = DQA + b * sab + h * sah
     if RUN:  # the group's run of full query tiles (RUNS: int32 [groups, 3])
-        run = RUNS + row * 3
+        first, count, step = read_run(RUNS + row * 3)
         dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat,
-                                     DQAb, sqn, sdn, san, run, tl.load(run), tl.load(run + 2),
-                                     tl.load(run + 1), cols, prm, scale_log2, scale, N, D, DV,
-                                     dk, dv, stride, groups, QB, False, K0, K1, K2, K3, PREC,
-                                     TRANS_ACC, REORDER, ATOMIC_DQ, True, EXACT)
+                                     DQAb, sqn, sdn, san, RUNS, first, step, count, cols, prm,
+                                     scale_log2, scale, N, D, DV, dk, dv, stride, groups, QB,
+                                     False, K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ,
+                                     True, EXACT)
     dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat, DQAb,
                                  sqn, sdn, san, FI + row * fi_w, 0, 0, tl.load(FC + row), cols,
                                  prm, scale_log2, scale, N, D, DV, dk, dv, stride, groups, QB,

@@ -269,47 +269,51 @@ def _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, first, step, start, c
 
 
 @triton.jit
+def read_run(run_ptr):
+    """A row's run of full tiles: (first, count, step), int32 at run_ptr (``_runs``)."""
+    return tl.load(run_ptr), tl.load(run_ptr + 1), tl.load(run_ptr + 2)
+
+
+@triton.jit
+def walk_bounds(idx_ptr, count, GATHER: tl.constexpr, LEAN: tl.constexpr, RUN: tl.constexpr):
+    """(first, step, count, whole) of the forward's and dQ's walk over a tile row: a run at
+    idx_ptr (RUN; its count a multiple of GATHER), or count tiles listed at idx_ptr, whole
+    gathers of them first where LEAN (the remainder is one masked step after)."""
+    first = 0
+    step = 0
+    if RUN:
+        first, count, step = read_run(idx_ptr)
+    whole = count
+    if LEAN and not RUN:
+        whole = count - count % GATHER
+    return first, step, count, whole
+
+
+@triton.jit
 def _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, count, rows, prm, scale_log2,
                N, D, DV, dk, dv, stride, groups,
                KB: tl.constexpr, GATHER: tl.constexpr, MASKED: tl.constexpr,
                K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-               PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr):
-    # LEAN: whole gathers first, then the remainder (if any) with its empty slots masked.
-    # Otherwise one loop masks the empty slots of every gather (the kernels before LEAN).
-    whole = count
-    if LEAN:
-        whole = count - count % GATHER
+               PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr,
+               RUN: tl.constexpr = False, EXACT: tl.constexpr = False):
+    # RUN: idx_ptr is the row's run of full tiles (first, count, step; count a multiple of
+    # GATHER, so no gather is ragged): key positions come from the loop counter, so no load
+    # waits on a list entry and Triton pipelines the loop as a plain FlashAttention loop.
+    # Otherwise idx_ptr is a list of count tiles. LEAN: whole gathers first, then the
+    # remainder (if any) with its empty slots masked; otherwise one loop masks the empty slots
+    # of every gather (the kernels before LEAN).
+    first, step, count, whole = walk_bounds(idx_ptr, count, GATHER, LEAN, RUN)
     for start in range(0, whole, GATHER):
-        acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, 0, 0, start,
-                                  count, rows, prm, scale_log2, N, D, DV, dk, dv, stride,
-                                  groups, KB, GATHER, False, MASKED, K0, K1, K2, K3, PREC,
-                                  REORDER, LEAN, False, False)
-    if whole < count:
-        acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, 0, 0, whole,
-                                  count, rows, prm, scale_log2, N, D, DV, dk, dv, stride,
-                                  groups, KB, GATHER, True, MASKED, K0, K1, K2, K3, PREC,
-                                  REORDER, LEAN, False, False)
-    return acc, m_i, l_i
-
-
-@triton.jit
-def _fwd_run(acc, m_i, l_i, q, Kb, Vb, skn, svn, run_ptr, rows, prm, scale_log2,
-             N, D, DV, dk, dv, stride, groups,
-             KB: tl.constexpr, GATHER: tl.constexpr,
-             K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-             PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr,
-             EXACT: tl.constexpr):
-    # The row's run of full key tiles (first, count, step; count a multiple of GATHER): key
-    # positions are computed from the loop counter, so no load waits on a list entry and
-    # Triton pipelines the loop as a plain FlashAttention loop.
-    first = tl.load(run_ptr)
-    count = tl.load(run_ptr + 1)
-    step = tl.load(run_ptr + 2)
-    for start in range(0, count, GATHER):
-        acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, run_ptr, first, step,
+        acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, first, step,
                                   start, count, rows, prm, scale_log2, N, D, DV, dk, dv,
-                                  stride, groups, KB, GATHER, False, False, K0, K1, K2, K3,
-                                  PREC, REORDER, LEAN, True, EXACT)
+                                  stride, groups, KB, GATHER, False, MASKED, K0, K1, K2, K3,
+                                  PREC, REORDER, LEAN, RUN, EXACT)
+    if not RUN:
+        if whole < count:
+            acc, m_i, l_i = _fwd_step(acc, m_i, l_i, q, Kb, Vb, skn, svn, idx_ptr, 0, 0, whole,
+                                      count, rows, prm, scale_log2, N, D, DV, dk, dv, stride,
+                                      groups, KB, GATHER, True, MASKED, K0, K1, K2, K3, PREC,
+                                      REORDER, LEAN, False, False)
     return acc, m_i, l_i
 
 
@@ -332,9 +336,10 @@ def fwd_kernel(Q, K, V, O, LSE, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, FC, FI, PC, P
     l_i = tl.zeros([QB], tl.float32)
     acc = tl.zeros([QB, DVP], tl.float32)
     if RUN:  # RUNS: int32 [rows, 3], each row's run of full tiles (the list holds the rest)
-        acc, m_i, l_i = _fwd_run(acc, m_i, l_i, q, Kb, Vb, skn, svn, RUNS + row * 3, rows, prm,
-                                 scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER,
-                                 K0, K1, K2, K3, PREC, REORDER, LEAN, EXACT)
+        acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, skn, svn, RUNS + row * 3, 0, rows,
+                                   prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB,
+                                   GATHER, False, K0, K1, K2, K3, PREC, REORDER, LEAN, True,
+                                   EXACT)
     acc, m_i, l_i = _fwd_tiles(acc, m_i, l_i, q, Kb, Vb, skn, svn, FI + row * fi_w,
                                tl.load(FC + row), rows, prm, scale_log2, N, D, DV, dk, dv,
                                stride, groups, KB, GATHER, False, K0, K1, K2, K3, PREC, REORDER,
