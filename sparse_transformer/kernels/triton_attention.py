@@ -23,7 +23,7 @@ call cheap on the host:
 Each tile row's longest run of equally spaced full tiles is taken out of its list when the
 tables are built (``_runs``), in components with long rows: the kernels walk it by position
 arithmetic, as a plain FlashAttention loop would (fixed -15%, causal -14% per forward +
-backward on an H100; docs/kernels.md).
+backward at 4 x 16,384 on an H100; docs/kernels.md).
 
 Per call: one forward launch per component (1 for fixed, 2 for strided), and in the backward
 a dQ launch (which also computes Delta = rowsum(dO * O) of its rows) and a dK/dV launch per
