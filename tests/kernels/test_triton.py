@@ -441,3 +441,19 @@ def test_runs_vs_float64(mode, monkeypatch):
         assert all(c.runs == (mode == 2) for c in prepared.tables.components), pattern.name
         _check(pattern, n, H, torch.float32)
     _check(P.causal(), 64, 2, torch.bfloat16, layout="contiguous")
+
+
+def test_runs_of_hand_made_lists():
+    """``_runs`` takes each row's longest equally spaced stretch, cut to a multiple of the unit,
+    and leaves the rest of the row (in order) in the list; rows too short keep their lists."""
+    rows = [[0, 1, 2, 3, 7, 8], [0, 4, 8, 12, 13], [5], [2, 3, 4, 5, 6], [9, 11]]
+    count = torch.tensor([[len(r) for r in rows]], dtype=torch.int32)
+    index = torch.zeros(1, len(rows), 6, dtype=torch.int32)
+    for i, r in enumerate(rows):
+        index[0, i, :len(r)] = torch.tensor(r)
+    runs, left_count, left_index = T._runs(count, index, unit=2)
+    assert runs[0].tolist() == [[0, 4, 1], [0, 4, 4], [0, 0, 0], [2, 4, 1], [9, 2, 2]]
+    left = [left_index[0, i, :left_count[0, i]].tolist() for i in range(len(rows))]
+    assert left == [[7, 8], [13], [5], [6], []]
+    runs4, *_ = T._runs(count, index, unit=4)
+    assert runs4[0, 3].tolist() == [2, 4, 1] and runs4[0, 4].tolist() == [0, 0, 0]
