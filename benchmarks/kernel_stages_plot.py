@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             ax.text(i, bottom[i], f"{here[v]['total']:.3f} ms", ha="center", va="bottom",
                     fontsize=9)
         ax.set_xticks(range(len(names)), [captions[v] for v in names], fontsize=8)
+        ax.set_xlabel("launch variant (one call, same inputs)")
         ax.set_ylabel("GPU time of one forward + backward (ms)")
         ax.set_ylim(0, max(bottom) * 1.12)
         ax.set_title(f"{pattern}, batch {b} x {n:,} positions, 8 heads", fontsize=10)
