@@ -21,6 +21,7 @@
 #   bash benchmarks/device_issue18.sh isolated # enwik8 and audio-65k steps, each row its own process
 #   bash benchmarks/device_issue18.sh ceiling  # plain Triton forwards (causal, fixed) vs ours, cuDNN
 #   bash benchmarks/device_issue18.sh runs     # runs of full tiles: kernel tests, A/B per pattern
+#   bash benchmarks/device_issue18.sh own      # dQ programs write their own tiles' dK/dV: tests, A/B, step
 # (Eleventh session: stage "keyrows" ran at c13fdad -- the dK/dV kernel with its scores taken
 #  keys on rows, tried and removed; benchmarks/results/raw/2026-12-06-s11/commands.md.)
 #   bash benchmarks/device_issue18.sh abab     # split's step, short-row tiles off/on/off/on (processes)
@@ -285,6 +286,16 @@ runs)
     kernel_tests "runs or triton_vs_float64_bf16"
     stage "kernels: runs vs none, per pattern"
     timeout 330 python3 benchmarks/kernel_stages.py --out "$out/ks" --runs "fixed:default+no-runs,causal:default+no-runs,split:default+runs-all,local:default+runs-all,merge:default+runs-all" >> "$log" 2>&1
+    ;;
+own)
+    # Thirteenth session: a key tile only one query tile reads gets its dK/dV from that tile's
+    # dQ program (fixed: 128 of 160 one-step dK/dV programs per head at 16,384 positions).
+    stage "kernels: owned tiles vs none"
+    timeout 150 python3 benchmarks/kernel_stages.py --out "$out/ks" --runs "fixed:default+no-own,causal:default+own-all,local:default+own-all" >> "$log" 2>&1
+    kernel_tests "owned or triton_vs_float64_bf16 or atomic"
+    stage "enwik8 default step, each row its own process"
+    timeout 200 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
+        --only "dense,fixed" --budget 180 --out "$out/ms" >> "$log" 2>&1
     ;;
 final8)
     stage "host cost (replayed)"

@@ -101,6 +101,11 @@ VARIANTS = {
     "dq-g4w4": {"dq": {"gather": 4, "num_warps": 4, "num_stages": 3}},
     "dkdv-s2": {"dkdv": {"num_stages": 2}},
     "dkdv-s4": {"dkdv": {"num_stages": 4}},
+    # key tiles one query tile alone reads, their dK/dV written by its dQ program
+    # (triton_attention._owned; the default where they are many, fixed, since the thirteenth
+    # session): never, or wherever there are any (causal's and local's last tiles)
+    "no-own": {"tiles": {"own": 0}},
+    "own-all": {"tiles": {"own": 2}},
 }
 RUNS = ("fixed:default+delta-launch,split:default+delta-launch,"
         "local:default+delta-launch,causal:default+delta-launch")

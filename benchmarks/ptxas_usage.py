@@ -40,7 +40,8 @@ from sparse_transformer.kernels import triton_bwd, triton_fwd  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 BF16, F32, I32 = "*bf16", "*fp32", "*i32"
-TABLES = ("SLOT_HEAD", "SLOT_CLASS", "SLOT_MERGE", "FC", "FI", "PC", "PI", "KT", "PRM", "RUNS")
+TABLES = ("SLOT_HEAD", "SLOT_CLASS", "SLOT_MERGE", "FC", "FI", "PC", "PI", "KT", "PRM", "RUNS",
+          "OWNED")
 POINTERS = {**{n: BF16 for n in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DVo", "DQA")},
             **{n: F32 for n in ("LSE", "DELTA")}, **{n: I32 for n in TABLES}}
 # (kernel, label, constexprs beyond the common ones, num_warps, num_stages)
@@ -59,6 +60,9 @@ VARIANTS = [
                            "EXACT": True}, 4, 3),
     ("dkdv", "runs, exact", {"KEY_TILES": 4, "TRANS_ACC": True, "ATOMIC_DQ": False,
                              "RUN": True, "EXACT": True}, 8, 3),
+    # fixed's default since the thirteenth session: dK/dV of the tiles only this row reads
+    ("dq", "runs, exact, owned tiles", {"GATHER": 2, "LEAN": True, "FUSED_DELTA": True,
+                                        "RUN": True, "EXACT": True, "OWN": True}, 4, 3),
 ]
 KERNELS = {"fwd": triton_fwd.fwd_kernel, "dq": triton_bwd.dq_kernel,
            "dkdv": triton_bwd.dkdv_kernel}

@@ -166,6 +166,9 @@ class ComponentTables:
     # step), taken out of its full list (``_runs``); all zero where ``runs`` is 0
     query_runs: torch.Tensor
     key_runs: torch.Tensor
+    # int32 [C, n_qt]: bit s set where entry s of the row's partial list is a key tile that
+    # only this query tile reads, so its dQ program writes that tile's dK, dV (``_owned``)
+    query_owned: torch.Tensor
     kinds: tuple[int, int, int, int]
     n_slots: int
     n_query_tiles: int
@@ -176,18 +179,20 @@ class ComponentTables:
     groups: int  # n_pad // l (1 in natural order)
     q_block: int  # rows of query_side's tiles (forward, dQ); key_side's: PlanTables.q_block
     runs: int  # 1: the kernels walk query_runs / key_runs before the lists (RUN constexpr)
+    owns: int  # 1: query_owned has bits; dK/dV groups leave those tiles out (OWN constexpr)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.slot_head, self.slot_class, self.slot_merge, *self.query_side,
-                self.key_tiles, *self.key_side, self.params, self.query_runs, self.key_runs)
+                self.key_tiles, *self.key_side, self.params, self.query_runs, self.key_runs,
+                self.query_owned)
 
     def ints(self) -> tuple[int, ...]:
         return (*self.kinds, self.n_slots, self.n_query_tiles, self.n_key_groups,
                 self.key_skewed, self.long_rows, self.stride, self.groups, self.q_block,
-                self.runs)
+                self.runs, self.owns)
 
 
-_TENSORS, _INTS = 15, 13  # per component, in the order of ``tensors()`` and ``ints()``
+_TENSORS, _INTS = 16, 14  # per component, in the order of ``tensors()`` and ``ints()``
 # The compiled path (the custom ops below, which torch.compile calls) rebuilds its tables from
 # their flat form on every call, so it cannot keep a per-plan cache: it launches through this
 # one. Sharing is safe because a launch key holds every argument Triton specializes on by value
@@ -231,7 +236,7 @@ class PlanTables:
             t = tensors[k * _TENSORS:(k + 1) * _TENSORS]
             i = ints[3 + k * _INTS:3 + (k + 1) * _INTS]
             comps.append(ComponentTables(t[0], t[1], t[2], tuple(t[3:7]), t[7], tuple(t[8:12]),
-                                         t[12], t[13], t[14], tuple(i[:4]), *i[4:]))
+                                         t[12], t[13], t[14], t[15], tuple(i[:4]), *i[4:]))
         return cls(ints[0], ints[1], ints[2], tuple(comps), launches=SHARED_LAUNCHES)
 
 
@@ -257,11 +262,12 @@ def key_group_limit(q_block: int, k_block: int) -> int:
     return int(CONFIG.get("dkdv", {}).get("key_tiles", max(1, q_block // k_block)))
 
 
-def _key_groups(cp: ComponentPlan) -> tuple[torch.Tensor, ...]:
-    """The component's dK/dV groups; CONFIG["dkdv"]["max_overhead"] = 1.0 groups only tiles
-    that add no work (what the kernels did before groups of unlike tiles, for benchmarks)."""
+def _key_groups(cp: ComponentPlan, skip: np.ndarray | None = None) -> tuple[torch.Tensor, ...]:
+    """The component's dK/dV groups, without the ``skip`` tiles; CONFIG["dkdv"]["max_overhead"]
+    = 1.0 groups only tiles that add no work (what the kernels did before groups of unlike
+    tiles, for benchmarks)."""
     overhead = CONFIG.get("dkdv", {}).get("max_overhead", MAX_GROUP_OVERHEAD)
-    return cp.key_groups(key_group_limit(cp.q_block, cp.k_block), overhead)
+    return cp.key_groups(key_group_limit(cp.q_block, cp.k_block), overhead, skip)
 
 
 def _skewed(key_side: list[torch.Tensor], ratio: float = 4.0) -> bool:
@@ -349,6 +355,56 @@ def _run_unit() -> int:
     return max(_launch(name, 64, torch.bfloat16)["gather"] for name in ("fwd", "dq"))
 
 
+# Components where the dQ programs' own tiles are at least this share of the key tiles take
+# them (``own_mode`` 1): fixed's three non-summary tiles of every block (3/4).
+OWN_MIN_SHARE = 0.25
+
+
+def own_mode() -> int:
+    """``CONFIG["tiles"]["own"]``: 0 never, 1 (the default) in components where owned tiles
+    are at least ``OWN_MIN_SHARE`` of the key tiles, 2 wherever there are any. Always 0 under
+    ``CONFIG["dkdv"]["atomic_dq"]``, which runs no dQ kernel. Read when tables are built."""
+    if CONFIG.get("dkdv", {}).get("atomic_dq"):
+        return 0
+    return int(CONFIG.get("tiles", {}).get("own", 1))
+
+
+def _owned(cp: ComponentPlan, merge: list[int], same_rows: bool
+           ) -> tuple[np.ndarray, torch.Tensor] | None:
+    """The key tiles whose dK and dV the dQ programs write, or None.
+
+    A key tile read by a single query tile, and partially (a diagonal tile), has one program
+    in the whole backward that sees all of its scores: that query tile's dQ program, which
+    computes P and dS over it anyway. Two more products there (dV = P^T dO, dK = dS^T Q) and
+    one store replace a dK/dV program of one query tile, whose prologue and epilogue cost more
+    than its single step: fixed's three non-summary tiles of every block, 128 of its 160 dK/dV
+    programs per head at 16,384 positions.
+
+    Only where the dQ launch walks the dK/dV lists' query tiles (``same_rows``), no slot adds to
+    a head an earlier component wrote (merge), and every partial list fits an int32 bitmask.
+
+    Returns (owned bool [C, n_key_tiles], bits int32 [C, n_qt]: bit s of a row set where entry
+    s of its partial list is owned).
+    """
+    mode = own_mode()
+    if mode == 0 or not same_rows or any(merge) or int(cp.partial_count.numpy().max(initial=0)) > 31:
+        return None
+    fc, _, pc, pi = (x.numpy() for x in cp.key_side())
+    owned = (fc == 0) & (pc == 1)
+    if not owned.any() or (mode == 1 and owned.mean() < OWN_MIN_SHARE):
+        return None
+    qc, qi = cp.partial_count.numpy(), cp.partial_index.numpy()
+    C, R = qc.shape
+    bits = np.zeros((C, R), dtype=np.int64)
+    for c in range(C):
+        for r in range(R):
+            for s_, tile in enumerate(qi[c, r, :qc[c, r]]):
+                if owned[c, tile]:
+                    assert pi[c, tile, 0] == r  # the one query tile that reads it
+                    bits[c, r] |= 1 << s_
+    return owned, torch.from_numpy(bits.astype(np.int32))
+
+
 def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device,
                       query_cp: ComponentPlan | None = None) -> ComponentTables:
     """``cp``'s tables; the forward and dQ launches' (query side) from ``query_cp``, the same
@@ -363,10 +419,15 @@ def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device,
     codes = tuple([k.code for k in kinds] + [KIND_NONE] * (MAX_TERMS - len(kinds)))
     params = torch.tensor([[t.as_tuple() for t in terms] for terms in cp.terms],
                           dtype=torch.int32)
-    key_tiles, *key_side = _key_groups(cp)
+    own = _owned(cp, merge, query_cp is cp)
+    key_tiles, *key_side = _key_groups(cp, own and own[0])
     query_side = [query_cp.full_count, query_cp.full_index, query_cp.partial_count,
                   query_cp.partial_index]
-    long_rows, skewed = _long_rows(query_cp), _skewed(key_side)
+    # skew as before the owned tiles left (fixed's one-step programs kept it skewed): the grid
+    # order measured with them (NOTES.md, fifth session)
+    long_rows = _long_rows(query_cp)
+    skewed = _skewed(list(cp.key_side()) if own else key_side)
+    query_owned = own[1] if own else torch.zeros(cp.partial_count.shape, dtype=torch.int32)
     mode = runs_mode()
     runs = mode == 2 or (mode == 1 and long_rows)
     if runs:
@@ -383,13 +444,13 @@ def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device,
         query_side=move(query_side),
         key_tiles=key_tiles.to(**i32), key_side=move(key_side), params=params.to(**i32),
         query_runs=query_runs.to(**i32).contiguous(), key_runs=key_runs.to(**i32).contiguous(),
-        kinds=codes,
+        query_owned=query_owned.to(**i32).contiguous(), kinds=codes,
         n_slots=len(cp.heads), n_query_tiles=query_cp.n_query_tiles,
         n_key_groups=int(key_side[0].shape[1]), key_skewed=int(skewed),
         long_rows=int(long_rows),
         stride=cp.order,
         groups=cp.n_ctx // cp.order if cp.order else 1,
-        q_block=query_cp.q_block, runs=int(runs))
+        q_block=query_cp.q_block, runs=int(runs), owns=int(own is not None))
 
 
 def device_tables(pattern: Pattern, n: int, n_heads: int, q_block: int, k_block: int,
@@ -546,6 +607,9 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
     # Experimental, not deterministic: the dK/dV programs add dQ into float32 with atomics and
     # no dQ kernel runs (triton_bwd's doc); dq is what they add to.
     atomic_dq = bool(CONFIG.get("dkdv", {}).get("atomic_dq"))
+    if atomic_dq and any(c.owns for c in tabs.components):
+        raise ValueError("atomic dQ runs no dQ kernel, but these tables leave the dQ programs "
+                         "key tiles to write (own_mode): build them with atomic_dq set")
     dq = _token_major(B, H, N, D, q, torch.float32 if atomic_dq else None)
     if atomic_dq:
         dq.zero_()
@@ -578,18 +642,19 @@ def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTab
                dict(BLOCK=block, DVP=dvp), call_key=key)
     # what every component's launches pass alike, read once per call (host time, issue 18)
     inputs = (*_strides(q), *_strides(k), *_strides(v), *_strides(dout))
-    dq_strides = inputs + _strides(out) + _strides(dq)
+    dq_strides = inputs + _strides(out) + _strides(dq) + _strides(dk) + _strides(dv)
     dkdv_strides = inputs + _strides(dk) + _strides(dv) + _strides(dq)
     for i, c in enumerate(tabs.components):
         if not atomic_dq:
             grid, slots_x = _grid(c.n_query_tiles, B * c.n_slots, cfg_dq)
             launch(triton_bwd.dq_kernel, grid, (
-                q, k, v, out, dout, lse, delta, dq, c.slot_head, c.slot_class, c.slot_merge,
-                *c.query_side, c.params, c.query_runs,
+                q, k, v, out, dout, lse, delta, dq, dk, dv, c.slot_head, c.slot_class,
+                c.slot_merge, *c.query_side, c.params, c.query_runs, c.query_owned,
                 *dq_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_query_tiles,
                 *_tile_ints(c, c.query_side)),
                 dict(QB=c.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
                      SLOTS_X=slots_x, LEAN=_lean(cfg_dq, c), FUSED_DELTA=fused_delta,
+                     OWN=bool(c.owns),
                      **_run_constexprs(c, tabs, q, v), **_term_constexprs(c, q.dtype)),
                 call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
                 num_stages=cfg_dq["num_stages"])

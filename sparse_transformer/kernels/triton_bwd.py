@@ -66,13 +66,16 @@ def delta_kernel(O, DO, DELTA, sob, soh, son, sdb, sdh, sdn, N, H, DV,
 
 @triton.jit
 def _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, first, step, start, count,
-             rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups,
+             rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, own_bits, DKb, DVb, sgkn,
+             sgvn, scale,
              KB: tl.constexpr, GATHER: tl.constexpr, TAIL: tl.constexpr, MASKED: tl.constexpr,
              K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
              PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr,
-             RUN: tl.constexpr, EXACT: tl.constexpr):
+             RUN: tl.constexpr, EXACT: tl.constexpr, OWN: tl.constexpr):
     """One gathered key tile of dQ; TAIL, MASKED, RUN and EXACT as in the forward's
-    ``_fwd_step``."""
+    ``_fwd_step``. OWN: the slots whose bit is set in ``own_bits`` (entries of the partial
+    list, ``triton_attention._owned``) are key tiles only this query tile reads: their dK and
+    dV are complete here, so they are computed and stored here, and no dK/dV program has them."""
     kt, cols, pcol, valid, live = gathered_keys(Kb, skn, idx_ptr, first, step, start, count,
                                                 dk, D, N, stride, groups, KB, GATHER, REORDER,
                                                 RUN, EXACT)
@@ -83,47 +86,65 @@ def _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, first, step, sta
         if MASKED:
             ok = ok & element_rule(rows[:, None], cols[None, :], prm, K0, K1, K2, K3)
         p = tl.where(ok, p, 0.0)
+    if OWN:
+        slot = start + tl.arange(0, GATHER * KB) // KB
+        own = live & (((own_bits >> slot) & 1) != 0)
+        owns_any = ((own_bits >> start) & ((1 << GATHER) - 1)) != 0
+        # dV = P^T dO first, stored before dP is formed: fewer live registers
+        if owns_any:
+            gdv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
+            tl.store(DVb + pcol[:, None] * sgvn + dv[None, :], gdv.to(DVb.dtype.element_ty),
+                     mask=own[:, None] & (dv[None, :] < DV))
     vt = load_tile(Vb + pcol[None, :] * svn + dv[:, None], (dv[:, None] < DV) & live[None, :],
                    EXACT)
     dp = tl.dot(do, vt, input_precision=PREC)
-    ds = p * (dp - delta[:, None])
-    return dq + tl.dot(ds.to(kt.dtype), tl.trans(kt), input_precision=PREC)
-
-
-@triton.jit
-def _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, count, rows, prm, scale_log2,
-              N, D, DV, dk, dv, stride, groups,
-              KB: tl.constexpr, GATHER: tl.constexpr, MASKED: tl.constexpr,
-              K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-              PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr,
-              RUN: tl.constexpr = False, EXACT: tl.constexpr = False):
-    # The walk of the forward's ``_fwd_tiles``: a run (RUN), or whole gathers of a list and
-    # then its remainder.
-    first, step, count, whole = walk_bounds(idx_ptr, count, GATHER, LEAN, RUN)
-    for start in range(0, whole, GATHER):
-        dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, first, step, start,
-                      count, rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB,
-                      GATHER, False, MASKED, K0, K1, K2, K3, PREC, REORDER, LEAN, RUN, EXACT)
-    if not RUN:
-        if whole < count:
-            dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, 0, 0, whole, count,
-                          rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER,
-                          True, MASKED, K0, K1, K2, K3, PREC, REORDER, LEAN, False, False)
+    ds = (p * (dp - delta[:, None])).to(kt.dtype)
+    dq += tl.dot(ds, tl.trans(kt), input_precision=PREC)
+    if OWN:
+        if owns_any:  # dK = scale * dS^T Q
+            gdk = tl.dot(tl.trans(ds), q, input_precision=PREC) * scale
+            tl.store(DKb + pcol[:, None] * sgkn + dk[None, :], gdk.to(DKb.dtype.element_ty),
+                     mask=own[:, None] & (dk[None, :] < D))
     return dq
 
 
 @triton.jit
-def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
-              FC, FI, PC, PI, PRM, RUNS,
+def _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, count, rows, prm, scale_log2,
+              N, D, DV, dk, dv, stride, groups, own_bits, DKb, DVb, sgkn, sgvn, scale,
+              KB: tl.constexpr, GATHER: tl.constexpr, MASKED: tl.constexpr,
+              K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
+              PREC: tl.constexpr, REORDER: tl.constexpr, LEAN: tl.constexpr,
+              RUN: tl.constexpr = False, EXACT: tl.constexpr = False, OWN: tl.constexpr = False):
+    # The walk of the forward's ``_fwd_tiles``: a run (RUN), or whole gathers of a list and
+    # then its remainder. OWN (the partial list only): see ``_dq_step``.
+    first, step, count, whole = walk_bounds(idx_ptr, count, GATHER, LEAN, RUN)
+    for start in range(0, whole, GATHER):
+        dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, first, step, start,
+                      count, rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, own_bits,
+                      DKb, DVb, sgkn, sgvn, scale, KB, GATHER, False, MASKED, K0, K1, K2, K3,
+                      PREC, REORDER, LEAN, RUN, EXACT, OWN)
+    if not RUN:
+        if whole < count:
+            dq = _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, 0, 0, whole, count,
+                          rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, own_bits,
+                          DKb, DVb, sgkn, sgvn, scale, KB, GATHER, True, MASKED, K0, K1, K2,
+                          K3, PREC, REORDER, LEAN, False, False, OWN)
+    return dq
+
+
+@triton.jit
+def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, DK, DVo, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
+              FC, FI, PC, PI, PRM, RUNS, OWNED,
               sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn, sob, soh, son,
-              sgb, sgh, sgn,
+              sgb, sgh, sgn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
               scale_log2, scale, N, H, Hc, D, DV, n_qt, fi_w, pi_w, prm_stride, stride, groups,
               QB: tl.constexpr, KB: tl.constexpr, GATHER: tl.constexpr,
               DP: tl.constexpr, DVP: tl.constexpr,
               K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
               PREC: tl.constexpr, REORDER: tl.constexpr, SLOTS_X: tl.constexpr,
               LEAN: tl.constexpr = True, FUSED_DELTA: tl.constexpr = False,
-              RUN: tl.constexpr = False, EXACT: tl.constexpr = False):
+              RUN: tl.constexpr = False, EXACT: tl.constexpr = False,
+              OWN: tl.constexpr = False):
     b, h, prm, merge, row, rows, prow, real, dk, dv, q = query_tile(
         Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, D, n_qt, prm_stride,
         stride, groups, QB, DP, DVP, REORDER, SLOTS_X)
@@ -146,17 +167,25 @@ def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
         delta = tl.load(DELTA + stat, mask=real, other=0.0)
     Kb = K + b * skb + h * skh
     Vb = V + b * svb + h * svh
+    # where this program writes the dK, dV of the key tiles it alone reads (OWN)
+    DKb = DK + b * sgkb + h * sgkh
+    DVb = DVo + b * sgvb + h * sgvh
+    own_bits = 0
+    if OWN:
+        own_bits = tl.load(OWNED + row)
     dq = tl.zeros([QB, DP], tl.float32)
     if RUN:  # the row's run of full key tiles (fwd_kernel's RUNS)
         dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, RUNS + row * 3, 0, rows, prm,
-                       scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, False, K0, K1,
-                       K2, K3, PREC, REORDER, LEAN, True, EXACT)
+                       scale_log2, N, D, DV, dk, dv, stride, groups, own_bits, DKb, DVb, sgkn,
+                       sgvn, scale, KB, GATHER, False, K0, K1, K2, K3, PREC, REORDER, LEAN, True,
+                       EXACT)
     dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, FI + row * fi_w, tl.load(FC + row),
-                   rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, False,
-                   K0, K1, K2, K3, PREC, REORDER, LEAN)
+                   rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, own_bits, DKb, DVb,
+                   sgkn, sgvn, scale, KB, GATHER, False, K0, K1, K2, K3, PREC, REORDER, LEAN)
     dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, PI + row * pi_w, tl.load(PC + row),
-                   rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, KB, GATHER, True,
-                   K0, K1, K2, K3, PREC, REORDER, LEAN)
+                   rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, own_bits, DKb, DVb,
+                   sgkn, sgvn, scale, KB, GATHER, True, K0, K1, K2, K3, PREC, REORDER, LEAN,
+                   False, False, OWN)
     dq = dq * scale
     g_ptr = DQ + b * sgb + h * sgh + prow[:, None] * sgn + dk[None, :]
     g_mask = real[:, None] & (dk[None, :] < D)

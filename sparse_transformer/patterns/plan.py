@@ -106,7 +106,7 @@ class ComponentPlan:
         pc, pi = _csr(part, self.n_key_tiles)
         return fc, fi, pc, pi
 
-    def key_groups(self, max_group: int, max_overhead: float
+    def key_groups(self, max_group: int, max_overhead: float, skip: np.ndarray | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                               torch.Tensor]:
         """Key tiles taken ``g`` at a time by one dK/dV program, and the query tiles it walks.
@@ -124,6 +124,10 @@ class ComponentPlan:
         largest power of two <= ``max_group`` whose grouping costs at most ``max_overhead``
         times the ungrouped tile products (padding slots included).
 
+        ``skip`` (bool [C, n_key_tiles]) leaves key tiles out of every group: tiles whose
+        gradients another launch writes (the dQ programs' own diagonal tiles,
+        ``kernels/triton_attention._owned``).
+
         Returns (key_tiles int32 [C, G, g] with -1 for empty slots, then full_count,
         full_index, partial_count, partial_index over the G groups, like ``key_side``).
         """
@@ -131,15 +135,17 @@ class ComponentPlan:
         C, n_kt = fc.shape
         lists = [[(fi[c, k, :fc[c, k]], pi[c, k, :pc[c, k]]) for k in range(n_kt)]
                  for c in range(C)]
-        ungrouped = max(1, int(fc.sum() + pc.sum()))
+        keep = np.ones((C, n_kt), dtype=bool) if skip is None else ~np.asarray(skip, dtype=bool)
+        ungrouped = max(1, int((fc + pc)[keep].sum()))
         g = max(1, max_group)
         while True:
-            groups = [_group_tiles(per_tile, g) for per_tile in lists]
+            groups = [_group_tiles(per_tile, g, np.flatnonzero(keep[c]))
+                      for c, per_tile in enumerate(lists)]
             cost = g * sum(len(full) + len(part) for cls in groups for _, full, part in cls)
             if g == 1 or cost <= max_overhead * ungrouped:
                 break
             g //= 2
-        n_groups = max(len(cls) for cls in groups)
+        n_groups = max(1, max(len(cls) for cls in groups))  # one empty group if all skipped
         tiles = np.full((C, n_groups, g), -1, dtype=np.int32)
         full_rows, part_rows = [], []
         for c, cls in enumerate(groups):
@@ -220,15 +226,15 @@ def _csr(rows: list[tuple[np.ndarray, np.ndarray]], n_rows: int) -> tuple[torch.
     return torch.from_numpy(np.stack(counts).astype(np.int32)), torch.from_numpy(index)
 
 
-def _group_tiles(per_tile: list[tuple[np.ndarray, np.ndarray]], g: int
+def _group_tiles(per_tile: list[tuple[np.ndarray, np.ndarray]], g: int, tiles: np.ndarray
                  ) -> list[tuple[list[int], np.ndarray, np.ndarray]]:
-    """One class's key tiles in groups of up to g (``ComponentPlan.key_groups``).
+    """One class's key ``tiles`` in groups of up to g (``ComponentPlan.key_groups``).
 
     ``per_tile[k]`` = (query tiles reading key tile k fully, partially), each sorted. Returns
     per group (member tiles, query tiles full for every member, the other query tiles).
     """
     reads = [np.union1d(f, p) for f, p in per_tile]
-    order = sorted(range(len(per_tile)),
+    order = sorted((int(k) for k in tiles),
                    key=lambda k: (-reads[k].size, reads[k][0] if reads[k].size else 0, k))
     groups: list[list[int]] = []
     for k in order:

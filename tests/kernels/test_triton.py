@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -457,3 +458,74 @@ def test_runs_of_hand_made_lists():
     assert left == [[7, 8], [13], [5], [6], []]
     runs4, *_ = T._runs(count, index, unit=4)
     assert runs4[0, 3].tolist() == [2, 4, 1] and runs4[0, 4].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("own", [0, 1, 2])
+def test_owned_tiles_leave_the_dkdv_groups(own, monkeypatch):
+    """``CONFIG["tiles"]["own"]``: a key tile read by one query tile, partially, is written by
+    that tile's dQ program (a bit of its row in ``query_owned``) and is in no dK/dV group; every
+    other tile is in exactly one group. The default takes them where they are many (fixed: 3 of
+    a block's 4 tiles), not causal's or local's last tiles, and never in a component that adds to a head an
+    earlier one wrote (strided merge's second)."""
+    monkeypatch.setattr(T, "CONFIG", {"tiles": {"own": own}})
+    cpu = torch.device("cpu")
+    expect = {"fixed": own > 0, "causal": own == 2, "local": own == 2}  # both: the last tiles
+    for pattern in (P.fixed(128, 32, 4), P.causal(), P.local(256)):
+        plan = pattern.plan(2048, 8, 128, 32)
+        tabs = T.device_tables(pattern, 2048, 8, 128, 32, cpu)
+        for cp, c in zip(plan.components, tabs.components):
+            kind = pattern.name.split("(")[0]
+            assert c.owns == int(expect[kind]), (pattern.name, own)
+            fc, _, pc, pi = (x.numpy() for x in cp.key_side())
+            owned = np.zeros_like(fc, dtype=bool)
+            qc, qi = cp.partial_count.numpy(), cp.partial_index.numpy()
+            bits = c.query_owned.numpy()
+            for cls in range(qc.shape[0]):
+                for r in range(qc.shape[1]):
+                    for s_, tile in enumerate(qi[cls, r, :qc[cls, r]]):
+                        if bits[cls, r] >> s_ & 1:
+                            assert not owned[cls, tile] and fc[cls, tile] == 0
+                            assert pc[cls, tile] == 1 and pi[cls, tile, 0] == r
+                            owned[cls, tile] = True
+            grouped = np.zeros_like(owned, dtype=int)
+            for cls, row in enumerate(c.key_tiles.numpy()):
+                for tile in row.ravel():
+                    if tile >= 0:
+                        grouped[cls, tile] += 1
+            assert ((grouped == 1) ^ owned).all() and grouped.max() <= 1, pattern.name
+            if pattern.name.startswith("fixed") and own:
+                assert owned.sum() == 4 * (3 * 15 + 4)  # 3 of each block's 4; the last all 4
+    merge = T.device_tables(P.strided(8, "merge"), 64, 2, 32, 16, cpu, None)
+    assert [c.owns for c in merge.components][1] == 0
+
+
+@pytest.mark.parametrize("own", [0, 1, 2])
+@pytest.mark.parametrize("pattern, n", [(P.fixed(32, 16, 2), 100), (P.fixed(64, 16, 2), 128),
+                                        (P.causal(), 96), (P.strided(8, "merge"), 64)],
+                         ids=lambda x: getattr(x, "name", str(x)))
+def test_owned_tiles_vs_float64(pattern, n, own, monkeypatch):
+    """The dQ programs' dK, dV of the key tiles they alone read (``_owned``), against float64:
+    off, the default (fixed's blocks of two 16-key tiles own their non-summary tile) and
+    everywhere (causal's last tiles; strided merge's first component, not its second)."""
+    monkeypatch.setattr(T, "CONFIG", {"tiles": {"own": own, "q_block": 32, "k_block": 16}})
+    prepared = T.prepare(pattern, n, 2, 16, 16, torch.float32, torch.device(DEVICE))
+    owns = [c.owns for c in prepared.tables.components]
+    if own == 0:
+        assert not any(owns)
+    elif own == 2 or pattern.name.startswith("fixed"):  # (the default's share rule: above)
+        assert owns[0] == 1
+    _check(pattern, n, 2, torch.float32)
+
+
+def test_atomic_dq_refuses_tables_with_owned_tiles(monkeypatch):
+    """Tables whose dQ programs write owned tiles cannot run the atomic-dQ backward (which runs
+    no dQ kernel): a clear error, not missing gradients."""
+    monkeypatch.setattr(T, "CONFIG", {"tiles": {"q_block": 32, "k_block": 16}})
+    pattern = P.fixed(32, 16, 2)
+    prepared = T.prepare(pattern, 64, 2, 16, 16, torch.float32, torch.device(DEVICE))
+    assert prepared.tables.components[0].owns
+    monkeypatch.setattr(T, "CONFIG", {"dkdv": {"atomic_dq": 1}})
+    q = torch.randn(1, 2, 64, 16, device=DEVICE, requires_grad=True)
+    out = T.sparse_attention(q, q, q, prepared, 0.25)
+    with pytest.raises(ValueError, match="atomic dQ"):
+        out.sum().backward()
