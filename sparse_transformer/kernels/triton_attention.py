@@ -23,7 +23,9 @@ call cheap on the host:
 Each tile row's longest run of equally spaced full tiles is taken out of its list when the
 tables are built (``_runs``), in components with long rows: the kernels walk it by position
 arithmetic, as a plain FlashAttention loop would (fixed -15%, causal -14% per forward +
-backward at 4 x 16,384 on an H100; docs/kernels.md).
+backward at 4 x 16,384 on an H100; docs/kernels.md). Key tiles that one query tile alone reads
+(fixed's non-summary tiles) get their dK/dV from that tile's dQ program and leave the dK/dV
+launch (``_owned``; fixed -4.6% at 4 x 16,384).
 
 Per call: one forward launch per component (1 for fixed, 2 for strided), and in the backward
 a dQ launch (which also computes Delta = rowsum(dO * O) of its rows) and a dK/dV launch per

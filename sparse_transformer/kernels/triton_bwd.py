@@ -11,7 +11,9 @@ causal -5%, fixed -0.6%, strided split +7% (docs/kernels.md), so it is not the d
 * ``dq_kernel``: one program per (query tile, batch, head slot) of a component, walking the
   forward's query-side tile lists; first computes Delta_i = rowsum(dO_i * O_i) of its rows
   (it loads dO anyway) and stores it for the dK/dV launch, then recomputes P from the saved
-  log-sum-exp and accumulates dQ = scale * dS K;
+  log-sum-exp and accumulates dQ = scale * dS K. Where the tables mark key tiles of its
+  partial list as *owned* (read by this query tile alone: ``triton_attention._owned``, OWN),
+  it also writes their dV = P^T dO and dK = scale * dS^T Q, and no dK/dV program has them;
 * ``dkdv_kernel``: one program per (group of key tiles, batch, head slot), walking the
   *key-side* lists (``ComponentPlan.key_groups``: per group of key tiles, the query tiles
   that read them); accumulates dV = P^T dO and dK = scale * dS^T Q. Groups make the products

@@ -397,8 +397,9 @@ def test_runs_partition_the_full_lists(mode, monkeypatch):
     """The tables' runs (``CONFIG["tiles"]["runs"]``) and what is left of the full lists hold
     exactly the plan's full tiles, each once; a run's length is a multiple of the kernels'
     gather (query side) and its tiles are equally spaced. On CUDA's tiles causal's rows are
-    one run each, and fixed's summary tiles are runs of step l / k_block = 4."""
-    monkeypatch.setattr(T, "CONFIG", {"tiles": {"runs": mode}})
+    one run each, and fixed's summary tiles are runs of step l / k_block = 4. (Owned tiles are
+    off, so the key side holds every tile: ``test_owned_tiles_leave_the_dkdv_groups``.)"""
+    monkeypatch.setattr(T, "CONFIG", {"tiles": {"runs": mode, "own": 0}})
     cpu = torch.device("cpu")
     for pattern in (P.causal(), P.fixed(128, 32, 4), P.local(256), P.strided(128, "split"),
                     P.strided(128, "merge")):
