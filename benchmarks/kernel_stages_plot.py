@@ -9,6 +9,9 @@ copies), in GPU ms.
     # the twelfth session's runs of full tiles, fixed and causal:
     python benchmarks/kernel_stages_plot.py --call 2026-12-06-s12/call2 --labels runs \
         --patterns "fixed(128,32,4)+causal" --out benchmarks/results/kernel-stages-runs-h100.png
+    # the thirteenth session's owned key tiles, fixed:
+    python benchmarks/kernel_stages_plot.py --call 2026-12-06-s13/call5 --labels owned \
+        --out benchmarks/results/kernel-stages-owned-h100.png
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ LABELS = {  # --labels -> (variant -> what it is, in the picture)
     "runs": {  # the twelfth session's runs of full tiles
         "no-runs": "before:\nevery tile loaded\nfrom its list",
         "default": "now: runs of\nfull tiles walked\nby arithmetic",
+    },
+    "owned": {  # the thirteenth session's owned key tiles
+        "no-own": "before: every\nkey tile in a\ndK/dV program",
+        "default": "now: one-reader\ntiles' dK/dV in\ntheir dQ program",
     },
 }
 STAGES = (("fwd_kernel", "forward", "#4c72b0"), ("dq_kernel", "dQ", "#55a868"),
