@@ -434,10 +434,13 @@ def _wiki_baselines(data_root: str) -> list[dict]:
 
 
 def _merge(old: list[dict], new: list[dict]) -> list[dict]:
-    """Rows keyed by what they measure; a new measurement replaces the old one."""
+    """Rows keyed by what they measure and the commit that measured it: a new measurement
+    replaces one of the same commit (a rerun, or a baseline, which has none), and rows of
+    other commits stay, so results/paper-gpu.json keeps the runs the docs cite from earlier
+    code (the eager fixed run of 29d0af7 beside the graphed one of 2b2b91c)."""
     def key(r: dict) -> tuple:
         return (r["modality"], r["data"], r.get("attention") or r.get("baseline"), r["split"],
-                r.get("min_context", 0), r.get("minutes"))
+                r.get("min_context", 0), r.get("minutes"), r.get("commit"))
 
     merged = {key(r): r for r in old}
     merged.update({key(r): r for r in new})

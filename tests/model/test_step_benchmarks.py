@@ -85,3 +85,21 @@ def test_model_step_refuses_a_per_process_profile_across_processes(capsys):
         model_step.main(["--smoke", "--isolate", "--profile"])
     assert err.value.code == 2
     assert "--profile is per process" in capsys.readouterr().err
+
+
+def test_paper_gpu_render_keeps_other_commits_rows():
+    """``paper_gpu.render`` merges new rows into results/paper-gpu.json: a rerun at the same
+    commit (or a baseline, which has no commit) replaces its row; another commit's row of the
+    same measurement stays, since the docs cite runs of earlier code."""
+    from paper_gpu import _merge
+
+    def row(commit, bits, **extra):
+        return {"modality": "text", "data": "text100m", "attention": "fixed", "split": "test",
+                "min_context": 0, "minutes": 4.0, "commit": commit, "bits": bits, **extra}
+
+    ppmd = {"modality": "text", "data": "text100m", "baseline": "ppmd", "split": "test",
+            "bits": 1.06}
+    merged = _merge([row("29d0af7", 1.866), row("2b2b91c", 3.4), ppmd],
+                    [row("2b2b91c", 3.328), {**ppmd, "bits": 1.0601}])
+    assert sorted((r.get("commit", ""), r["bits"]) for r in merged) == [
+        ("", 1.0601), ("29d0af7", 1.866), ("2b2b91c", 3.328)]
