@@ -363,9 +363,13 @@ OWN_MIN_SHARE = 0.25
 
 
 def own_mode() -> int:
-    """``CONFIG["tiles"]["own"]``: 0 never, 1 (the default) in components where owned tiles
-    are at least ``OWN_MIN_SHARE`` of the key tiles, 2 wherever there are any. Always 0 under
-    ``CONFIG["dkdv"]["atomic_dq"]``, which runs no dQ kernel. Read when tables are built."""
+    """``CONFIG["tiles"]["own"]``: 0 never; 1 (the default) in natural-order components where
+    owned tiles are at least ``OWN_MIN_SHARE`` of the key tiles (fixed); 2 wherever there are
+    any. Strided's reordered column components have many (each residue class is a short causal
+    block) but have not been timed with them, so the default leaves them out; the ninth
+    session's form of this change gained on strided split at 4 x 16,384 and lost at 65,536 x 1.
+    Always 0 under ``CONFIG["dkdv"]["atomic_dq"]``, which runs no dQ kernel. Read when tables
+    are built."""
     if CONFIG.get("dkdv", {}).get("atomic_dq"):
         return 0
     return int(CONFIG.get("tiles", {}).get("own", 1))
@@ -393,7 +397,7 @@ def _owned(cp: ComponentPlan, merge: list[int], same_rows: bool
         return None
     fc, _, pc, pi = (x.numpy() for x in cp.key_side())
     owned = (fc == 0) & (pc == 1)
-    if not owned.any() or (mode == 1 and owned.mean() < OWN_MIN_SHARE):
+    if not owned.any() or (mode == 1 and (cp.order or owned.mean() < OWN_MIN_SHARE)):
         return None
     qc, qi = cp.partial_count.numpy(), cp.partial_index.numpy()
     C, R = qc.shape

@@ -466,8 +466,9 @@ def test_owned_tiles_leave_the_dkdv_groups(own, monkeypatch):
     """``CONFIG["tiles"]["own"]``: a key tile read by one query tile, partially, is written by
     that tile's dQ program (a bit of its row in ``query_owned``) and is in no dK/dV group; every
     other tile is in exactly one group. The default takes them where they are many (fixed: 3 of
-    a block's 4 tiles), not causal's or local's last tiles, and never in a component that adds to a head an
-    earlier one wrote (strided merge's second)."""
+    a block's 4 tiles), not causal's or local's last tiles, nor strided's reordered column (not
+    timed with them), and never in a component that adds to a head an earlier one wrote
+    (strided merge's second)."""
     monkeypatch.setattr(T, "CONFIG", {"tiles": {"own": own}})
     cpu = torch.device("cpu")
     expect = {"fixed": own > 0, "causal": own == 2, "local": own == 2}  # both: the last tiles
@@ -498,23 +499,28 @@ def test_owned_tiles_leave_the_dkdv_groups(own, monkeypatch):
                 assert owned.sum() == 4 * (3 * 15 + 4)  # 3 of each block's 4; the last all 4
     merge = T.device_tables(P.strided(8, "merge"), 64, 2, 32, 16, cpu, None)
     assert [c.owns for c in merge.components][1] == 0
+    # strided split's reordered column: many owned tiles, taken only when asked for (own 2)
+    split = T.device_tables(P.strided(128, "split"), 2048, 8, 128, 32, cpu)
+    assert split.components[1].stride and split.components[1].owns == int(own == 2)
 
 
 @pytest.mark.parametrize("own", [0, 1, 2])
 @pytest.mark.parametrize("pattern, n", [(P.fixed(32, 16, 2), 100), (P.fixed(64, 16, 2), 128),
-                                        (P.causal(), 96), (P.strided(8, "merge"), 64)],
+                                        (P.causal(), 96), (P.strided(8, "merge"), 64),
+                                        (P.strided(16, "split"), 96)],
                          ids=lambda x: getattr(x, "name", str(x)))
 def test_owned_tiles_vs_float64(pattern, n, own, monkeypatch):
     """The dQ programs' dK, dV of the key tiles they alone read (``_owned``), against float64:
     off, the default (fixed's blocks of two 16-key tiles own their non-summary tile) and
-    everywhere (causal's last tiles; strided merge's first component, not its second)."""
+    everywhere (causal's last tiles; strided merge's first component, not its second;
+    strided split's reordered column, whose dK/dV rows are stored at memory positions)."""
     monkeypatch.setattr(T, "CONFIG", {"tiles": {"own": own, "q_block": 32, "k_block": 16}})
     prepared = T.prepare(pattern, n, 2, 16, 16, torch.float32, torch.device(DEVICE))
     owns = [c.owns for c in prepared.tables.components]
     if own == 0:
         assert not any(owns)
     elif own == 2 or pattern.name.startswith("fixed"):  # (the default's share rule: above)
-        assert owns[0] == 1
+        assert any(owns)
     _check(pattern, n, 2, torch.float32)
 
 
