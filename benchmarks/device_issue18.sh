@@ -22,7 +22,8 @@
 #   bash benchmarks/device_issue18.sh ceiling  # plain Triton forwards (causal, fixed) vs ours, cuDNN
 #   bash benchmarks/device_issue18.sh runs     # runs of full tiles: kernel tests, A/B per pattern
 #   bash benchmarks/device_issue18.sh own      # dQ programs write their own tiles' dK/dV: tests, A/B, step
-#   bash benchmarks/device_issue18.sh after    # owned tiles' dK/dV after dQ's store: A/B, step, tests
+# (Fourteenth session: stage "after" ran at 56bc6c1 -- the owned tiles' dK/dV in a pass after
+#  dQ's store, tried and removed; benchmarks/results/raw/2026-12-06-s14/commands.md.)
 # (Eleventh session: stage "keyrows" ran at c13fdad -- the dK/dV kernel with its scores taken
 #  keys on rows, tried and removed; benchmarks/results/raw/2026-12-06-s11/commands.md.)
 #   bash benchmarks/device_issue18.sh abab     # split's step, short-row tiles off/on/off/on (processes)
@@ -297,22 +298,6 @@ own)
     stage "enwik8 default step, each row its own process"
     timeout 200 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
         --only "dense,fixed" --budget 180 --out "$out/ms" >> "$log" 2>&1
-    ;;
-after)
-    # Fourteenth session: the owned tiles' dK/dV in a pass after dQ is stored (fewer spills,
-    # two more products per owning gather); strided split with owned tiles (never timed).
-    stage "kernels: owned tiles inline / after dQ's store / none"
-    timeout 150 python3 benchmarks/kernel_stages.py --out "$out/ks" --runs "fixed:default+own-after+no-own,causal:default,split:default+own-all+own-all-after" >> "$log" 2>&1
-    stage "strided(128, split) at 65,536 x 1"
-    timeout 60 python3 benchmarks/kernel_stages.py --out "$out/ks65" --shapes 65536x1 \
-        --runs "split:default+own-all+own-all-after" >> "$log" 2>&1
-    stage "enwik8 default step, each row its own process; fixed with own_after"
-    timeout 130 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
-        --only "dense,fixed" --budget 120 --out "$out/ms" >> "$log" 2>&1
-    timeout 70 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
-        --only "fixed" --config '{"dq": {"own_after": 1}}' --budget 60 --out "$out/ms2" \
-        >> "$log" 2>&1
-    kernel_tests "owned"
     ;;
 final8)
     stage "host cost (replayed)"

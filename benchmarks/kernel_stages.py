@@ -106,10 +106,6 @@ VARIANTS = {
     # session): never, or wherever there are any (causal's and local's last tiles)
     "no-own": {"tiles": {"own": 0}},
     "own-all": {"tiles": {"own": 2}},
-    # the owned tiles' dK/dV in a pass after dQ is stored, P and dS recomputed there
-    # (triton_bwd._owned_after; ptxas: 92 bytes spilled against 244 inline)
-    "own-after": {"dq": {"own_after": 1}},
-    "own-all-after": {"tiles": {"own": 2}, "dq": {"own_after": 1}},
 }
 RUNS = ("fixed:default+delta-launch,split:default+delta-launch,"
         "local:default+delta-launch,causal:default+delta-launch")

@@ -63,10 +63,6 @@ VARIANTS = [
     # fixed's default since the thirteenth session: dK/dV of the tiles only this row reads
     ("dq", "runs, exact, owned tiles", {"GATHER": 2, "LEAN": True, "FUSED_DELTA": True,
                                         "RUN": True, "EXACT": True, "OWN": True}, 4, 3),
-    ("dq", "runs, exact, owned after dQ's store", {"GATHER": 2, "LEAN": True,
-                                                   "FUSED_DELTA": True, "RUN": True,
-                                                   "EXACT": True, "OWN": True,
-                                                   "OWN_AFTER": True}, 4, 3),
 ]
 KERNELS = {"fwd": triton_fwd.fwd_kernel, "dq": triton_bwd.dq_kernel,
            "dkdv": triton_bwd.dkdv_kernel}

@@ -122,9 +122,7 @@ def _launch(name: str, dp: int, dtype: torch.dtype, kb: int = 32, skewed: bool =
     Lean loops (``lean``; ``_lean``): 0 never, 1 where a component's rows are long (the
     default), 2 always. ``fused_delta`` (dQ): 1 (the default) the dQ programs compute Delta,
     0 a launch of its own does, as before the ninth session (on an H100 the fused form was
-    0-2.4% faster per forward + backward, benchmarks/NOTES.md). ``own_after`` (dQ): where the
-    tables give the dQ programs owned key tiles (``own_mode``), 0 (the default) computes their
-    dK, dV inside the partial walk, 1 in a pass after dQ is stored (``triton_bwd._owned_after``).
+    0-2.4% faster per forward + backward, benchmarks/NOTES.md).
 
     Grid order (``slots_x``, see ``_grid``): forward and dQ start the heaviest query tile of
     every head first (fixed -10%, causal -12% at 2 x 12,288 on an H100, the rest unchanged).
@@ -136,8 +134,6 @@ def _launch(name: str, dp: int, dtype: torch.dtype, kb: int = 32, skewed: bool =
            "fused_delta": 1}
     if dp > 64 or dtype == torch.float32:
         cfg.update(num_stages=2)
-    if name == "dq":
-        cfg["own_after"] = 0
     if name == "dkdv":
         cfg["slots_x"] = int(skewed)
         if kb >= 64:
@@ -664,7 +660,7 @@ def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTab
                 *_tile_ints(c, c.query_side)),
                 dict(QB=c.q_block, KB=tabs.k_block, GATHER=cfg_dq["gather"], DP=dp, DVP=dvp,
                      SLOTS_X=slots_x, LEAN=_lean(cfg_dq, c), FUSED_DELTA=fused_delta,
-                     OWN=bool(c.owns), OWN_AFTER=bool(cfg_dq["own_after"]),
+                     OWN=bool(c.owns),
                      **_run_constexprs(c, tabs, q, v), **_term_constexprs(c, q.dtype)),
                 call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
                 num_stages=cfg_dq["num_stages"])

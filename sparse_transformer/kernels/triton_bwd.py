@@ -67,31 +67,6 @@ def delta_kernel(O, DO, DELTA, sob, soh, son, sdb, sdh, sdn, N, H, DV,
 
 
 @triton.jit
-def _store_owned_dv(p, do, own, pcol, DVb, sgvn, dv, DV, PREC: tl.constexpr):
-    """dV = P^T dO of the gather's owned key tiles (rows where ``own``), stored."""
-    gdv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
-    tl.store(DVb + pcol[:, None] * sgvn + dv[None, :], gdv.to(DVb.dtype.element_ty),
-             mask=own[:, None] & (dv[None, :] < DV))
-
-
-@triton.jit
-def _store_owned_dk(ds, q, own, pcol, DKb, sgkn, dk, D, scale, PREC: tl.constexpr):
-    """dK = scale * dS^T Q of the gather's owned key tiles (rows where ``own``), stored."""
-    gdk = tl.dot(tl.trans(ds), q, input_precision=PREC) * scale
-    tl.store(DKb + pcol[:, None] * sgkn + dk[None, :], gdk.to(DKb.dtype.element_ty),
-             mask=own[:, None] & (dk[None, :] < D))
-
-
-@triton.jit
-def _owned_slots(own_bits, start, live, KB: tl.constexpr, GATHER: tl.constexpr):
-    """(per key of a gather starting at list entry ``start``: is its tile owned; does the
-    gather hold any owned tile)."""
-    slot = start + tl.arange(0, GATHER * KB) // KB
-    own = live & (((own_bits >> slot) & 1) != 0)
-    return own, ((own_bits >> start) & ((1 << GATHER) - 1)) != 0
-
-
-@triton.jit
 def _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, first, step, start, count,
              rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, own_bits, DKb, DVb, sgkn,
              sgvn, scale,
@@ -114,45 +89,25 @@ def _dq_step(dq, q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, first, step, sta
             ok = ok & element_rule(rows[:, None], cols[None, :], prm, K0, K1, K2, K3)
         p = tl.where(ok, p, 0.0)
     if OWN:
-        own, owns_any = _owned_slots(own_bits, start, live, KB, GATHER)
-        if owns_any:  # dV first, stored before dP is formed: fewer live registers
-            _store_owned_dv(p, do, own, pcol, DVb, sgvn, dv, DV, PREC)
+        slot = start + tl.arange(0, GATHER * KB) // KB
+        own = live & (((own_bits >> slot) & 1) != 0)
+        owns_any = ((own_bits >> start) & ((1 << GATHER) - 1)) != 0
+        # dV = P^T dO first, stored before dP is formed: fewer live registers
+        if owns_any:
+            gdv = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PREC)
+            tl.store(DVb + pcol[:, None] * sgvn + dv[None, :], gdv.to(DVb.dtype.element_ty),
+                     mask=own[:, None] & (dv[None, :] < DV))
     vt = load_tile(Vb + pcol[None, :] * svn + dv[:, None], (dv[:, None] < DV) & live[None, :],
                    EXACT)
     dp = tl.dot(do, vt, input_precision=PREC)
     ds = (p * (dp - delta[:, None])).to(kt.dtype)
     dq += tl.dot(ds, tl.trans(kt), input_precision=PREC)
     if OWN:
-        if owns_any:
-            _store_owned_dk(ds, q, own, pcol, DKb, sgkn, dk, D, scale, PREC)
+        if owns_any:  # dK = scale * dS^T Q
+            gdk = tl.dot(tl.trans(ds), q, input_precision=PREC) * scale
+            tl.store(DKb + pcol[:, None] * sgkn + dk[None, :], gdk.to(DKb.dtype.element_ty),
+                     mask=own[:, None] & (dk[None, :] < D))
     return dq
-
-
-@triton.jit
-def _owned_after(q, do, lse2, delta, Kb, Vb, skn, svn, idx_ptr, count, rows, prm, scale_log2,
-                 N, D, DV, dk, dv, stride, groups, own_bits, DKb, DVb, sgkn, sgvn, scale,
-                 KB: tl.constexpr, GATHER: tl.constexpr,
-                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
-                 PREC: tl.constexpr, REORDER: tl.constexpr):
-    """The owned key tiles' dK and dV in a pass of their own, after dQ is stored (OWN_AFTER):
-    each gather of the partial list that holds one is walked again, P and dS recomputed (two
-    products more than ``_dq_step``'s inline form), while the dQ accumulator no longer holds
-    registers. ptxas (sm_90a) spills 92 bytes in this form against 244 inline."""
-    for start in range(0, count, GATHER):
-        kt, cols, pcol, valid, live = gathered_keys(Kb, skn, idx_ptr, 0, 0, start, count, dk,
-                                                    D, N, stride, groups, KB, GATHER, REORDER,
-                                                    False, False)
-        own, owns_any = _owned_slots(own_bits, start, live, KB, GATHER)
-        if owns_any:
-            p = tl.exp2(tl.dot(q, kt, input_precision=PREC) * scale_log2 - lse2[:, None])
-            ok = valid[None, :] & element_rule(rows[:, None], cols[None, :], prm, K0, K1, K2, K3)
-            p = tl.where(ok, p, 0.0)
-            _store_owned_dv(p, do, own, pcol, DVb, sgvn, dv, DV, PREC)
-            vt = load_tile(Vb + pcol[None, :] * svn + dv[:, None],
-                           (dv[:, None] < DV) & live[None, :], False)
-            dp = tl.dot(do, vt, input_precision=PREC)
-            ds = (p * (dp - delta[:, None])).to(kt.dtype)
-            _store_owned_dk(ds, q, own, pcol, DKb, sgkn, dk, D, scale, PREC)
 
 
 @triton.jit
@@ -191,9 +146,7 @@ def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, DK, DVo, SLOT_HEAD, SLOT_CLASS, SL
               PREC: tl.constexpr, REORDER: tl.constexpr, SLOTS_X: tl.constexpr,
               LEAN: tl.constexpr = True, FUSED_DELTA: tl.constexpr = False,
               RUN: tl.constexpr = False, EXACT: tl.constexpr = False,
-              OWN: tl.constexpr = False, OWN_AFTER: tl.constexpr = False):
-    # OWN: this program also writes the dK, dV of the key tiles only it reads (OWNED bits), in
-    # its partial walk, or (OWN_AFTER) in a pass of their own after dQ is stored
+              OWN: tl.constexpr = False):
     b, h, prm, merge, row, rows, prow, real, dk, dv, q = query_tile(
         Q, sqb, sqh, sqn, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE, PRM, N, Hc, D, n_qt, prm_stride,
         stride, groups, QB, DP, DVP, REORDER, SLOTS_X)
@@ -234,17 +187,13 @@ def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, DK, DVo, SLOT_HEAD, SLOT_CLASS, SL
     dq = _dq_tiles(dq, q, do, lse2, delta, Kb, Vb, skn, svn, PI + row * pi_w, tl.load(PC + row),
                    rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, own_bits, DKb, DVb,
                    sgkn, sgvn, scale, KB, GATHER, True, K0, K1, K2, K3, PREC, REORDER, LEAN,
-                   False, False, OWN and not OWN_AFTER)
+                   False, False, OWN)
     dq = dq * scale
     g_ptr = DQ + b * sgb + h * sgh + prow[:, None] * sgn + dk[None, :]
     g_mask = real[:, None] & (dk[None, :] < D)
     if merge != 0:  # an earlier component of this head wrote its share
         dq += tl.load(g_ptr, mask=g_mask, other=0.0).to(tl.float32)
     tl.store(g_ptr, dq.to(DQ.dtype.element_ty), mask=g_mask)
-    if OWN and OWN_AFTER:
-        _owned_after(q, do, lse2, delta, Kb, Vb, skn, svn, PI + row * pi_w, tl.load(PC + row),
-                     rows, prm, scale_log2, N, D, DV, dk, dv, stride, groups, own_bits, DKb,
-                     DVb, sgkn, sgvn, scale, KB, GATHER, K0, K1, K2, K3, PREC, REORDER)
 
 
 @triton.jit

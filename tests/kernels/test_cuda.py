@@ -109,19 +109,16 @@ def test_runs_vs_float64(pattern, runs, n, monkeypatch):
 
 
 @pytest.mark.parametrize("n", [1000, 1024], ids=["padded", "exact"])
-@pytest.mark.parametrize("own, after", [(0, 0), (1, 0), (2, 0), (1, 1), (2, 1)],
-                         ids=["no-own", "default", "own-everywhere", "default-after-store",
-                              "everywhere-after-store"])
+@pytest.mark.parametrize("own", [0, 1, 2], ids=["no-own", "default", "own-everywhere"])
 @pytest.mark.parametrize("pattern", [P.causal(), P.fixed(128, 32, 4), P.strided(128, "merge"),
                                      P.strided(128, "split")], ids=lambda p: p.name)
-def test_owned_tiles_vs_float64(pattern, own, after, n, monkeypatch):
+def test_owned_tiles_vs_float64(pattern, own, n, monkeypatch):
     """Key tiles only one query tile reads, their dK and dV written by that tile's dQ program
     (``CONFIG["tiles"]["own"]``: never, where they are many (fixed, the default), wherever
     there are any: causal's last tiles, the first component of a merged head, strided split's
-    reordered column) against float64, bf16, at a padded length and a multiple of the tiles;
-    in the partial walk or (``CONFIG["dq"]["own_after"]``) in a pass after dQ's store."""
-    _check_under_config(pattern, {"tiles": {"own": own}, "dq": {"own_after": after}},
-                        monkeypatch, N=n)
+    reordered column) against float64,
+    bf16, at a padded length and a multiple of the tiles."""
+    _check_under_config(pattern, {"tiles": {"own": own}}, monkeypatch, N=n)
 
 
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],

@@ -504,22 +504,17 @@ def test_owned_tiles_leave_the_dkdv_groups(own, monkeypatch):
     assert split.components[1].stride and split.components[1].owns == int(own == 2)
 
 
-@pytest.mark.parametrize("own, after", [(0, 0), (1, 0), (2, 0), (1, 1), (2, 1)],
-                         ids=["no-own", "default", "own-everywhere", "default-after-store",
-                              "everywhere-after-store"])
+@pytest.mark.parametrize("own", [0, 1, 2])
 @pytest.mark.parametrize("pattern, n", [(P.fixed(32, 16, 2), 100), (P.fixed(64, 16, 2), 128),
                                         (P.causal(), 96), (P.strided(8, "merge"), 64),
                                         (P.strided(16, "split"), 96)],
                          ids=lambda x: getattr(x, "name", str(x)))
-def test_owned_tiles_vs_float64(pattern, n, own, after, monkeypatch):
+def test_owned_tiles_vs_float64(pattern, n, own, monkeypatch):
     """The dQ programs' dK, dV of the key tiles they alone read (``_owned``), against float64:
     off, the default (fixed's blocks of two 16-key tiles own their non-summary tile) and
     everywhere (causal's last tiles; strided merge's first component, not its second;
-    strided split's reordered column, whose dK/dV rows are stored at memory positions);
-    computed in the partial walk, or (``CONFIG["dq"]["own_after"]``) in a pass after dQ's
-    store (``triton_bwd._owned_after``)."""
-    monkeypatch.setattr(T, "CONFIG", {"tiles": {"own": own, "q_block": 32, "k_block": 16},
-                                      "dq": {"own_after": after}})
+    strided split's reordered column, whose dK/dV rows are stored at memory positions)."""
+    monkeypatch.setattr(T, "CONFIG", {"tiles": {"own": own, "q_block": 32, "k_block": 16}})
     prepared = T.prepare(pattern, n, 2, 16, 16, torch.float32, torch.device(DEVICE))
     owns = [c.owns for c in prepared.tables.components]
     if own == 0:
