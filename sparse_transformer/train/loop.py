@@ -60,6 +60,7 @@ from sparse_transformer.train.metrics import (
     unit_name,
 )
 from sparse_transformer.train.schedule import (
+    SETUP_UPDATES,
     lr_at,
     lr_at_time,
     make_optimizer,
@@ -130,6 +131,7 @@ class TrainState:
     window: Window = field(default_factory=Window)
     row: dict | None = None       # the last update's metrics, logged after the final save
     t_start: float = field(default_factory=time.time)
+    setup_s: float | None = None  # seconds of this session's first SETUP_UPDATES updates
 
     def fraction(self) -> float:
         """How far the cosine has gone (a time budget, or a time budget continued by steps)."""
@@ -138,6 +140,16 @@ class TrainState:
                                     self.left - self.eval_reserve)
         return resumed_fraction(self.schedule_start or 0.0, self.step - self.start_step,
                                 self.total - self.start_step)
+
+    def warm_fraction(self) -> float:
+        """The budget's share the warm-up's time cap counts: ``fraction`` of a time budget
+        without this session's setup updates (compilation, CUDA-graph capture; none counted
+        until they are done). Updates are counted as they are in ``fraction``."""
+        if self.total is not None:
+            return self.fraction()
+        spent = 0.0 if self.setup_s is None else self.elapsed - self.start_elapsed - self.setup_s
+        return resumed_fraction(self.schedule_start or 0.0, max(0.0, spent),
+                                self.left - self.eval_reserve)
 
 
 class Trainer:
@@ -247,8 +259,11 @@ class Trainer:
         cfg, st = self.cfg, self.state
         if st.total is None:  # a time budget: the cosine follows (rank 0's) wall clock
             frac = D.broadcast_float(self.info, st.fraction())
+            warm = None  # the warm-up's cap, while the update count has not ended it
+            if st.step + 1 < cfg.warmup:
+                warm = D.broadcast_float(self.info, st.warm_fraction())
             return lr_at_time(st.step, frac, lr=cfg.lr, warmup=cfg.warmup,
-                              min_lr_ratio=cfg.min_lr_ratio)
+                              min_lr_ratio=cfg.min_lr_ratio, warm_fraction=warm)
         if st.schedule_start is not None:  # a time-budgeted run continued by updates
             return lr_at_time(st.step, st.fraction(), lr=cfg.lr, warmup=cfg.warmup,
                               min_lr_ratio=cfg.min_lr_ratio)
@@ -286,6 +301,8 @@ class Trainer:
         st.step += 1
         st.losses.append(loss_value)
         st.elapsed = st.start_elapsed + time.time() - st.t_start
+        if st.step - st.start_step == SETUP_UPDATES:
+            st.setup_s = st.elapsed - st.start_elapsed
         st.window.tokens += self.tokens_per_update
         st.window.loss += loss_value
         st.window.n += 1

@@ -32,13 +32,25 @@ def lr_at(step: int, *, lr: float, warmup: int, total: int, min_lr_ratio: float 
 WARMUP_BUDGET = 0.05
 
 
+# The first updates of a session compile the step (torch.compile) and capture its CUDA graphs:
+# seconds each, where later updates take milliseconds. Their time is not counted toward the
+# warm-up's share of the budget: on an H100 a graphed 4-minute text run spent ~7 s in its first
+# 10 updates, so warm-up's 12 s (5% of 4 minutes) ran out after ~60 of the recipe's 200 and
+# update 10 already trained at 0.63x the peak rate (an eager run: 0.11x; fourteenth session,
+# benchmarks/NOTES.md).
+SETUP_UPDATES = 3
+
+
 def lr_at_time(step: int, fraction: float, *, lr: float, warmup: int,
-               min_lr_ratio: float = 0.0) -> float:
+               min_lr_ratio: float = 0.0, warm_fraction: float | None = None) -> float:
     """Time-budget schedule for update ``step`` at ``fraction`` of the budget: linear warm-up
     that ends after ``warmup`` updates or at ``WARMUP_BUDGET`` of the budget, whichever comes
-    first, times a cosine over the fraction."""
+    first, times a cosine over the fraction. ``warm_fraction`` (default: ``fraction``) is the
+    budget's share the warm-up's cap counts: the loop leaves out its sessions' setup updates
+    (``SETUP_UPDATES``)."""
     f = min(1.0, max(0.0, fraction))
-    warm = min(1.0, max((step + 1) / warmup, f / WARMUP_BUDGET)) if warmup > 0 else 1.0
+    wf = f if warm_fraction is None else min(1.0, max(0.0, warm_fraction))
+    warm = min(1.0, max((step + 1) / warmup, wf / WARMUP_BUDGET)) if warmup > 0 else 1.0
     floor = lr * min_lr_ratio
     return warm * (floor + (lr - floor) * 0.5 * (1.0 + math.cos(math.pi * f)))
 

@@ -188,6 +188,63 @@ def test_a_time_budget_warms_up_within_five_percent_of_it():
         0.1 + 0.9 * cos(0.5))
 
 
+def test_setup_updates_do_not_count_toward_the_warm_up_cap():
+    """The first updates of a session compile the step and capture its CUDA graphs (seconds
+    each). Counted toward the warm-up's 5% of the budget, they ended a graphed 4-minute run's
+    warm-up after ~60 of its 200 updates, and update 10 trained at 0.63x the peak rate (an
+    H100, fourteenth session). ``warm_fraction`` leaves them out."""
+    from sparse_transformer.train.loop import TrainState
+
+    # a 240 s budget; 10 updates done in 7.7 s, 6.5 of them in the first three (the H100 run)
+    st = TrainState(step=10, total=None, elapsed=7.7, start_step=0, start_elapsed=0.0,
+                    left=240.0, schedule_start=0.0)
+    assert st.fraction() == pytest.approx(7.7 / 240)
+    assert st.warm_fraction() == 0.0  # setup not yet measured: none of it counts
+    st.setup_s = 6.5
+    assert st.warm_fraction() == pytest.approx(1.2 / 240)
+    old = lr_at_time(10, st.fraction(), lr=1.0, warmup=200)
+    new = lr_at_time(10, st.fraction(), lr=1.0, warmup=200, warm_fraction=st.warm_fraction())
+    assert old > 0.6 and new == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 7.7 / 240)))
+    # updates counted, not time: warm_fraction is fraction
+    st_steps = TrainState(step=10, total=100, elapsed=7.7, start_step=0, start_elapsed=0.0,
+                          left=math.inf, schedule_start=0.0)
+    assert st_steps.warm_fraction() == st_steps.fraction()
+
+
+def test_a_slow_first_update_leaves_the_warm_up_to_the_update_count(byte_file, tmp_path,
+                                                                     monkeypatch):
+    """End to end on the CPU: a 30 s budget (its warm-up cap: 1.5 s) whose first update takes
+    2 s longer, as a compiled step's does. The warm-up still rises update by update."""
+    import time as _time
+
+    from sparse_transformer.train import loop
+
+    real = loop.random_batch
+    calls = []
+
+    def slow_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            _time.sleep(2.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "random_batch", slow_first)
+    rates = []
+
+    def stop_at_8(row):
+        rates.append(row["lr"])
+        if row["step"] == 8:
+            row["stop"] = True
+
+    train(cfg_for(byte_file, tmp_path / "run", steps=None, max_minutes=0.5, warmup=40,
+                  lr=1e-3, log_every=1, model={"dropout": 0.0}), callback=stop_at_8)
+    assert len(rates) == 8
+    # update k of 40 trains at k/40 of the peak (times a cosine ~1): not at the peak, which the
+    # 2 s of the first update alone would have given (2 s > 5% of 30 s)
+    for k, r in enumerate(rates, start=1):
+        assert r == pytest.approx(1e-3 * k / 40, rel=0.05), rates
+
+
 def test_a_resumed_budget_continues_the_cosine_and_never_climbs():
     """Issue 20: a resumed time budget restarted the learning rate at its peak. The rest of the
     curve is spread over the time left: a run stopped at 40% and resumed with the same budget
