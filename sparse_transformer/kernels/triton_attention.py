@@ -116,8 +116,8 @@ def long_row_q_block(q_block: int) -> int:
     beside its tiles (fixed's and causal's forwards at two shapes fit time = a x programs +
     b x tiles), 29% of fixed's forward, whose rows are short; 256-row tiles halve the programs
     for ~5% more masked work on the diagonal. ptxas (Triton 3.9, sm_90a): the 8-warp 256-row
-    forward and dQ take 243 and 246 registers, no spills (benchmarks/NOTES.md, fourteenth
-    session)."""
+    forward takes 243 registers and dQ 246, no spills; dQ with owned tiles (fixed) 255 and
+    128 bytes spilled, against 244 at 128 rows (benchmarks/NOTES.md, fourteenth session)."""
     return int(CONFIG.get("tiles", {}).get("long_q_block", q_block))
 
 
