@@ -22,7 +22,6 @@
 #   bash benchmarks/device_issue18.sh ceiling  # plain Triton forwards (causal, fixed) vs ours, cuDNN
 #   bash benchmarks/device_issue18.sh runs     # runs of full tiles: kernel tests, A/B per pattern
 #   bash benchmarks/device_issue18.sh own      # dQ programs write their own tiles' dK/dV: tests, A/B, step
-#   bash benchmarks/device_issue18.sh wide     # long rows on 256-row query tiles: tests, A/B, step
 # (Fourteenth session: stage "after" ran at 56bc6c1 -- the owned tiles' dK/dV in a pass after
 #  dQ's store, tried and removed; benchmarks/results/raw/2026-12-06-s14/commands.md.)
 # (Eleventh session: stage "keyrows" ran at c13fdad -- the dK/dV kernel with its scores taken
@@ -299,20 +298,6 @@ own)
     stage "enwik8 default step, each row its own process"
     timeout 200 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
         --only "dense,fixed" --budget 180 --out "$out/ms" >> "$log" 2>&1
-    ;;
-wide)
-    # Written in the fourteenth session, after its device time (interpreter tests only):
-    # fixed's and causal's forward and dQ on 256-row query tiles with 8 warps, half the
-    # programs (triton_attention.long_row_q_block).
-    kernel_tests "wide_query"
-    stage "kernels: 256-row query tiles for long rows"
-    timeout 150 python3 benchmarks/kernel_stages.py --out "$out/ks" --runs "fixed:default+wide256+wide256-no-own,causal:default+wide256" >> "$log" 2>&1
-    stage "enwik8 default step, each row its own process; fixed on 256-row tiles"
-    timeout 130 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
-        --only "dense,fixed" --budget 120 --out "$out/ms" >> "$log" 2>&1
-    timeout 70 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
-        --only "fixed" --config '{"tiles": {"long_q_block": 256}}' --budget 60 \
-        --out "$out/ms2" >> "$log" 2>&1
     ;;
 final8)
     stage "host cost (replayed)"

@@ -106,11 +106,6 @@ VARIANTS = {
     # session): never, or wherever there are any (causal's and local's last tiles)
     "no-own": {"tiles": {"own": 0}},
     "own-all": {"tiles": {"own": 2}},
-    # long-row components' forward and dQ on 256-row query tiles with 8 warps, dK/dV lists at
-    # 128 (triton_attention.long_row_q_block; off by default, not yet timed): half the
-    # programs, whose fixed cost is ~29% of fixed's forward (NOTES.md, fourteenth session)
-    "wide256": {"tiles": {"long_q_block": 256}},
-    "wide256-no-own": {"tiles": {"long_q_block": 256, "own": 0}},
 }
 RUNS = ("fixed:default+delta-launch,split:default+delta-launch,"
         "local:default+delta-launch,causal:default+delta-launch")

@@ -63,12 +63,6 @@ VARIANTS = [
     # fixed's default since the thirteenth session: dK/dV of the tiles only this row reads
     ("dq", "runs, exact, owned tiles", {"GATHER": 2, "LEAN": True, "FUSED_DELTA": True,
                                         "RUN": True, "EXACT": True, "OWN": True}, 4, 3),
-    # 256-row query tiles, 8 warps (triton_attention.long_row_q_block, opt-in)
-    ("fwd", "runs, exact, 256 rows", {"QB": 256, "GATHER": 2, "LEAN": True, "RUN": True,
-                                      "EXACT": True}, 8, 3),
-    ("dq", "runs, exact, owned, 256 rows", {"QB": 256, "GATHER": 2, "LEAN": True,
-                                            "FUSED_DELTA": True, "RUN": True, "EXACT": True,
-                                            "OWN": True}, 8, 3),
 ]
 KERNELS = {"fwd": triton_fwd.fwd_kernel, "dq": triton_bwd.dq_kernel,
            "dkdv": triton_bwd.dkdv_kernel}

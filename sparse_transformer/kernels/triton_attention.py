@@ -106,27 +106,6 @@ def short_row_q_block(q_block: int) -> int:
     return int(CONFIG.get("tiles", {}).get("short_q_block", q_block))
 
 
-def long_row_q_block(q_block: int) -> int:
-    """Query-tile rows of the forward and dQ launches of components whose rows are long
-    (``_long_rows``: fixed, causal), under dK/dV lists that keep ``q_block``-row tiles, with
-    twice the warps per doubling. Off by default (``q_block``); ``CONFIG["tiles"]
-    ["long_q_block"]`` (e.g. 256) turns it on, for benchmarks. Not yet timed on a GPU.
-
-    Why try it: in the H100's kernel stages a forward program costs about 28 key tiles' work
-    beside its tiles (fixed's and causal's forwards at two shapes fit time = a x programs +
-    b x tiles), 29% of fixed's forward, whose rows are short; 256-row tiles halve the programs
-    for ~5% more masked work on the diagonal. ptxas (Triton 3.9, sm_90a): the 8-warp 256-row
-    forward takes 243 registers and dQ 246, no spills; dQ with owned tiles (fixed) 255 and
-    128 bytes spilled, against 244 at 128 rows (benchmarks/NOTES.md, fourteenth session)."""
-    return int(CONFIG.get("tiles", {}).get("long_q_block", q_block))
-
-
-def _warps(cfg: dict[str, int], c: "ComponentTables", tabs: "PlanTables") -> int:
-    """A forward or dQ launch's warps: the setting's, times the component's query-tile rows over
-    the plan's (``long_row_q_block``; narrower tiles keep the setting's)."""
-    return cfg["num_warps"] * max(1, c.q_block // tabs.q_block)
-
-
 def _pow2(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
@@ -228,8 +207,8 @@ class PlanTables:
     """Every component of one plan, in launch order, on one device.
 
     ``q_block`` is the rows of the query tiles the dK/dV launches list (``key_side``); a
-    component's forward and dQ launches may take narrower or wider tiles
-    (``ComponentTables.q_block``, ``short_row_q_block``, ``long_row_q_block``).
+    component's forward and dQ launches may take narrower tiles (``ComponentTables.q_block``,
+    ``short_row_q_block``).
 
     ``flat`` is the same as the custom ops take it: (tensors, ints), since a custom op's
     arguments are tensors, numbers and lists of them; ``unflatten`` undoes it.
@@ -396,7 +375,7 @@ def own_mode() -> int:
     return int(CONFIG.get("tiles", {}).get("own", 1))
 
 
-def _owned(cp: ComponentPlan, merge: list[int], query_cp: ComponentPlan
+def _owned(cp: ComponentPlan, merge: list[int], same_rows: bool
            ) -> tuple[np.ndarray, torch.Tensor] | None:
     """The key tiles whose dK and dV the dQ programs write, or None.
 
@@ -407,41 +386,35 @@ def _owned(cp: ComponentPlan, merge: list[int], query_cp: ComponentPlan
     than its single step: fixed's three non-summary tiles of every block, 128 of its 160 dK/dV
     programs per head at 16,384 positions.
 
-    Only where each of the dQ launch's query tiles (``query_cp``'s) is one or several whole
-    query tiles of the dK/dV lists (``cp``'s; not narrower ones), no slot adds to a head an
-    earlier component wrote (merge), and every partial list fits an int32 bitmask. In a wider
-    query tile the owned tile stays partial, and the rows that do not read it get P = 0 there.
+    Only where the dQ launch walks the dK/dV lists' query tiles (``same_rows``), no slot adds to
+    a head an earlier component wrote (merge), and every partial list fits an int32 bitmask.
 
-    Returns (owned bool [C, n_key_tiles], bits int32 [C, query_cp's n_qt]: bit s of a row set
-    where entry s of its partial list is owned).
+    Returns (owned bool [C, n_key_tiles], bits int32 [C, n_qt]: bit s of a row set where entry
+    s of its partial list is owned).
     """
     mode = own_mode()
-    if mode == 0 or query_cp.q_block % cp.q_block or any(merge) \
-            or int(query_cp.partial_count.numpy().max(initial=0)) > 31:
+    if mode == 0 or not same_rows or any(merge) or int(cp.partial_count.numpy().max(initial=0)) > 31:
         return None
     fc, _, pc, pi = (x.numpy() for x in cp.key_side())
     owned = (fc == 0) & (pc == 1)
     if not owned.any() or (mode == 1 and (cp.order or owned.mean() < OWN_MIN_SHARE)):
         return None
-    qc, qi = query_cp.partial_count.numpy(), query_cp.partial_index.numpy()
-    rows_per = query_cp.q_block // cp.q_block  # key-side query tiles per query-side one
+    qc, qi = cp.partial_count.numpy(), cp.partial_index.numpy()
     C, R = qc.shape
     bits = np.zeros((C, R), dtype=np.int64)
     for c in range(C):
         for r in range(R):
             for s_, tile in enumerate(qi[c, r, :qc[c, r]]):
                 if owned[c, tile]:
-                    assert pi[c, tile, 0] // rows_per == r  # the one query tile reading it
+                    assert pi[c, tile, 0] == r  # the one query tile that reads it
                     bits[c, r] |= 1 << s_
-    if int(sum(bin(int(b)).count("1") for b in bits.ravel())) != int(owned.sum()):
-        return None  # an owned tile that no query-side partial list holds: leave it to dK/dV
     return owned, torch.from_numpy(bits.astype(np.int32))
 
 
 def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device,
                       query_cp: ComponentPlan | None = None) -> ComponentTables:
     """``cp``'s tables; the forward and dQ launches' (query side) from ``query_cp``, the same
-    component planned with narrower or wider query tiles, where given."""
+    component planned with narrower query tiles, where given."""
     query_cp = query_cp or cp
     kinds = [t.rules for t in cp.terms[0]]
     if len(kinds) > MAX_TERMS:
@@ -452,7 +425,7 @@ def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device,
     codes = tuple([k.code for k in kinds] + [KIND_NONE] * (MAX_TERMS - len(kinds)))
     params = torch.tensor([[t.as_tuple() for t in terms] for terms in cp.terms],
                           dtype=torch.int32)
-    own = _owned(cp, merge, query_cp)
+    own = _owned(cp, merge, query_cp is cp)
     key_tiles, *key_side = _key_groups(cp, own and own[0])
     query_side = [query_cp.full_count, query_cp.full_index, query_cp.partial_count,
                   query_cp.partial_index]
@@ -487,34 +460,21 @@ def _component_tables(cp: ComponentPlan, merge: list[int], device: torch.device,
 
 
 def device_tables(pattern: Pattern, n: int, n_heads: int, q_block: int, k_block: int,
-                  device: torch.device, short_q_block: int | None = None,
-                  long_q_block: int | None = None) -> PlanTables:
+                  device: torch.device, short_q_block: int | None = None) -> PlanTables:
     """The plan of ``pattern`` at (n, heads, tiles) as device tables; with ``short_q_block``
     (< ``q_block``), the forward and dQ launches of its short-row components take query tiles
-    of that many rows (``short_row_q_block``), and with ``long_q_block`` (> ``q_block``) those
-    of its long-row components (``long_row_q_block``), where the other plan pads alike."""
+    of that many rows (``short_row_q_block``), where the narrower plan pads alike."""
     plan = pattern.plan(n, n_heads, q_block, k_block)
-    long = [_long_rows(cp) for cp in plan.components]
-
-    def other(rows: int | None, wanted: bool):
-        """The plan at ``rows``-row query tiles, if some component wants it and it pads as
-        ``plan`` does (n a multiple of both tiles, or padded alike)."""
-        if not rows or rows == q_block or not wanted:
-            return None
-        alt = pattern.plan(n, n_heads, rows, k_block)
-        if alt.n_pad != plan.n_pad or [(c.heads, c.order) for c in alt.components] != \
+    narrow = None
+    if short_q_block and short_q_block < q_block and not all(map(_long_rows, plan.components)):
+        narrow = pattern.plan(n, n_heads, short_q_block, k_block)
+        if narrow.n_pad != plan.n_pad or [(c.heads, c.order) for c in narrow.components] != \
                 [(c.heads, c.order) for c in plan.components]:
-            return None
-        return alt
-
-    narrow = other(short_q_block if short_q_block and short_q_block < q_block else None,
-                   not all(long))
-    wide = other(long_q_block if long_q_block and long_q_block > q_block else None, any(long))
+            narrow = None  # n not a multiple of q_block: the two plans pad differently
     seen: set[int] = set()
     comps = []
     for i, cp in enumerate(plan.components):
-        query_plan = wide if long[i] else narrow
-        query_cp = query_plan.components[i] if query_plan else None
+        query_cp = narrow.components[i] if narrow and not _long_rows(cp) else None
         comps.append(_component_tables(cp, [int(h in seen) for h in cp.heads], device,
                                        query_cp))
         seen.update(cp.heads)
@@ -527,8 +487,7 @@ def prepare(pattern: Pattern, n: int, n_heads: int, head_dim: int, v_dim: int,
     """Check that the kernels can take this problem and build its device tables (once)."""
     check_support(dtype, head_dim, v_dim, device)
     qb, kb = block_sizes(max(head_dim, v_dim), dtype, device)
-    tables = device_tables(pattern, n, n_heads, qb, kb, device, short_row_q_block(qb),
-                           long_row_q_block(qb))
+    tables = device_tables(pattern, n, n_heads, qb, kb, device, short_row_q_block(qb))
     return TritonAttention("triton", pattern, n, n_heads, tables=tables, flat=tables.flat,
                            upcast=INTERPRETED and dtype == torch.bfloat16)
 
@@ -638,7 +597,7 @@ def _forward_launches(q, k, v, out, lse, tabs: PlanTables, scale: float, key: tu
             dict(QB=c.q_block, KB=tabs.k_block, GATHER=cfg["gather"], DP=dp, DVP=dvp,
                  SLOTS_X=slots_x, LEAN=_lean(cfg, c), **_run_constexprs(c, tabs, q, v),
                  **_term_constexprs(c, q.dtype)),
-            call_key=key and (i,) + key, num_warps=_warps(cfg, c, tabs),
+            call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
 
 
@@ -703,7 +662,7 @@ def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTab
                      SLOTS_X=slots_x, LEAN=_lean(cfg_dq, c), FUSED_DELTA=fused_delta,
                      OWN=bool(c.owns),
                      **_run_constexprs(c, tabs, q, v), **_term_constexprs(c, q.dtype)),
-                call_key=key and (i,) + key, num_warps=_warps(cfg_dq, c, tabs),
+                call_key=key and (i,) + key, num_warps=cfg_dq["num_warps"],
                 num_stages=cfg_dq["num_stages"])
         key_tiles = c.key_tiles.shape[-1]
         cfg = _launch("dkdv", max(dp, dvp), q.dtype, key_tiles * tabs.k_block,
@@ -829,5 +788,5 @@ def _launch_op(q, k, v, p: TritonAttention, scale: float) -> torch.Tensor:
 
 __all__ = ["block_sizes", "prepare", "sparse_attention", "sparse_attention_fwd",
            "sparse_attention_bwd", "forward_launches", "backward_launches", "device_tables",
-           "short_row_q_block", "long_row_q_block",
+           "short_row_q_block",
            "PlanTables", "TritonAttention", "DETERMINISTIC", "CONFIG"]

@@ -121,24 +121,6 @@ def test_owned_tiles_vs_float64(pattern, own, n, monkeypatch):
     _check_under_config(pattern, {"tiles": {"own": own}}, monkeypatch, N=n)
 
 
-@pytest.mark.parametrize("n", [4000, 4096], ids=["padded", "exact"])
-@pytest.mark.parametrize("pattern", [P.causal(), P.fixed(128, 32, 4), P.strided(128, "split")],
-                         ids=lambda p: p.name)
-def test_wide_query_tiles_vs_float64(pattern, n, monkeypatch):
-    """Long-row components' forward and dQ on 256-row query tiles with 8 warps
-    (``CONFIG["tiles"]["long_q_block"]``; fixed's owned tiles in the wider dQ programs) against
-    float64, bf16; strided split's short rows keep 128. At 4,000-4,096 positions fixed's rows
-    are long enough (>= 16 key tiles on average) to take them."""
-    from sparse_transformer.kernels import triton_attention as T
-
-    monkeypatch.setattr(T, "CONFIG", {"tiles": {"long_q_block": 256}})
-    tables = T.prepare(pattern, n, 2, 64, 64, torch.bfloat16, torch.device("cuda")).tables
-    wide = [c.q_block == 256 for c in tables.components]
-    assert wide == [bool(c.long_rows) for c in tables.components]
-    assert any(wide) == (pattern.name != "strided(stride=128, mode='split')")
-    _check_under_config(pattern, {"tiles": {"long_q_block": 256}}, monkeypatch, N=n)
-
-
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],
                          ids=lambda p: p.name)
 def test_delta_launch_vs_float64(pattern, monkeypatch):

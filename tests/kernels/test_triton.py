@@ -524,45 +524,6 @@ def test_owned_tiles_vs_float64(pattern, n, own, monkeypatch):
     _check(pattern, n, 2, torch.float32)
 
 
-@pytest.mark.parametrize("own", [0, 1])
-@pytest.mark.parametrize("pattern, n", [(P.fixed(32, 16, 2), 100), (P.fixed(64, 16, 2), 128),
-                                        (P.causal(), 128), (P.strided(16, "split"), 128)],
-                         ids=lambda x: getattr(x, "name", str(x)))
-def test_wide_query_tiles_vs_float64(pattern, n, own, monkeypatch):
-    """``CONFIG["tiles"]["long_q_block"]``: the forward and dQ of long-row components on query
-    tiles twice the dK/dV lists' height (here 64 over 32; every component counts as long), with
-    the owned key tiles (fixed's) written by the wider dQ programs, against float64."""
-    monkeypatch.setattr(T, "LEAN_MIN_TILES", 1)
-    monkeypatch.setattr(T, "CONFIG", {"tiles": {"own": own, "q_block": 32, "k_block": 16,
-                                                "long_q_block": 64}})
-    prepared = T.prepare(pattern, n, 2, 16, 16, torch.float32, torch.device(DEVICE))
-    comps = prepared.tables.components
-    assert prepared.tables.q_block == 32 and all(c.q_block == 64 for c in comps)
-    assert all(c.n_query_tiles == -(-prepared.tables.n_pad // 64) for c in comps)
-    if pattern.name.startswith("fixed"):
-        assert bool(comps[0].owns) == bool(own)  # the wider dQ programs take them
-    _check(pattern, n, 2, torch.float32)
-
-
-def test_wide_query_tables_at_the_enwik8_shape(monkeypatch):
-    """At 12,288 positions with 128-row lists and ``long_q_block`` 256: fixed's and causal's
-    forward and dQ tables are 48 tiles of 256 rows, fixed's owned tiles all land in those
-    tiles' partial lists, and strided's short-row components keep 128 rows."""
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(T, "CONFIG", {"tiles": {"long_q_block": 256}})
-    for pattern in (P.fixed(128, 32, 4), P.causal()):
-        (c,) = T.device_tables(pattern, 12288, 8, 128, 32, cpu, None, 256).components
-        assert (c.q_block, c.n_query_tiles, c.long_rows) == (256, 48, 1)
-        assert c.query_side[0].shape[-1] == 48 and c.query_runs.shape[1] == 48
-    fixed = T.device_tables(P.fixed(128, 32, 4), 12288, 8, 128, 32, cpu, None, 256)
-    c = fixed.components[0]
-    assert c.owns
-    bits = int(sum(bin(int(b)).count("1") for b in c.query_owned.flatten().tolist()))
-    assert bits == 4 * (3 * 95 + 4)  # 3 of each block's 4 tiles, all 4 in the last block
-    split = T.device_tables(P.strided(128, "split"), 12288, 8, 128, 32, cpu, None, 256)
-    assert [c.q_block for c in split.components] == [128, 128]
-
-
 def test_atomic_dq_refuses_tables_with_owned_tiles(monkeypatch):
     """Tables whose dQ programs write owned tiles cannot run the atomic-dQ backward (which runs
     no dQ kernel): a clear error, not missing gradients."""
