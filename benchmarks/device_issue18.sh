@@ -22,6 +22,7 @@
 #   bash benchmarks/device_issue18.sh ceiling  # plain Triton forwards (causal, fixed) vs ours, cuDNN
 #   bash benchmarks/device_issue18.sh runs     # runs of full tiles: kernel tests, A/B per pattern
 #   bash benchmarks/device_issue18.sh own      # dQ programs write their own tiles' dK/dV: tests, A/B, step
+#   bash benchmarks/device_issue18.sh tma      # atomic dQ through TMA bulk reduces: tests, A/B, step
 # (Fourteenth session: stage "after" ran at 56bc6c1 -- the owned tiles' dK/dV in a pass after
 #  dQ's store, tried and removed; benchmarks/results/raw/2026-12-06-s14/commands.md.)
 # (Eleventh session: stage "keyrows" ran at c13fdad -- the dK/dV kernel with its scores taken
@@ -298,6 +299,19 @@ own)
     stage "enwik8 default step, each row its own process"
     timeout 200 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
         --only "dense,fixed" --budget 180 --out "$out/ms" >> "$log" 2>&1
+    ;;
+tma)
+    # Sixteenth session: the opt-in atomic-dQ backward adds each dQ tile with one TMA bulk
+    # reduce (cp.reduce.async.bulk.tensor, FlashAttention-3's way) instead of element atomics.
+    kernel_tests "atomic"
+    stage "kernels: deterministic vs atomic dQ (TMA reduce / element atomics / 2 stages)"
+    timeout 220 python3 benchmarks/kernel_stages.py --out "$out/ks" --runs "causal:default+atomic-dq+atomic-dq-elem+atomic-dq-s2,fixed:default+atomic-dq+atomic-dq-elem" >> "$log" 2>&1
+    stage "enwik8 default step, each row its own process; fixed with atomic dQ"
+    timeout 130 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
+        --only "dense,fixed" --budget 120 --out "$out/ms" >> "$log" 2>&1
+    timeout 70 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
+        --only "fixed" --config '{"dkdv": {"atomic_dq": 1}}' --budget 60 \
+        --out "$out/ms2" >> "$log" 2>&1
     ;;
 final8)
     stage "host cost (replayed)"

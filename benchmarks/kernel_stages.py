@@ -62,7 +62,11 @@ VARIANTS = {
     "old-tile-major": {"fwd": {"slots_x": 0}, "dq": {"slots_x": 0},
                        "dkdv": {"max_overhead": 1.0, "slots_x": 0}},
     # experimental: dK/dV adds dQ with atomics, no dQ kernel (not deterministic)
+    # (dQ tiles added by TMA bulk reduces where the component allows: natural order, head dim
+    # a power of two; since the sixteenth session), and with element atomics everywhere
     "atomic-dq": {"dkdv": {"atomic_dq": 1}},
+    "atomic-dq-elem": {"dkdv": {"atomic_dq": 1, "dq_tma": 0}},
+    "atomic-dq-s2": {"dkdv": {"atomic_dq": 1, "num_stages": 2}},
     "fwd-g4w8": {"fwd": {"gather": 4, "num_warps": 8, "num_stages": 3},
                  "dq": {"gather": 4, "num_warps": 8, "num_stages": 3}},
     # the forward and dQ loops before LEAN (every gather masked, the scale a multiply of its own)

@@ -63,7 +63,15 @@ VARIANTS = [
     # fixed's default since the thirteenth session: dK/dV of the tiles only this row reads
     ("dq", "runs, exact, owned tiles", {"GATHER": 2, "LEAN": True, "FUSED_DELTA": True,
                                         "RUN": True, "EXACT": True, "OWN": True}, 4, 3),
+    # the atomic-dQ backward (no dQ kernel): dQ tiles added element by element, or in one TMA
+    # bulk reduce each through a tensor descriptor (DQD; sixteenth session)
+    ("dkdv", "atomic dQ, element atomics", {"KEY_TILES": 4, "TRANS_ACC": True,
+                                            "ATOMIC_DQ": True, "RUN": True, "EXACT": True}, 8, 3),
+    ("dkdv", "atomic dQ, TMA reduce", {"KEY_TILES": 4, "TRANS_ACC": True, "ATOMIC_DQ": True,
+                                       "DQ_TMA": True, "RUN": True, "EXACT": True}, 8, 3),
 ]
+# Arguments that are not plain pointers or ints: the dQ descriptor where DQ_TMA, else None.
+DQ_DESCRIPTOR = "tensordesc<fp32[1,128,64]>"
 KERNELS = {"fwd": triton_fwd.fwd_kernel, "dq": triton_bwd.dq_kernel,
            "dkdv": triton_bwd.dkdv_kernel}
 
@@ -102,8 +110,12 @@ def usage(kernel: str, constexprs: dict, num_warps: int, num_stages: int) -> dic
     # constexprs left out take their defaults (as a launch does)
     constexprs = {**{prm.name: prm.default for prm in fn.params
                      if prm.is_constexpr and prm.has_default}, **constexprs}
+    if "DQD" in fn.arg_names and not constexprs.get("DQ_TMA"):
+        constexprs["DQD"] = None  # what a launch passes without the descriptor
     signature = {name: "constexpr" if name in constexprs else POINTERS.get(
         name, "fp32" if name.startswith("scale") else "i32") for name in fn.arg_names}
+    if "DQD" in signature and signature["DQD"] != "constexpr":
+        signature["DQD"] = DQ_DESCRIPTOR
     compiled = triton.compile(ASTSource(fn, signature, constexprs=constexprs,
                                         attrs=_divisible(fn, signature)),
                               target=TARGET, options=dict(num_warps=num_warps,

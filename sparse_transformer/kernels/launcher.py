@@ -216,6 +216,8 @@ def _steps_of(launches: list, tensors: tuple[torch.Tensor, ...],
                     a = None  # a slot: the recorded call's tensor is not kept alive
                 elif _index(a, owned) is None:
                     return None
+            elif not isinstance(a, (int, float, type(None))):
+                return None  # e.g. a tensor descriptor: it holds the recorded call's memory
             params.append(a)
         params.extend(tail)
         full = (*grid, 1, 1)[:3]

@@ -49,6 +49,11 @@ import numpy as np
 import torch
 import triton.language as tl
 
+try:  # tensor descriptors (TMA on Hopper): the atomic-dQ backward's bulk reduce
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - depends on the Triton version
+    TensorDescriptor = None
+
 from sparse_transformer.kernels import triton_bwd, triton_fwd
 from sparse_transformer.kernels.dispatch import Prepared
 from sparse_transformer.kernels.launcher import Launches
@@ -668,16 +673,36 @@ def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTab
         cfg = _launch("dkdv", max(dp, dvp), q.dtype, key_tiles * tabs.k_block,
                       bool(c.key_skewed))
         grid, slots_x = _grid(c.n_key_groups, B * c.n_slots, cfg)
+        dq_desc = _dq_descriptor(dq, c, tabs, cfg) if atomic_dq else None
         launch(triton_bwd.dkdv_kernel, grid, (
-            q, k, v, dout, lse, delta, dk, dv, dq, c.slot_head, c.slot_class, c.slot_merge,
+            q, k, v, dout, lse, delta, dk, dv, dq, dq_desc, c.slot_head, c.slot_class,
+            c.slot_merge,
             c.key_tiles, *c.key_side, c.params, c.key_runs,
             *dkdv_strides, scale * LOG2E, scale, N, H, c.n_slots, D, DV, c.n_key_groups,
             *_tile_ints(c, c.key_side)),
             dict(QB=tabs.q_block, KB=tabs.k_block, KEY_TILES=key_tiles, DP=dp, DVP=dvp,
                  TRANS_ACC=bool(cfg["trans_acc"]), SLOTS_X=slots_x, ATOMIC_DQ=atomic_dq,
-                 **_run_constexprs(c, tabs, q, v), **_term_constexprs(c, q.dtype)),
+                 DQ_TMA=dq_desc is not None, **_run_constexprs(c, tabs, q, v), **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
+
+
+def _dq_descriptor(dq: torch.Tensor, c: ComponentTables, tabs: PlanTables,
+                   cfg: dict[str, int]) -> Any | None:
+    """Under the atomic-dQ backward, a TMA descriptor of the float32 dQ buffer as [B, N, H * D]
+    with [1, q_block, D] blocks (the dK/dV lists' query tiles), through which the dK/dV programs add their dQ tiles in one
+    bulk reduce each (``triton_bwd._dkdv_tiles``, DQ_TMA); None where they add element by
+    element instead: ``CONFIG["dkdv"]["dq_tma"]`` 0, a Triton or GPU without tensor
+    descriptors (CUDA before Hopper), reordered components (a query tile's rows are not
+    contiguous in memory), or a head dim that is not a power of two (the tile would overrun
+    the head). The interpreter runs it through ``triton_fwd``'s reduce shim."""
+    B, H, N, D = dq.shape
+    if not cfg.get("dq_tma", 1) or c.stride or D != _pow2(D) or TensorDescriptor is None:
+        return None
+    if dq.is_cuda and torch.cuda.get_device_capability(dq.device)[0] < 9:
+        return None
+    flat = dq.transpose(1, 2).reshape(B, N, H * D)  # token-major memory: a view, no copy
+    return TensorDescriptor.from_tensor(flat, [1, tabs.q_block, D])
 
 
 # -- the custom ops: what torch.compile traces ---------------------------------------------------

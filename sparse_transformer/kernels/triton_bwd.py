@@ -197,19 +197,21 @@ def dq_kernel(Q, K, V, O, DO, LSE, DELTA, DQ, DK, DVo, SLOT_HEAD, SLOT_CLASS, SL
 
 
 @triton.jit
-def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, DQAb, sqn, sdn, san, idx_ptr,
-                first, step, count, cols, prm, scale_log2, scale, N, D, DV, dk, dv, stride,
-                groups, QB: tl.constexpr, MASKED: tl.constexpr,
+def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, DQAb, DQD, b, h, sqn, sdn, san,
+                idx_ptr, first, step, count, cols, prm, scale_log2, scale, N, D, DV, dk, dv,
+                stride, groups, QB: tl.constexpr, DP: tl.constexpr, MASKED: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
                 PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr,
-                ATOMIC_DQ: tl.constexpr, RUN: tl.constexpr, EXACT: tl.constexpr):
+                ATOMIC_DQ: tl.constexpr, DQ_TMA: tl.constexpr, RUN: tl.constexpr,
+                EXACT: tl.constexpr):
     # The query tiles of the list at idx_ptr, or (RUN) the run first, first + step, ...: then
     # no load waits on a list entry; EXACT: no padded row, head dims powers of two, no masks.
     for t in range(0, count):
         if RUN:
-            rows = (first + t * step) * QB + tl.arange(0, QB)
+            first_row = (first + t * step) * QB
         else:
-            rows = tl.load(idx_ptr + t) * QB + tl.arange(0, QB)
+            first_row = tl.load(idx_ptr + t) * QB
+        rows = first_row + tl.arange(0, QB)
         prow = memory_position(rows, stride, groups, REORDER)
         real = prow < N
         q = load_tile(Qb + prow[:, None] * sqn + dk[None, :], real[:, None] & (dk[None, :] < D),
@@ -227,8 +229,15 @@ def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, DQAb, sqn, sdn, sa
         ds = p * (dp - delta[:, None])
         if ATOMIC_DQ:  # this group's share of dQ = scale * dS K, added in float32 (any order)
             dq = tl.dot(ds.to(k.dtype), k, input_precision=PREC) * scale
-            tl.atomic_add(DQAb + prow[:, None] * san + dk[None, :], dq,
-                          mask=real[:, None] & (dk[None, :] < D), sem="relaxed")
+            if DQ_TMA:
+                # One bulk reduce-add of the whole [QB, D] tile by the TMA unit (Hopper's
+                # cp.reduce.async.bulk), as FlashAttention-3 accumulates dQ: no per-element
+                # atomic instructions; DQD is [B, N, H * D] float32, rows past N are clipped.
+                DQD.atomic_add([b.to(tl.int32), first_row, h.to(tl.int32) * DP],
+                               tl.reshape(dq, [1, QB, DP]))
+            else:
+                tl.atomic_add(DQAb + prow[:, None] * san + dk[None, :], dq,
+                              mask=real[:, None] & (dk[None, :] < D), sem="relaxed")
         if TRANS_ACC:  # dV^T += dO^T P, dK^T += Q^T dS: M = head dim (>= 64 fills wgmma)
             dv_acc += tl.dot(tl.trans(do), p.to(do.dtype), input_precision=PREC)
             dk_acc += tl.dot(tl.trans(q), ds.to(q.dtype), input_precision=PREC)
@@ -239,7 +248,7 @@ def _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, STATb, DELTAb, DQAb, sqn, sdn, sa
 
 
 @triton.jit
-def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, DQA, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
+def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, DQA, DQD, SLOT_HEAD, SLOT_CLASS, SLOT_MERGE,
                 KT, FC, FI, PC, PI, PRM, RUNS,
                 sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                 sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, sab, sah, san,
@@ -248,8 +257,8 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, DQA, SLOT_HEAD, SLOT_CLASS, SL
                 DP: tl.constexpr, DVP: tl.constexpr,
                 K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr, K3: tl.constexpr,
                 PREC: tl.constexpr, TRANS_ACC: tl.constexpr, REORDER: tl.constexpr,
-                SLOTS_X: tl.constexpr, ATOMIC_DQ: tl.constexpr, RUN: tl.constexpr = False,
-                EXACT: tl.constexpr = False):
+                SLOTS_X: tl.constexpr, ATOMIC_DQ: tl.constexpr, DQ_TMA: tl.constexpr = False,
+                RUN: tl.constexpr = False, EXACT: tl.constexpr = False):
     # One program per group of KEY_TILES key tiles of KB positions (ComponentPlan.key_groups:
     # not necessarily adjacent; -1 marks an empty slot). Groups are sorted longest list first.
     kg = program_tile(SLOTS_X)
@@ -280,20 +289,20 @@ def dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DVo, DQA, SLOT_HEAD, SLOT_CLASS, SL
     if RUN:  # the group's run of full query tiles (RUNS: int32 [groups, 3])
         first, count, step = read_run(RUNS + row * 3)
         dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat,
-                                     DQAb, sqn, sdn, san, RUNS, first, step, count, cols, prm,
-                                     scale_log2, scale, N, D, DV, dk, dv, stride, groups, QB,
-                                     False, K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ,
-                                     True, EXACT)
+                                     DQAb, DQD, b, h, sqn, sdn, san, RUNS, first, step, count,
+                                     cols, prm, scale_log2, scale, N, D, DV, dk, dv, stride,
+                                     groups, QB, DP, False, K0, K1, K2, K3, PREC, TRANS_ACC,
+                                     REORDER, ATOMIC_DQ, DQ_TMA, True, EXACT)
     dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat, DQAb,
-                                 sqn, sdn, san, FI + row * fi_w, 0, 0, tl.load(FC + row), cols,
-                                 prm, scale_log2, scale, N, D, DV, dk, dv, stride, groups, QB,
-                                 False, K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ,
-                                 False, False)
+                                 DQD, b, h, sqn, sdn, san, FI + row * fi_w, 0, 0,
+                                 tl.load(FC + row), cols, prm, scale_log2, scale, N, D, DV, dk,
+                                 dv, stride, groups, QB, DP, False, K0, K1, K2, K3, PREC,
+                                 TRANS_ACC, REORDER, ATOMIC_DQ, DQ_TMA, False, False)
     dk_acc, dv_acc = _dkdv_tiles(dk_acc, dv_acc, k, v, Qb, DOb, LSE + stat, DELTA + stat, DQAb,
-                                 sqn, sdn, san, PI + row * pi_w, 0, 0, tl.load(PC + row), cols,
-                                 prm, scale_log2, scale, N, D, DV, dk, dv, stride, groups, QB,
-                                 True, K0, K1, K2, K3, PREC, TRANS_ACC, REORDER, ATOMIC_DQ,
-                                 False, False)
+                                 DQD, b, h, sqn, sdn, san, PI + row * pi_w, 0, 0,
+                                 tl.load(PC + row), cols, prm, scale_log2, scale, N, D, DV, dk,
+                                 dv, stride, groups, QB, DP, True, K0, K1, K2, K3, PREC,
+                                 TRANS_ACC, REORDER, ATOMIC_DQ, DQ_TMA, False, False)
     dk_acc = dk_acc * scale
     if TRANS_ACC:
         gk_ptr = DK + b * sgkb + h * sgkh + pcol[None, :] * sgkn + dk[:, None]

@@ -90,8 +90,31 @@ def _interpreter_numpy_shim() -> None:
     interpreter._patch_lang_tensor = patched
 
 
+def _interpreter_descriptor_reduce_shim() -> None:
+    """Give Triton's interpreter the tensor-descriptor reduce-add it lacks (3.6 and 3.9), so the
+    CPU tests run the atomic-dQ backward's TMA path (``triton_bwd``, DQ_TMA) as the GPU does:
+    the block's in-bounds elements are added with the interpreter's own float atomics
+    (programs run one after another there, so the order is the only difference)."""
+    from triton._C.libtriton import ir
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    if hasattr(builder, "create_descriptor_reduce"):
+        return
+
+    def create_descriptor_reduce(self, kind, desc, value, indices):
+        if kind != ir.DESCRIPTOR_REDUCE_KIND.ADD:
+            raise NotImplementedError(f"descriptor reduce {kind} in the interpreter")
+        ptrs, mask = desc.materialize_pointers(indices)
+        return self.create_atomic_rmw(ir.ATOMIC_OP.FADD, ptrs, value, mask,
+                                      ir.MEM_SEMANTIC.RELAXED, None)
+
+    builder.create_descriptor_reduce = create_descriptor_reduce
+
+
 if os.environ.get("TRITON_INTERPRET") == "1":
     _interpreter_numpy_shim()
+    _interpreter_descriptor_reduce_shim()
 
 
 @triton.jit

@@ -151,12 +151,16 @@ def test_short_row_query_tiles_vs_float64(pattern, short, monkeypatch):
         dispatch.PREPARED.clear()
 
 
-@pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],
+@pytest.mark.parametrize("bulk", [1, 0], ids=["tma-reduce", "element-atomics"])
+@pytest.mark.parametrize("n", [1000, 1024], ids=["padded", "exact"])
+@pytest.mark.parametrize("pattern", [P.causal(), P.fixed(128, 32, 4), P.strided(128, "merge")],
                          ids=lambda p: p.name)
-def test_atomic_dq_variant_vs_float64(pattern, monkeypatch):
+def test_atomic_dq_variant_vs_float64(pattern, n, bulk, monkeypatch):
     """The experimental backward (``CONFIG["dkdv"]["atomic_dq"]``: dQ added by the dK/dV
-    programs with float32 atomics, no dQ kernel) against float64, bf16."""
-    _check_under_config(pattern, {"dkdv": {"atomic_dq": 1}}, monkeypatch)
+    programs into float32, no dQ kernel) against float64, bf16: with one TMA bulk reduce per
+    dQ tile where the component is in natural order (Hopper; the default of the variant), and
+    with element atomics (``dq_tma`` 0), at a padded length and a multiple of the tiles."""
+    _check_under_config(pattern, {"dkdv": {"atomic_dq": 1, "dq_tma": bulk}}, monkeypatch, N=n)
 
 
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "split")],

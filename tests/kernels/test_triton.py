@@ -335,6 +335,30 @@ def test_atomic_dq_variant(pattern, monkeypatch):
     _check(pattern, 64, 2, torch.bfloat16)
 
 
+@pytest.mark.parametrize("bulk", [1, 0], ids=["tma-reduce", "element-atomics"])
+def test_atomic_dq_adds_whole_tiles_through_a_descriptor(bulk, monkeypatch):
+    """Under the atomic-dQ backward, natural-order components add each [q_block, D] dQ tile
+    with one tensor-descriptor reduce (TMA's bulk reduce-add on Hopper; the interpreter's shim
+    here), reordered ones (strided split's column heads) element by element; ``dq_tma`` 0
+    takes the element path everywhere. Both are checked against float64, at a length that
+    pads the last query tile (its rows past N must be clipped, not added elsewhere)."""
+    from triton.runtime import interpreter
+
+    if DEVICE != "cpu":
+        pytest.skip("counts the interpreter's descriptor reduces (GPU: tests/kernels/test_cuda.py)")
+    calls = []
+    reduce = interpreter.InterpreterBuilder.create_descriptor_reduce
+    monkeypatch.setattr(interpreter.InterpreterBuilder, "create_descriptor_reduce",
+                        lambda self, *a: calls.append(1) or reduce(self, *a))
+    monkeypatch.setattr(T, "CONFIG", {"dkdv": {"atomic_dq": 1, "dq_tma": bulk}})
+    monkeypatch.setattr(T.triton_bwd, "dq_kernel", _NotLaunched("dQ"))
+    _check(P.strided(8, "split"), 70, 2, torch.float32)
+    assert bool(calls) == bool(bulk), len(calls)
+    calls.clear()
+    _check(P.causal(), 70, 2, torch.float32, D=24)  # not a power of two: element atomics
+    assert not calls
+
+
 def test_key_tile_grouping():
     """dK/dV programs take a query tile's width of keys where the lists allow: causal's adjacent
     tiles, fixed's summary tiles of consecutive blocks; the plan's tables carry the groups."""
