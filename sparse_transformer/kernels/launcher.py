@@ -108,8 +108,7 @@ class Launches:
         if call_key is not None:
             key = (kernel.fn, call_key)
         else:
-            key = (kernel.fn, tuple((a.dtype, a.data_ptr() % 16 == 0)
-                                    if isinstance(a, torch.Tensor) else a for a in args),
+            key = (kernel.fn, tuple(_arg_key(a) for a in args),
                    tuple(constexprs.items()), tuple(options.items()))
         entry = self._compiled.get(key)
         if entry is None:
@@ -192,6 +191,18 @@ class Launches:
         if not ok:  # another Triton's CompiledKernel: stay on Triton's path from now on
             self.enabled = False
         return ok
+
+
+def _arg_key(a: Any) -> Any:
+    """What a launch argument contributes to the key: a tensor its dtype and 16-byte alignment,
+    a tensor descriptor (the atomic-dQ backward's, triton_attention._dq_descriptor) its base's
+    dtype and alignment and its block shape (what Triton specializes it on; its shape and
+    strides go to the kernel at launch), anything else itself."""
+    if isinstance(a, torch.Tensor):
+        return a.dtype, a.data_ptr() % 16 == 0
+    if hasattr(a, "block_shape") and isinstance(getattr(a, "base", None), torch.Tensor):
+        return ("descriptor", *_arg_key(a.base), tuple(a.block_shape))
+    return a
 
 
 def _steps_of(launches: list, tensors: tuple[torch.Tensor, ...],

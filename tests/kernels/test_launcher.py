@@ -267,3 +267,25 @@ def test_a_call_passing_a_tensor_it_was_not_told_of_is_not_kept(direct):
     (_, first), (_, second) = kern.log
     assert first[:4] == (2, 1, 1, 1234) and first[9] is later
     assert second[:4] == (3, 1, 1, 1234) and second[9] is kept
+
+
+def test_a_tensor_descriptor_argument_is_keyed_by_block_and_never_replayed(direct):
+    """The atomic-dQ backward passes a TMA descriptor of its dQ buffer (a call's own memory):
+    launches with one are cached by its dtype and block shape (it is not hashable itself), and
+    a call that passed one is not kept for replay, which would reuse the recorded buffer."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    kern, launches = FakeKernel(), Launches()
+    x = torch.zeros(64)
+    desc = TensorDescriptor.from_tensor(torch.zeros(4, 32), [2, 16])
+    wider = TensorDescriptor.from_tensor(torch.zeros(4, 32), [2, 32])
+    launches(kern, (1,), (desc, 100, 0.5), {})
+    launches(kern, (1,), (TensorDescriptor.from_tensor(torch.zeros(4, 32), [2, 16]), 100, 0.5),
+             {})
+    launches(kern, (1,), (wider, 100, 0.5), {})
+    assert [e[0] for e in kern.log] == ["triton", "direct", "triton"]
+    key = ("call",)
+    with launches.recording(key, (x,), ()):
+        launches(kern, (1,), (x, 100, 0.5), {})
+        launches(kern, (1,), (desc, 100, 0.5), {})
+    assert not launches.replay(key, (x,))
