@@ -615,9 +615,11 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
     if dout.stride(-1) != 1:
         dout = dout.contiguous()
     delta = torch.empty(B, H, N, device=q.device, dtype=torch.float32)
-    # Experimental, not deterministic: the dK/dV programs add dQ into float32 with atomics and
-    # no dQ kernel runs (triton_bwd's doc); dq is what they add to.
-    atomic_dq = bool(CONFIG.get("dkdv", {}).get("atomic_dq"))
+    # Opt-in, not deterministic: the dK/dV programs add dQ into float32 with atomics and no
+    # dQ kernel runs (triton_bwd's doc); dq is what they add to. Under
+    # torch.use_deterministic_algorithms(True) the deterministic kernels run instead.
+    atomic_dq = (bool(CONFIG.get("dkdv", {}).get("atomic_dq"))
+                 and not torch.are_deterministic_algorithms_enabled())
     if atomic_dq and any(c.owns for c in tabs.components):
         raise ValueError("atomic dQ runs no dQ kernel, but these tables leave the dQ programs "
                          "key tiles to write (own_mode): build them with atomic_dq set")

@@ -359,6 +359,20 @@ def test_atomic_dq_adds_whole_tiles_through_a_descriptor(bulk, monkeypatch):
     assert not calls
 
 
+def test_atomic_dq_yields_to_torch_deterministic_mode(monkeypatch):
+    """Under ``torch.use_deterministic_algorithms(True)`` the atomic-dQ setting is ignored: the
+    deterministic dQ kernel runs (it reads tables built for the atomic mode, which leave it no
+    owned tiles), and the delta launch does not."""
+    monkeypatch.setattr(T, "CONFIG", {"dkdv": {"atomic_dq": 1}})
+    monkeypatch.setattr(T.triton_bwd, "delta_kernel", _NotLaunched("Delta"))
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        _check(P.fixed(16, 4, 2), 64, 2, torch.float32)
+    finally:
+        torch.use_deterministic_algorithms(was)
+
+
 def test_key_tile_grouping():
     """dK/dV programs take a query tile's width of keys where the lists allow: causal's adjacent
     tiles, fixed's summary tiles of consecutive blocks; the plan's tables carry the groups."""
