@@ -23,6 +23,7 @@
 #   bash benchmarks/device_issue18.sh runs     # runs of full tiles: kernel tests, A/B per pattern
 #   bash benchmarks/device_issue18.sh own      # dQ programs write their own tiles' dK/dV: tests, A/B, step
 #   bash benchmarks/device_issue18.sh tma      # atomic dQ through TMA bulk reduces: tests, A/B, step
+#   bash benchmarks/device_issue18.sh final16  # the final commit: steps (isolated), atomic step, kernels, calls
 # (Fourteenth session: stage "after" ran at 56bc6c1 -- the owned tiles' dK/dV in a pass after
 #  dQ's store, tried and removed; benchmarks/results/raw/2026-12-06-s14/commands.md.)
 # (Eleventh session: stage "keyrows" ran at c13fdad -- the dK/dV kernel with its scores taken
@@ -312,6 +313,22 @@ tma)
     timeout 70 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
         --only "fixed" --config '{"dkdv": {"atomic_dq": 1}}' --budget 60 \
         --out "$out/ms2" >> "$log" 2>&1
+    ;;
+final16)
+    # Sixteenth session's final commit, the rows issue 18 asks for, most needed first.
+    stage "enwik8 default step, each row its own process"
+    timeout 230 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
+        --only "dense,fixed,strided split,strided merge" --budget 210 --out "$out/ms" >> "$log" 2>&1
+    stage "fixed with the opt-in atomic dQ (the compiled path's launches)"
+    timeout 75 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
+        --only "fixed" --config '{"dkdv": {"atomic_dq": 1}}' --budget 60 \
+        --out "$out/ms2" >> "$log" 2>&1
+    stage "kernel stages"
+    timeout 120 python3 benchmarks/kernel_stages.py --out "$out/ks" \
+        --runs "fixed:default,causal:default+atomic-dq" >> "$log" 2>&1
+    stage "attention() call vs its kernels"
+    timeout 60 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
+        --out "$out/call" >> "$log" 2>&1
     ;;
 final8)
     stage "host cost (replayed)"
