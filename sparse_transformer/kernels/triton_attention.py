@@ -616,10 +616,12 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
         dout = dout.contiguous()
     delta = torch.empty(B, H, N, device=q.device, dtype=torch.float32)
     # Opt-in, not deterministic: the dK/dV programs add dQ into float32 with atomics and no
-    # dQ kernel runs (triton_bwd's doc); dq is what they add to. Under
-    # torch.use_deterministic_algorithms(True) the deterministic kernels run instead.
+    # dQ kernel runs (triton_bwd's doc); dq is what they add to. The deterministic kernels run
+    # instead under torch.use_deterministic_algorithms(True), and where the atomic dK/dV
+    # kernel would not fit an SM's shared memory (_atomic_dq_fits).
     atomic_dq = (bool(CONFIG.get("dkdv", {}).get("atomic_dq"))
-                 and not torch.are_deterministic_algorithms_enabled())
+                 and not torch.are_deterministic_algorithms_enabled()
+                 and _atomic_dq_fits(q.dtype, D, DV))
     if atomic_dq and any(c.owns for c in tabs.components):
         raise ValueError("atomic dQ runs no dQ kernel, but these tables leave the dQ programs "
                          "key tiles to write (own_mode): build them with atomic_dq set")
@@ -687,6 +689,17 @@ def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTab
                  DQ_TMA=dq_desc is not None, **_run_constexprs(c, tabs, q, v), **_term_constexprs(c, q.dtype)),
             call_key=key and (i,) + key, num_warps=cfg["num_warps"],
             num_stages=cfg["num_stages"])
+
+
+def _atomic_dq_fits(dtype: torch.dtype, d: int, dv: int) -> bool:
+    """Whether the atomic-dQ dK/dV kernel fits in 227 KiB of shared memory (an H100's per
+    block). In 16-bit dtypes a head dim over 64 takes 128-row query tiles and 128-key groups
+    at 128 wide, which the deterministic kernel fits (230,400 bytes, Triton 3.6, sm_90) but
+    the atomic one does not (its dQ tile's staging and the k operand it keeps: 296,020 bytes
+    with element atomics, 328,788 with the bulk reduce at head dims 128; 246,868 with v dims
+    of 128 and q/k dims of 64, CIFAR-10's). Compiled offline (benchmarks/ptxas_usage.py's
+    way); float32 takes 64-row tiles and fits (197,204 at 128)."""
+    return dtype == torch.float32 or max(_pow2(d), _pow2(dv)) <= 64
 
 
 def _dq_descriptor(dq: torch.Tensor, c: ComponentTables, tabs: PlanTables,

@@ -373,6 +373,18 @@ def test_atomic_dq_yields_to_torch_deterministic_mode(monkeypatch):
         torch.use_deterministic_algorithms(was)
 
 
+def test_atomic_dq_is_skipped_where_its_kernel_would_not_fit(monkeypatch):
+    """In 16-bit dtypes with a head dim over 64 the atomic dK/dV kernel needs more shared
+    memory than an H100 has (``_atomic_dq_fits``): the deterministic kernels run instead, so
+    turning the mode on never makes a launch fail."""
+    assert T._atomic_dq_fits(torch.bfloat16, 64, 64)
+    assert not T._atomic_dq_fits(torch.bfloat16, 64, 128)
+    assert T._atomic_dq_fits(torch.float32, 128, 128)
+    monkeypatch.setattr(T, "CONFIG", {"dkdv": {"atomic_dq": 1}})
+    monkeypatch.setattr(T.triton_bwd, "delta_kernel", _NotLaunched("Delta"))
+    _check(P.causal(), 40, 1, torch.float16, B=1, D=80, layout="contiguous")
+
+
 def test_key_tile_grouping():
     """dK/dV programs take a query tile's width of keys where the lists allow: causal's adjacent
     tiles, fixed's summary tiles of consecutive blocks; the plan's tables carry the groups."""
