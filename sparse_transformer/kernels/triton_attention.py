@@ -692,8 +692,8 @@ def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTab
 
 
 def _atomic_dq_fits(dtype: torch.dtype, d: int, dv: int) -> bool:
-    """Whether the atomic-dQ dK/dV kernel fits in 227 KiB of shared memory (an H100's per
-    block). In 16-bit dtypes a head dim over 64 takes 128-row query tiles and 128-key groups
+    """Whether the atomic-dQ dK/dV kernel fits in an H100's shared memory per block (232,448
+    bytes). In 16-bit dtypes a head dim over 64 takes 128-row query tiles and 128-key groups
     at 128 wide, which the deterministic kernel fits (230,400 bytes, Triton 3.6, sm_90) but
     the atomic one does not (its dQ tile's staging and the k operand it keeps: 296,020 bytes
     with element atomics, 328,788 with the bulk reduce at head dims 128; 246,868 with v dims
