@@ -75,7 +75,7 @@ def test_fixed_wide_key_groups_vs_float64():
     _check_backend(pattern, "triton", torch.bfloat16, B=1, H=4, N=6144)
 
 
-def _check_under_config(pattern, config, monkeypatch, N=1000):
+def _check_under_config(pattern, config, monkeypatch, N=1000, **shape):
     """``_check_backend`` (triton, bf16) with the launch CONFIG set to ``config``; the tables and
     launch caches are built under it and dropped afterwards."""
     from sparse_transformer.kernels import dispatch, triton_attention
@@ -83,7 +83,7 @@ def _check_under_config(pattern, config, monkeypatch, N=1000):
     monkeypatch.setattr(triton_attention, "CONFIG", config)
     dispatch.PREPARED.clear()
     try:
-        _check_backend(pattern, "triton", torch.bfloat16, N=N)
+        _check_backend(pattern, "triton", torch.bfloat16, N=N, **shape)
     finally:
         dispatch.PREPARED.clear()
 
@@ -161,6 +161,16 @@ def test_atomic_dq_variant_vs_float64(pattern, n, bulk, monkeypatch):
     dQ tile where the component is in natural order (Hopper; the default of the variant), and
     with element atomics (``dq_tma`` 0), at a padded length and a multiple of the tiles."""
     _check_under_config(pattern, {"dkdv": {"atomic_dq": 1, "dq_tma": bulk}}, monkeypatch, N=n)
+
+
+def test_atomic_dq_at_head_dim_128_still_launches(monkeypatch):
+    """At head dim 128 in bf16 the atomic-dQ dK/dV kernel would not fit an H100's shared memory
+    (Triton's OutOfResources at launch); with the mode set, ``_atomic_dq_fits`` sends the call
+    through the deterministic kernels, which must launch and be exact."""
+    from sparse_transformer.kernels import triton_attention
+
+    assert not triton_attention._atomic_dq_fits(torch.bfloat16, 128, 128)
+    _check_under_config(P.causal(), {"dkdv": {"atomic_dq": 1}}, monkeypatch, H=2, D=128)
 
 
 @pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "split")],
