@@ -24,6 +24,7 @@
 #   bash benchmarks/device_issue18.sh own      # dQ programs write their own tiles' dK/dV: tests, A/B, step
 #   bash benchmarks/device_issue18.sh tma      # atomic dQ through TMA bulk reduces: tests, A/B, step
 #   bash benchmarks/device_issue18.sh final16  # the final commit: steps (isolated), atomic step, kernels, calls
+#   bash benchmarks/device_issue18.sh packed   # d(qkv) written whole: tests, kernels and steps A/B, guard probe
 # (Fourteenth session: stage "after" ran at 56bc6c1 -- the owned tiles' dK/dV in a pass after
 #  dQ's store, tried and removed; benchmarks/results/raw/2026-12-06-s14/commands.md.)
 # (Eleventh session: stage "keyrows" ran at c13fdad -- the dK/dV kernel with its scores taken
@@ -329,6 +330,22 @@ final16)
     stage "attention() call vs its kernels"
     timeout 60 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
         --out "$out/call" >> "$log" 2>&1
+    ;;
+packed)
+    # Seventeenth session: the model calls the op on its qkv projection whole, and the backward
+    # writes d(qkv) as one tensor (no concatenation of dq, dk, dv after it). A/B against the
+    # call on q, k, v views, then the atomic-dQ guard not yet run on a GPU.
+    kernel_tests "packed or head_dim_128"
+    stage "kernels: packed (default) vs views"
+    timeout 150 python3 benchmarks/kernel_stages.py --out "$out/ks" \
+        --runs "fixed:default+views,causal:default+views,split:default+views" >> "$log" 2>&1
+    stage "enwik8 default step, each row its own process: packed, then views"
+    timeout 170 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
+        --only "dense,fixed,strided split" --budget 160 --out "$out/ms" >> "$log" 2>&1
+    timeout 120 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
+        --only "fixed,strided split" --qkv-views --budget 110 --out "$out/ms2" >> "$log" 2>&1
+    stage "atomic-dQ shared-memory guard"
+    timeout 60 python3 benchmarks/atomic_dq_fits_probe.py >> "$log" 2>&1
     ;;
 final8)
     stage "host cost (replayed)"

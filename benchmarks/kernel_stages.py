@@ -51,6 +51,9 @@ PATTERNS = {  # short name -> (pattern, its name in benchmarks/results/attention
 # lists): what every pattern ran before key groups (fixed: one 32-key tile per program).
 VARIANTS = {
     "default": {},
+    # the default kernels called on q, k, v views (the model's call before the packed op):
+    # autograd then concatenates dq, dk, dv ("other" in the rows)
+    "views": {},
     "old": {"dkdv": {"max_overhead": 1.0}},
     "g1": {"dkdv": {"key_tiles": 1}},
     "g2": {"dkdv": {"key_tiles": 2}},
@@ -126,17 +129,23 @@ def _inputs(B: int, N: int, seed: int = 0):
     return base, q, k, v, go
 
 
-def _call(prepared, q, k, v, go, base):
-    out = dispatch.run(prepared, q, k, v, D ** -0.5)
+def _call(prepared, q, k, v, go, base, packed: bool = True):
+    """One forward + backward as the model calls it: the packed op on the [B, N, 3HD] buffer
+    (d(qkv) written whole), or (``packed=False``, the call before 7 Dec) ``run`` on q, k, v
+    views, after which autograd concatenates dq, dk and dv."""
+    if packed:
+        out = dispatch.run_packed(prepared, base, H, H * D, D ** -0.5)
+    else:
+        out = dispatch.run(prepared, q, k, v, D ** -0.5)
     (grad,) = torch.autograd.grad(out, base, go)
     return out, grad
 
 
-def check(pattern: P.Pattern, N: int = 2048) -> float:
+def check(pattern: P.Pattern, N: int = 2048, packed: bool = True) -> float:
     """Max error of output and d(qkv) against float64, over the reference's largest value."""
     base, q, k, v, go = _inputs(1, N, seed=1)
     prepared = dispatch.prepare(pattern, N, H, D, D, q.dtype, q.device, "triton")
-    out, grad = _call(prepared, q, k, v, go, base)
+    out, grad = _call(prepared, q, k, v, go, base, packed)
     b64 = base.detach().double().requires_grad_()
     q64, k64, v64 = (x.view(1, N, H, D).transpose(1, 2) for x in b64.split(H * D, dim=-1))
     ref = masked_softmax_attention(q64, k64, v64, pattern.mask(N, H).to(DEV), D ** -0.5)[0]
@@ -202,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"gpu": torch.cuda.get_device_name() if DEV == "cuda" else "cpu (smoke)",
             "torch": torch.__version__,
             "commit": os.environ.get("COMMIT", "unknown"), "heads": H, "head_dim": D,
-            "dtype": "bf16", "setup": "attention() fwd + autograd.grad of the [B, N, 3HD] "
-            "buffer; per-kernel GPU ms summed from a torch.profiler trace of 10 calls"}
+            "dtype": "bf16", "setup": "run_packed (variant views: run) fwd + autograd.grad of "
+            "the [B, N, 3HD] buffer; per-kernel GPU ms summed from a torch.profiler trace of 10 calls"}
 
     def save():
         if args.out:
@@ -223,16 +232,18 @@ def main(argv: list[str] | None = None) -> int:
             T.CONFIG.clear()
             T.CONFIG.update(VARIANTS[label])
             t0 = time.time()
+            packed = label != "views"
             try:
-                err = check(pattern, check_n)
+                err = check(pattern, check_n, packed)
                 for N, B in shapes:
                     base, q, k, v, go = _inputs(B, N)
                     prepared = dispatch.prepare(pattern, N, H, D, D, q.dtype, q.device,
                                                 "triton")
                     groups = [c.key_tiles.shape[-1] for c in prepared.tables.components]
-                    ms = stage_ms(lambda: _call(prepared, q, k, v, go, base))
+                    ms = stage_ms(lambda: _call(prepared, q, k, v, go, base, packed))
                     rows.append({"pattern": long_name, "impl": "triton", "variant": label,
-                                 "config": VARIANTS[label], "key_tiles": groups, "n_ctx": N,
+                                 "config": VARIANTS[label], "key_tiles": groups,
+                                 "qkv": "packed" if packed else "views", "n_ctx": N,
                                  "batch": B, "check_err": err, **ms})
                     print(f"{name:20s} {label:9s} N={N} B={B} groups={groups} err={err:.1e} "
                           + " ".join(f"{k.split('_')[0]} {ms.get(k, 0):.3f}"

@@ -89,6 +89,25 @@ class _StandInAttention(torch.autograd.Function):
         return dq, dk, dv
 
 
+class _StandInPackedAttention(torch.autograd.Function):
+    """The packed Triton op's memory (what the model calls): saves qkv, out, lse; the backward
+    allocates Delta and one d(qkv)."""
+
+    @staticmethod
+    def forward(ctx, qkv, n_heads, d_qk):
+        b, n, width = qkv.shape
+        out = qkv.new_empty(b, n, width - 2 * d_qk).view(b, n, n_heads, -1).transpose(1, 2)
+        lse = qkv.new_empty(b, n_heads, n, dtype=torch.float32)
+        ctx.save_for_backward(qkv, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        qkv, out, lse = ctx.saved_tensors
+        delta = torch.empty_like(lse)  # noqa: F841  (alive during the kernels)
+        return torch.empty_like(qkv), None, None
+
+
 def estimate(cfg: ModelConfig, batch: int) -> dict[str, float]:
     """Peak GiB of one bf16-autocast training step of ``cfg`` on fake tensors."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -96,8 +115,10 @@ def estimate(cfg: ModelConfig, batch: int) -> dict[str, float]:
 
     from sparse_transformer.model import state
 
-    real, real_prepare = transformer.attend, state.prepare
+    real, real_packed, real_prepare = transformer.attend, transformer.attend_packed, state.prepare
     transformer.attend = lambda q, k, v, prepared, scale: _StandInAttention.apply(q, k, v)
+    transformer.attend_packed = (lambda qkv, prepared, n_heads, d_qk, scale:
+                                 _StandInPackedAttention.apply(qkv, n_heads, d_qk))
     state.prepare = lambda *args, **kwargs: "stand-in"  # no plan: the tables are not needed
     try:
         with FakeTensorMode():
@@ -112,7 +133,8 @@ def estimate(cfg: ModelConfig, batch: int) -> dict[str, float]:
                 loss.backward()
             peak = tracker.get_tracker_snapshot("peak")
     finally:
-        transformer.attend, state.prepare = real, real_prepare
+        transformer.attend, transformer.attend_packed = real, real_packed
+        state.prepare = real_prepare
     total = sum(v["Total"] for v in peak.values())
     params = param_count(cfg)
     # the tracker saw weights and gradients; AdamW's two fp32 moments come on top

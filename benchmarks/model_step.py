@@ -203,6 +203,7 @@ def _isolated_rows(args: argparse.Namespace, shape: str, mode: str, name: str) -
                "--budget", str(max(1.0, args.budget - (time.time() - START))), "--out", tmp]
         cmd += ["--smoke"] if args.smoke else []
         cmd += ["--config", json.dumps(args.config)] if args.config else []
+        cmd += ["--qkv-views"] if args.qkv_views else []
         log(f"{shape} {mode} {name}: a process of its own")
         code = subprocess.run(cmd).returncode
         path = Path(tmp) / "model-step.json"
@@ -213,6 +214,18 @@ def _isolated_rows(args: argparse.Namespace, shape: str, mode: str, name: str) -
     for row in found:
         row["isolated"] = True
     return found
+
+
+def _call_on_views() -> None:
+    """Every block's attention on q, k, v views of its projection, through ``attend`` (the
+    model's call before ``attend_packed``), for ``--qkv-views``."""
+    from sparse_transformer.kernels import unpack_qkv
+    from sparse_transformer.model import transformer
+
+    def on_views(qkv, prepared, n_heads, d_qk, scale):
+        return transformer.attend(*unpack_qkv(qkv, n_heads, d_qk), prepared, scale)
+
+    transformer.attend_packed = on_views
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,10 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=json.loads, default={},
                     help="JSON launch settings for the Triton kernels (triton_attention.CONFIG, "
                          "e.g. '{\"tiles\": {\"short_q_block\": 128}}'), kept in each row")
+    ap.add_argument("--qkv-views", action="store_true",
+                    help="call the attention on q, k, v views of the projection, as the model "
+                         "did before the packed op (autograd then concatenates dq, dk, dv): "
+                         "the A/B of that change")
     args = ap.parse_args(argv)
     if args.config:
         from sparse_transformer.kernels import triton_attention
         triton_attention.CONFIG.update(args.config)
+    if args.qkv_views:
+        _call_on_views()
     if args.isolate and args.profile:
         ap.error("--profile is per process: run it without --isolate")
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
@@ -292,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                        "backend": backend, "compiled": compiled, "recompute": recompute}
                 if args.config:
                     row["config"] = args.config
+                if args.qkv_views:
+                    row["qkv"] = "views"
                 try:
                     model, batch, n_ctx = build(shape, pattern, backend, recompute, compiled,
                                                 device, compile_options(shape, mode))

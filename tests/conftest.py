@@ -48,9 +48,10 @@ def _assert_plans_skip_tiles_fixture():
     return assert_plans_skip_tiles
 
 
-# The function each attention backend's work goes through: per plan component for "torch", the
-# whole pattern in one op for "triton".
-BACKEND_ENTRY = {"torch": "run_component", "triton": "sparse_attention"}
+# The functions each attention backend's work goes through: per plan component for "torch",
+# the whole pattern in one op for "triton" (on separate q, k, v, or on the model's packed qkv).
+BACKEND_ENTRY = {"torch": ("run_component",),
+                 "triton": ("sparse_attention", "sparse_attention_packed")}
 
 
 @pytest.fixture
@@ -62,13 +63,15 @@ def count_backend_calls(monkeypatch):
     def install(backend: str) -> list:
         from sparse_transformer.kernels.dispatch import load_backend
 
-        module, calls, entry = load_backend(backend), [], BACKEND_ENTRY[backend]
-        run = getattr(module, entry)
+        module, calls = load_backend(backend), []
 
-        def counted(*args, **kwargs):
-            calls.append(1)
-            return run(*args, **kwargs)
+        def counting(run):
+            def counted(*args, **kwargs):
+                calls.append(1)
+                return run(*args, **kwargs)
+            return counted
 
-        monkeypatch.setattr(module, entry, counted)
+        for entry in BACKEND_ENTRY[backend]:
+            monkeypatch.setattr(module, entry, counting(getattr(module, entry)))
         return calls
     return install

@@ -12,8 +12,10 @@ from sparse_transformer.kernels.dispatch import (
     prepare,
     resolve_backend,
     run,
+    run_packed,
+    unpack_qkv,
 )
 from sparse_transformer.kernels.reference import masked_softmax_attention, reference_attention
 
-__all__ = ["attention", "prepare", "run", "Prepared", "reference_attention",
+__all__ = ["attention", "prepare", "run", "run_packed", "unpack_qkv", "Prepared", "reference_attention",
            "masked_softmax_attention", "resolve_backend", "BACKENDS"]

@@ -12,7 +12,9 @@ call cheap on the host:
 * inputs are read through their strides, so q, k, v sliced out of the model's fused qkv
   projection ([B, N, H, D] memory, viewed as [B, H, N, D]) are never copied; the output is
   written in [B, N, H, Dv] memory (returned as a [B, H, N, Dv] view), so the model's output
-  projection reads it without a copy either;
+  projection reads it without a copy either; the packed ops (``sparse_attention_packed``,
+  which the model calls) take that projection whole and write d(qkv) as one tensor, so
+  nothing concatenates dq, dk and dv after the backward either;
 * heads are taken through per-component head tables and strided column heads are reordered
   inside the kernels, so there are no gathers, permutations, restacks or merge ops around them;
 * the plan and its device tables are built once, by ``prepare`` (which the model's forward
@@ -55,7 +57,7 @@ except ImportError:  # pragma: no cover - depends on the Triton version
     TensorDescriptor = None
 
 from sparse_transformer.kernels import triton_bwd, triton_fwd
-from sparse_transformer.kernels.dispatch import Prepared
+from sparse_transformer.kernels.dispatch import Prepared, unpack_qkv
 from sparse_transformer.kernels.launcher import Launches
 from sparse_transformer.kernels.triton_fwd import LOG2E, MAX_TERMS
 from sparse_transformer.patterns import ComponentPlan, Pattern
@@ -607,9 +609,12 @@ def _forward_launches(q, k, v, out, lse, tabs: PlanTables, scale: float, key: tu
 
 
 def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                      out: torch.Tensor, lse: torch.Tensor, tabs: PlanTables, scale: float
+                      out: torch.Tensor, lse: torch.Tensor, tabs: PlanTables, scale: float,
+                      grads: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dq, dk, dv) in the inputs' dtype (token-major memory), given d out."""
+    """(dq, dk, dv) in the inputs' dtype (token-major memory), given d out. ``grads``: three
+    views shaped like q, k, v (last dim contiguous) to write them into instead of fresh
+    memory (the packed op's one d(qkv) tensor); returned."""
     B, H, N, D = q.shape
     DV = v.shape[-1]
     if dout.stride(-1) != 1:
@@ -625,19 +630,27 @@ def backward_launches(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: t
     if atomic_dq and any(c.owns for c in tabs.components):
         raise ValueError("atomic dQ runs no dQ kernel, but these tables leave the dQ programs "
                          "key tiles to write (own_mode): build them with atomic_dq set")
-    dq = _token_major(B, H, N, D, q, torch.float32 if atomic_dq else None)
+    if grads is None:
+        dq = _token_major(B, H, N, D, q, torch.float32 if atomic_dq else None)
+        dk, dv = _token_major(B, H, N, D, k), _token_major(B, H, N, DV, v)
+    else:  # atomic dQ adds into float32 of its own, copied into grads[0] after
+        dq = _token_major(B, H, N, D, q, torch.float32) if atomic_dq else grads[0]
+        dk, dv = grads[1:]
     if atomic_dq:
         dq.zero_()
-    dk, dv = _token_major(B, H, N, D, k), _token_major(B, H, N, DV, v)
-    key = call_key(tabs, scale, q, k, v, dout)
+    # where the caller passes the gradients, their layout is its own: part of the key
+    key = call_key(tabs, scale, q, k, v, dout, *(grads or ()))
     tensors = (q, k, v, dout, out, lse, delta, dq, dk, dv)
     if key is not None:  # the same call as one recorded: replay its launches (issue 18)
         key = ("bwd", atomic_dq) + key
-        if tabs.launches.replay(key, tensors):
-            return (dq.to(q.dtype) if atomic_dq else dq), dk, dv
-    with _recording(tabs, key, tensors):
-        _backward_launches(*tensors, tabs, scale, key, atomic_dq)
-    return (dq.to(q.dtype) if atomic_dq else dq), dk, dv
+    if key is None or not tabs.launches.replay(key, tensors):
+        with _recording(tabs, key, tensors):
+            _backward_launches(*tensors, tabs, scale, key, atomic_dq)
+    if not atomic_dq:
+        return dq, dk, dv
+    if grads is None:
+        return dq.to(q.dtype), dk, dv
+    return grads[0].copy_(dq), dk, dv
 
 
 def _backward_launches(q, k, v, dout, out, lse, delta, dq, dk, dv, tabs: PlanTables,
@@ -769,6 +782,67 @@ def _backward(ctx, dout, _dlse):
 sparse_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+# The packed ops: the same launches on the views of one projection qkv [B, N, 2 d_qk + H Dv]
+# (``dispatch.unpack_qkv``), whose backward writes d(qkv) as one tensor, so nothing
+# concatenates dq, dk and dv after it (``dispatch.run_packed``).
+def _packed_fwd_op(qkv: torch.Tensor, tables: list[torch.Tensor], ints: list[int], scale: float,
+                   n_heads: int, d_qk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return forward_launches(*unpack_qkv(qkv, n_heads, d_qk), PlanTables.unflatten(tables, ints),
+                            scale)
+
+
+def _packed_backward(dout: torch.Tensor, qkv: torch.Tensor, out: torch.Tensor,
+                     lse: torch.Tensor, tabs: PlanTables, scale: float, n_heads: int,
+                     d_qk: int) -> torch.Tensor:
+    dqkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+    backward_launches(dout, *unpack_qkv(qkv, n_heads, d_qk), out, lse, tabs, scale,
+                      grads=unpack_qkv(dqkv, n_heads, d_qk))
+    return dqkv
+
+
+def _packed_bwd_op(dout: torch.Tensor, qkv: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                   tables: list[torch.Tensor], ints: list[int], scale: float, n_heads: int,
+                   d_qk: int) -> torch.Tensor:
+    return _packed_backward(dout, qkv, out, lse, PlanTables.unflatten(tables, ints), scale,
+                            n_heads, d_qk)
+
+
+sparse_attention_packed_fwd = torch.library.custom_op(
+    "sparse_transformer::sparse_attention_packed_fwd", _packed_fwd_op, mutates_args=())
+sparse_attention_packed_bwd = torch.library.custom_op(
+    "sparse_transformer::sparse_attention_packed_bwd", _packed_bwd_op, mutates_args=())
+
+
+@sparse_attention_packed_fwd.register_fake
+def _(qkv, tables, ints, scale, n_heads, d_qk):
+    q, _, v = unpack_qkv(qkv, n_heads, d_qk)
+    B, H, N, _ = q.shape
+    return _token_major(B, H, N, v.shape[-1], qkv), qkv.new_empty(B, H, N, dtype=torch.float32)
+
+
+@sparse_attention_packed_bwd.register_fake
+def _(dout, qkv, out, lse, tables, ints, scale, n_heads, d_qk):
+    return torch.empty_like(qkv, memory_format=torch.contiguous_format)
+
+
+def _packed_setup_context(ctx, inputs, output):
+    qkv, tables, ints, scale, n_heads, d_qk = inputs
+    ctx.ints, ctx.scale, ctx.n_tables, ctx.heads = ints, scale, len(tables), (n_heads, d_qk)
+    ctx.save_for_backward(qkv, output[0], output[1], *tables)
+    ctx.mark_non_differentiable(output[1])
+
+
+def _packed_autograd_backward(ctx, dout, _dlse):
+    qkv, out, lse, *tables = ctx.saved_tensors
+    dqkv = sparse_attention_packed_bwd(dout, qkv, out, lse, tables, ctx.ints, ctx.scale,
+                                       *ctx.heads)
+    return dqkv, [None] * ctx.n_tables, None, None, None, None
+
+
+sparse_attention_packed_fwd.register_autograd(_packed_autograd_backward,
+                                              setup_context=_packed_setup_context)
+
+
 # -- the eager path: the same launches without the custom-op machinery -------------------------
 class _EagerAttention(torch.autograd.Function):
     """What an eager call runs. Measured on an H200 host (benchmarks/host_cost.py): the custom
@@ -788,6 +862,23 @@ class _EagerAttention(torch.autograd.Function):
         q, k, v, out, lse = ctx.saved_tensors
         dq, dk, dv = backward_launches(dout, q, k, v, out, lse, ctx.tables, ctx.scale)
         return dq, dk, dv, None, None
+
+
+class _EagerPackedAttention(torch.autograd.Function):
+    """The eager path of the packed ops (see ``_EagerAttention``)."""
+
+    @staticmethod
+    def forward(ctx, qkv, tables: PlanTables, scale: float, n_heads: int, d_qk: int):
+        out, lse = forward_launches(*unpack_qkv(qkv, n_heads, d_qk), tables, scale)
+        ctx.tables, ctx.scale, ctx.heads = tables, scale, (n_heads, d_qk)
+        ctx.save_for_backward(qkv, out, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        qkv, out, lse = ctx.saved_tensors
+        dqkv = _packed_backward(dout, qkv, out, lse, ctx.tables, ctx.scale, *ctx.heads)
+        return dqkv, None, None, None, None
 
 
 def check_support(dtype: torch.dtype, head_dim: int, v_dim: int, device: torch.device) -> None:
@@ -818,6 +909,27 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: Trito
     return _launch_op(q, k, v, p, scale)
 
 
+def sparse_attention_packed(qkv: torch.Tensor, p: TritonAttention, n_heads: int, d_qk: int,
+                            scale: float) -> torch.Tensor:
+    """``sparse_attention`` on the views ``dispatch.unpack_qkv(qkv, n_heads, d_qk)`` of one
+    projection qkv [B, N, 2 d_qk + H Dv]; differentiable in ``qkv``, whose gradient the
+    backward writes as one tensor (no concatenation of dq, dk, dv after it)."""
+    if p.upcast:  # the interpreter's bfloat16 (see sparse_attention)
+        return _launch_packed(qkv.float(), p, n_heads, d_qk, scale).to(torch.bfloat16)
+    return _launch_packed(qkv, p, n_heads, d_qk, scale)
+
+
+def _launch_packed(qkv, p: TritonAttention, n_heads: int, d_qk: int, scale: float
+                   ) -> torch.Tensor:
+    if qkv.stride(-1) != 1:
+        qkv = qkv.contiguous()
+    if torch.compiler.is_compiling():
+        tensors, ints = p.flat
+        return sparse_attention_packed_fwd(qkv, list(tensors), list(ints), float(scale),
+                                           n_heads, d_qk)[0]
+    return _EagerPackedAttention.apply(qkv, p.tables, float(scale), n_heads, d_qk)
+
+
 def _launch_op(q, k, v, p: TritonAttention, scale: float) -> torch.Tensor:
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     if torch.compiler.is_compiling():  # traced: the custom op, which compiles with no break
@@ -827,6 +939,7 @@ def _launch_op(q, k, v, p: TritonAttention, scale: float) -> torch.Tensor:
 
 
 __all__ = ["block_sizes", "prepare", "sparse_attention", "sparse_attention_fwd",
-           "sparse_attention_bwd", "forward_launches", "backward_launches", "device_tables",
+           "sparse_attention_bwd", "sparse_attention_packed", "sparse_attention_packed_fwd",
+           "sparse_attention_packed_bwd", "forward_launches", "backward_launches", "device_tables",
            "short_row_q_block",
            "PlanTables", "TritonAttention", "DETERMINISTIC", "CONFIG"]

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from sparse_transformer.kernels import Prepared, run
+from sparse_transformer.kernels import Prepared, run, run_packed, unpack_qkv
 from sparse_transformer.model import pretrained
 from sparse_transformer.model.config import ModelConfig
 from sparse_transformer.model.embeddings import Embedding, paper_std
@@ -59,6 +59,14 @@ def attend(q, k, v, prepared: Prepared, scale: float) -> torch.Tensor:
         return run(prepared, q, k, v, scale)
 
 
+def attend_packed(qkv: torch.Tensor, prepared: Prepared, n_heads: int, d_qk: int,
+                  scale: float) -> torch.Tensor:
+    """``attend`` on the heads of the fused projection ``qkv`` (``kernels.run_packed``: our
+    Triton kernels take it whole and return d(qkv) as one tensor)."""
+    with torch.autocast(qkv.device.type, enabled=False):
+        return run_packed(prepared, qkv, n_heads, d_qk, scale)
+
+
 class Attention(nn.Module):
     """Projections and reshapes around the pattern-restricted attention (paper 5.1, Eq. 8)."""
 
@@ -73,18 +81,17 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, layer: LayerState) -> torch.Tensor:
         b, n, d = x.shape
-        q, k, v = self.qkv(x).split([self.d_qk, self.d_qk, d], dim=-1)
-        # [B, N, H*Dh] -> [B, H, N, Dh]
-        q = q.view(b, n, self.n_head, -1).transpose(1, 2)
-        k = k.view(b, n, self.n_head, -1).transpose(1, 2)
-        v = v.view(b, n, self.n_head, -1).transpose(1, 2)
-        if layer.attend is None:
-            # One decoding step: store this position's key/value where the pattern will read
-            # it, and attend to the pattern's cached keys only (kernels/kv_cache.py).
-            y = layer.cache.step(q, k, v, layer.index, self.scale)  # [B, H, 1, Dv]
+        qkv = self.qkv(x)
+        if layer.cache is None:  # training and evaluation: the heads straight from qkv
+            y = attend_packed(qkv, layer.attend, self.n_head, self.d_qk, self.scale)
         else:
-            y = attend(q, k, v, layer.attend, self.scale)  # [B, H, N, Dv]
-            if layer.cache is not None:  # a decoding run's prompt: keep its keys and values
+            q, k, v = unpack_qkv(qkv, self.n_head, self.d_qk)  # [B, H, N, Dh] views
+            if layer.attend is None:
+                # One decoding step: store this position's key/value where the pattern will
+                # read it, and attend to the pattern's cached keys only (kernels/kv_cache.py).
+                y = layer.cache.step(q, k, v, layer.index, self.scale)  # [B, H, 1, Dv]
+            else:  # a decoding run's prompt: attend, and keep its keys and values
+                y = attend(q, k, v, layer.attend, self.scale)  # [B, H, N, Dv]
                 layer.cache.prefill(k, v)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 

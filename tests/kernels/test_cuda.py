@@ -28,18 +28,18 @@ def _err(a, ref):
     return float((a.double() - ref).abs().max())
 
 
-def _grads(fn, base, go, cast, H, D):
+def _grads(fn, base, go, cast, H, D, packed=False):
     """Output and d(qkv) of ``fn`` on q, k, v viewed out of one [B, N, 3 H D] leaf (the
-    model's layout)."""
+    model's layout), or (``packed``) on the leaf itself."""
     B, N, _ = base.shape
     leaf = base.detach().to(cast).requires_grad_()
     q, k, v = (x.view(B, N, H, D).transpose(1, 2) for x in leaf.split(H * D, dim=-1))
-    out = fn(q, k, v)
+    out = fn(leaf) if packed else fn(q, k, v)
     (out.double() * go).sum().backward()
     return [out.detach(), leaf.grad]
 
 
-def _check_backend(pattern, backend, dtype, B=2, H=8, N=1000, D=64):
+def _check_backend(pattern, backend, dtype, B=2, H=8, N=1000, D=64, packed=False):
     g = torch.Generator(device="cuda").manual_seed(0)
     base = torch.randn(B, N, 3 * H * D, device="cuda", dtype=torch.float64, generator=g)
     go = torch.randn(B, H, N, D, device="cuda", dtype=torch.float64, generator=g)
@@ -49,7 +49,7 @@ def _check_backend(pattern, backend, dtype, B=2, H=8, N=1000, D=64):
     same = _grads(dense, base, go, dtype, H, D)
     run = backend if callable(backend) else (
         lambda a, b, c: attention(a, b, c, pattern, backend=backend))
-    ours = _grads(run, base, go, dtype, H, D)
+    ours = _grads(run, base, go, dtype, H, D, packed)
     for name, a, s, r in zip(("out", "dqkv"), ours, same, ref):
         bound = 2 * _err(s, r) + FLOOR[dtype] * max(1.0, float(r.abs().max()))
         err = _err(a, r)
@@ -213,6 +213,48 @@ def test_compiled_calls_launch_directly_and_match_float64(pattern):
     _check_backend(pattern, fn, torch.bfloat16)
     n_launch = 3 * len(prepared.tables.components)  # forward, dQ (with Delta), dK/dV
     assert shared.hits - hits == n_launch, (shared.hits, hits, shared.misses)
+
+
+def _packed(pattern, N=1000, H=8, D=64):
+    """run_packed on the leaf (the model's call), through tables prepared for it."""
+    from sparse_transformer.kernels import dispatch
+
+    prepared = dispatch.prepare(pattern, N, H, D, D, torch.bfloat16, "cuda", "triton")
+    return prepared, lambda qkv: dispatch.run_packed(prepared, qkv, H, H * D, 1 / math.sqrt(D))
+
+
+@pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: p.name)
+def test_packed_call_vs_float64(pattern):
+    # The model's call: q, k, v read out of the projection whole, d(qkv) written as one tensor
+    # (no concatenation after the kernels). Twice: the second call replays the launches
+    # recorded by the first, with the gradient views' layout in their key.
+    prepared, fn = _packed(pattern)
+    _check_backend(pattern, fn, torch.bfloat16, packed=True)
+    launches = prepared.tables.launches
+    replays = launches.replays if launches is not None else 0
+    _check_backend(pattern, fn, torch.bfloat16, packed=True)
+    if launches is not None and launches.enabled:
+        assert launches.replays - replays == 2  # the forward and the backward
+
+
+@pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "split")],
+                         ids=lambda p: p.name)
+def test_compiled_packed_calls_match_float64(pattern):
+    prepared, fn = _packed(pattern)
+    _check_backend(pattern, torch.compile(fn, fullgraph=True), torch.bfloat16, packed=True)
+
+
+@pytest.mark.parametrize("pattern", [P.fixed(128, 32, 4), P.strided(128, "merge")],
+                         ids=lambda p: p.name)
+def test_packed_call_with_atomic_dq_vs_float64(pattern, monkeypatch):
+    # the atomic mode adds dQ into float32 of its own, copied into d(qkv) after
+    from sparse_transformer.kernels import dispatch, triton_attention
+
+    monkeypatch.setattr(triton_attention, "CONFIG", {"dkdv": {"atomic_dq": 1}})
+    try:
+        _check_backend(pattern, _packed(pattern)[1], torch.bfloat16, packed=True)
+    finally:
+        dispatch.PREPARED.clear()
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])

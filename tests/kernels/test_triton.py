@@ -23,6 +23,7 @@ pytest.importorskip("triton")
 
 from sparse_transformer import attention  # noqa: E402
 from sparse_transformer import patterns as P  # noqa: E402
+from sparse_transformer.kernels import dispatch  # noqa: E402
 from sparse_transformer.kernels import triton_attention as T  # noqa: E402
 from sparse_transformer.kernels.reference import masked_softmax_attention  # noqa: E402
 
@@ -54,7 +55,7 @@ def _assert_close(name: str, ours: torch.Tensor, same: torch.Tensor, ref: torch.
 
 def _inputs(B, H, N, D, Dv, layout, dtype, g):
     """Leaf tensor(s) and the q, k, v views the op gets, in the requested memory layout."""
-    if layout == "model":  # [B, N, (2 D + Dv) H], split and viewed like Attention.forward
+    if layout in ("model", "packed"):  # [B, N, (2 D + Dv) H], split and viewed like the model
         base = torch.randn(B, N, H * (2 * D + Dv), generator=g, dtype=torch.float64)
 
         def views(cast):
@@ -78,18 +79,23 @@ def _check(pattern, n, H, dtype, B=2, D=16, Dv=None, layout="model", seed=0):
     mask = pattern.mask(n, H)
     scale = 1 / math.sqrt(D)
 
-    def run(fn, cast):
+    def run(fn, cast, packed=False):
         leaves, (q, k, v) = views(cast)
-        out = fn(q, k, v)
+        out = fn(leaves[0]) if packed else fn(q, k, v)
         (out.double() * go.to(out.device)).sum().backward()
         return [out.detach().cpu()] + [x.grad.cpu() for x in leaves]
 
     dense = lambda q, k, v: masked_softmax_attention(q, k, v, mask.to(q.device), scale)[0]  # noqa
     ref = run(dense, torch.float64)
     same = run(dense, dtype)
-    ours = run(lambda q, k, v: attention(q, k, v, pattern, backend="triton"), dtype)
+    if layout == "packed":  # the model's call: the projection whole, d(qkv) one tensor
+        prepared = dispatch.prepare(pattern, n, H, D, Dv, dtype, DEVICE, "triton")
+        ours = run(lambda qkv: dispatch.run_packed(prepared, qkv, H, H * D, scale), dtype,
+                   packed=True)
+    else:
+        ours = run(lambda q, k, v: attention(q, k, v, pattern, backend="triton"), dtype)
     assert ours[0].dtype == dtype and ours[0].shape == (B, H, n, Dv)
-    names = ["out"] + (["dqkv"] if layout == "model" else ["dq", "dk", "dv"])
+    names = ["out"] + (["dqkv"] if layout != "contiguous" else ["dq", "dk", "dv"])
     for name, a, s, r in zip(names, ours, same, ref):
         _assert_close(f"{pattern.name} {layout} {name}", a, s, r, dtype)
 
@@ -111,6 +117,28 @@ def _check(pattern, n, H, dtype, B=2, D=16, Dv=None, layout="model", seed=0):
 ])
 def test_fp32_model_layout(pattern, n, H, D, Dv):
     _check(pattern, n, H, torch.float32, D=D, Dv=Dv, layout="model")
+
+
+@pytest.mark.parametrize("pattern, n, H, D, Dv", [
+    (P.causal(), 70, 2, 16, 16),
+    (P.strided(8, "merge"), 77, 2, 24, 40),  # q/k and v widths differ, merged heads
+    (P.strided(8, "split"), 100, 2, 16, 16),  # reordered column heads
+    (P.fixed(16, 4, 4), 100, 4, 16, 16),  # owned key tiles (dK/dV written by dQ programs)
+])
+def test_packed_op_writes_one_qkv_gradient(pattern, n, H, D, Dv):
+    """``run_packed`` (what the model calls): the same function, its gradient one tensor."""
+    _check(pattern, n, H, torch.float32, D=D, Dv=Dv, layout="packed")
+
+
+def test_packed_op_returns_its_gradient_without_a_concatenation():
+    """The eager packed call's backward hands autograd d(qkv) itself: no SplitBackward, so no
+    cat of dq, dk, dv after the kernels."""
+    p = P.fixed(16, 4, 2)
+    qkv = torch.randn(1, 48, 3 * 2 * 16, device=DEVICE, requires_grad=True)
+    prepared = dispatch.prepare(p, 48, 2, 16, 16, torch.float32, torch.device(DEVICE), "triton")
+    out = dispatch.run_packed(prepared, qkv, 2, 32, 0.25)
+    assert type(out.grad_fn).__name__ == "_EagerPackedAttentionBackward"
+    assert not any("Split" in type(f).__name__ for f, _ in out.grad_fn.next_functions if f)
 
 
 @pytest.mark.parametrize("pattern, n", [(P.strided(8, "merge"), 64), (P.fixed(16, 4, 2), 50)])
@@ -231,6 +259,36 @@ def test_custom_ops_and_compile():
         torch.testing.assert_close(a, b)
 
 
+def test_packed_custom_ops_and_compile():
+    """opcheck on both packed ops; torch.compile traces run_packed through them (no break) and
+    gives the eager packed call's output and d(qkv)."""
+    p = P.strided(8, "merge")
+    H, D, Dv = 2, 16, 8
+    prepared = dispatch.prepare(p, 32, H, D, Dv, torch.float32, torch.device(DEVICE), "triton")
+    tables, ints = prepared.flat
+    qkv = torch.randn(1, 32, H * (2 * D + Dv), device=DEVICE, requires_grad=True)
+    args = (qkv, tables, ints, 0.25, H, H * D)
+    torch.library.opcheck(T.sparse_attention_packed_fwd, args,
+                          test_utils=("test_schema", "test_faketensor",
+                                      "test_aot_dispatch_static"))
+    out, lse = T.sparse_attention_packed_fwd(*args)
+    go = torch.randn_like(out)
+    torch.library.opcheck(T.sparse_attention_packed_bwd,
+                          (go, qkv, out, lse, tables, ints, 0.25, H, H * D),
+                          test_utils=("test_schema", "test_faketensor"))
+
+    def fn(x):
+        return dispatch.run_packed(prepared, x, H, H * D, 0.25).float().sum()
+
+    got = torch.compile(fn, backend="aot_eager", fullgraph=True)(qkv)
+    got.backward()
+    x = qkv.detach().clone().requires_grad_()
+    expect = fn(x)
+    expect.backward()
+    torch.testing.assert_close(got, expect)
+    torch.testing.assert_close(qkv.grad, x.grad)
+
+
 @pytest.mark.parametrize("config", [
     {"dkdv": {"trans_acc": 0, "num_warps": 4, "num_stages": 2, "slots_x": 0},
      "fwd": {"gather": 4, "slots_x": 0}, "dq": {"slots_x": 0}},  # tiles on the grid's x
@@ -333,6 +391,7 @@ def test_atomic_dq_variant(pattern, monkeypatch):
     monkeypatch.setattr(T.triton_bwd, "dq_kernel", _NotLaunched("dQ"))
     _check(pattern, 64, 2, torch.float32)
     _check(pattern, 64, 2, torch.bfloat16)
+    _check(pattern, 64, 2, torch.float32, layout="packed")  # dQ copied into d(qkv) after
 
 
 @pytest.mark.parametrize("bulk", [1, 0], ids=["tma-reduce", "element-atomics"])
