@@ -747,10 +747,13 @@ def _bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     return backward_launches(dout, q, k, v, out, lse, PlanTables.unflatten(tables, ints), scale)
 
 
-sparse_attention_fwd = torch.library.custom_op(
-    "sparse_transformer::sparse_attention_fwd", _fwd_op, mutates_args=())
-sparse_attention_bwd = torch.library.custom_op(
-    "sparse_transformer::sparse_attention_bwd", _bwd_op, mutates_args=())
+def _custom_op(name: str, fn):
+    """``fn`` as the custom op sparse_transformer::name (it writes no input)."""
+    return torch.library.custom_op(f"sparse_transformer::{name}", fn, mutates_args=())
+
+
+sparse_attention_fwd = _custom_op("sparse_attention_fwd", _fwd_op)
+sparse_attention_bwd = _custom_op("sparse_attention_bwd", _bwd_op)
 
 
 @sparse_attention_fwd.register_fake
@@ -807,10 +810,8 @@ def _packed_bwd_op(dout: torch.Tensor, qkv: torch.Tensor, out: torch.Tensor, lse
                             n_heads, d_qk)
 
 
-sparse_attention_packed_fwd = torch.library.custom_op(
-    "sparse_transformer::sparse_attention_packed_fwd", _packed_fwd_op, mutates_args=())
-sparse_attention_packed_bwd = torch.library.custom_op(
-    "sparse_transformer::sparse_attention_packed_bwd", _packed_bwd_op, mutates_args=())
+sparse_attention_packed_fwd = _custom_op("sparse_attention_packed_fwd", _packed_fwd_op)
+sparse_attention_packed_bwd = _custom_op("sparse_attention_packed_bwd", _packed_bwd_op)
 
 
 @sparse_attention_packed_fwd.register_fake
