@@ -5,9 +5,10 @@ ran out of an 80 GB H100 (model_step.py --shapes 1m), and device time is scarce.
 one forward + backward of ``SparseTransformer`` under ``FakeTensorMode`` (shapes and dtypes,
 no data, no compute) with ``torch.distributed._tools.mem_tracker.MemTracker`` counting every
 tensor alive, under bf16 autocast, for several recompute settings. The attention call is
-replaced by a stand-in that allocates and saves what our Triton op does (q, k, v, out
-[B, N, H, Dv] token-major, lse fp32; in the backward Delta fp32 and dq, dk, dv), since the
-kernels cannot run on fake tensors. Weights, gradients and AdamW's two moments are added as
+replaced by a stand-in that allocates and saves what our Triton op does (the model's packed
+call: qkv, out [B, N, H, Dv] token-major, lse fp32; in the backward Delta fp32 and one
+d(qkv)), since the kernels cannot run on fake tensors (1M positions, group 2 with bf16
+checkpoints: 72.4 GiB before and after the packed call, 7 Dec 2026). Weights, gradients and AdamW's two moments are added as
 16 bytes a parameter (the optimizer step itself is not run).
 
 Fake CPU tensors stand in for CUDA ones: CPU autocast's op lists are PyTorch's, which may
