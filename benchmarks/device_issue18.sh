@@ -25,6 +25,8 @@
 #   bash benchmarks/device_issue18.sh tma      # atomic dQ through TMA bulk reduces: tests, A/B, step
 #   bash benchmarks/device_issue18.sh final16  # the final commit: steps (isolated), atomic step, kernels, calls
 #   bash benchmarks/device_issue18.sh packed   # d(qkv) written whole: tests, kernels and steps A/B, guard probe
+#   bash benchmarks/device_issue18.sh final18  # the final commit: enwik8 steps (isolated), kernels, calls
+#   bash benchmarks/device_issue18.sh close18  # the final commit: audio-65k default, 1M positions
 # (Fourteenth session: stage "after" ran at 56bc6c1 -- the owned tiles' dK/dV in a pass after
 #  dQ's store, tried and removed; benchmarks/results/raw/2026-12-06-s14/commands.md.)
 # (Eleventh session: stage "keyrows" ran at c13fdad -- the dK/dV kernel with its scores taken
@@ -346,6 +348,26 @@ packed)
         --only "fixed,strided split" --qkv-views --budget 110 --out "$out/ms2" >> "$log" 2>&1
     stage "atomic-dQ shared-memory guard"
     timeout 60 python3 benchmarks/atomic_dq_fits_probe.py >> "$log" 2>&1
+    ;;
+final18)
+    # Eighteenth session: the rows issue 18 asks for at the final commit, most needed first.
+    stage "enwik8 default step, each row its own process"
+    timeout 230 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
+        --only "dense,fixed,strided split,strided merge" --budget 210 --out "$out/ms" >> "$log" 2>&1
+    stage "kernel stages (cuDNN causal beside them)"
+    timeout 150 python3 benchmarks/kernel_stages.py --out "$out/ks" \
+        --runs "fixed:default,causal:default+atomic-dq,split:default" >> "$log" 2>&1
+    stage "attention() call vs its kernels"
+    timeout 60 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
+        --out "$out/call" >> "$log" 2>&1
+    ;;
+close18)
+    stage "audio-65k default (compile + CUDA graphs, no recompute), each row its own process"
+    timeout 200 python3 benchmarks/model_step.py --shapes audio-65k --modes default --isolate \
+        --only "dense,strided split" --budget 180 --out "$out/ma" >> "$log" 2>&1
+    stage "1M positions (eager, recompute_group 2, bf16 checkpoints)"
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 200 python3 \
+        benchmarks/model_step.py --shapes 1m --modes eager-recompute --out "$out/m1" >> "$log" 2>&1
     ;;
 final8)
     stage "host cost (replayed)"
