@@ -49,6 +49,21 @@ cuda_tests() {  # every CUDA-marked test within $1 s (or TEST_TIMEOUT); further 
     TEST_TIMEOUT="${TEST_TIMEOUT:-$limit}" bash benchmarks/device_tests.sh "$@" > /dev/null 2>&1
     tail -25 "$out/cuda-tests.txt" >> "$log"
 }
+enwik8_isolated() {  # the enwik8 default step, each row its own process; $1 s, budget $2
+    stage "enwik8 default step, each row its own process"
+    timeout "$1" python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
+        --only "dense,fixed,strided split,strided merge" --budget "$2" --out "$out/ms" >> "$log" 2>&1
+}
+call_rows() {  # attention() at the enwik8 shape against its kernels' GPU time, ours and cuDNN's
+    stage "attention() call vs its kernels"
+    timeout 60 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
+        --out "$out/call" >> "$log" 2>&1
+}
+final_kernels() {  # kernel stages $2 (cuDNN causal beside them) within $1 s, then call_rows
+    stage "kernel stages (cuDNN causal beside them)"
+    timeout "$1" python3 benchmarks/kernel_stages.py --out "$out/ks" --runs "$2" >> "$log" 2>&1
+    call_rows
+}
 kernel_tests() {  # the CUDA tests of tests/kernels/test_cuda.py matching $1 (pytest -k)
     stage "CUDA tests of the Triton kernels"
     timeout 170 python3 -m pytest -q -rfE -p no:cacheprovider -m cuda tests/kernels/test_cuda.py \
@@ -319,19 +334,12 @@ tma)
     ;;
 final16)
     # Sixteenth session's final commit, the rows issue 18 asks for, most needed first.
-    stage "enwik8 default step, each row its own process"
-    timeout 230 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
-        --only "dense,fixed,strided split,strided merge" --budget 210 --out "$out/ms" >> "$log" 2>&1
+    enwik8_isolated 230 210
     stage "fixed with the opt-in atomic dQ (the compiled path's launches)"
     timeout 75 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
         --only "fixed" --config '{"dkdv": {"atomic_dq": 1}}' --budget 60 \
         --out "$out/ms2" >> "$log" 2>&1
-    stage "kernel stages"
-    timeout 120 python3 benchmarks/kernel_stages.py --out "$out/ks" \
-        --runs "fixed:default,causal:default+atomic-dq" >> "$log" 2>&1
-    stage "attention() call vs its kernels"
-    timeout 60 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
-        --out "$out/call" >> "$log" 2>&1
+    final_kernels 120 "fixed:default,causal:default+atomic-dq"
     ;;
 packed)
     # Seventeenth session: the model calls the op on its qkv projection whole, and the backward
@@ -351,15 +359,8 @@ packed)
     ;;
 final18)
     # Eighteenth session: the rows issue 18 asks for at the final commit, most needed first.
-    stage "enwik8 default step, each row its own process"
-    timeout 230 python3 benchmarks/model_step.py --shapes enwik8 --modes default --isolate \
-        --only "dense,fixed,strided split,strided merge" --budget 210 --out "$out/ms" >> "$log" 2>&1
-    stage "kernel stages (cuDNN causal beside them)"
-    timeout 150 python3 benchmarks/kernel_stages.py --out "$out/ks" \
-        --runs "fixed:default,causal:default+atomic-dq,split:default" >> "$log" 2>&1
-    stage "attention() call vs its kernels"
-    timeout 60 python3 benchmarks/attention_call.py --n 12288 --batch 2 --only triton,sdpa \
-        --out "$out/call" >> "$log" 2>&1
+    enwik8_isolated 230 210
+    final_kernels 150 "fixed:default,causal:default+atomic-dq,split:default"
     ;;
 close18)
     stage "audio-65k default (compile + CUDA graphs, no recompute), each row its own process"
