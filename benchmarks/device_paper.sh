@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a GPU machine (the device tool): unpack the data sets carried as .devdata/NAME.tar.xz
-# (made here with `tar -C data -cf - NAME | xz > .devdata/NAME.tar.xz`), then run
+# (made here with `bash benchmarks/devdata.sh NAME [TRAIN_BYTES]`), then run
 # `benchmarks/paper_gpu.py train` for each MODALITY:VARIANTS argument, MINUTES (default 4)
 # each, logging to $OUT/log.txt. Example:
 #   MINUTES=4 bash benchmarks/device_paper.sh text:strided,dense image:strided
