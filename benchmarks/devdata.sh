@@ -8,6 +8,14 @@
 set -euo pipefail
 name="${1:?usage: bash benchmarks/devdata.sh NAME [TRAIN_BYTES]}"
 keep="${2:-}"
+if ! [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]]; then
+    echo "devdata: NAME is a data set's name (a folder of data/), not '$name'" >&2
+    exit 2
+fi
+if [ -n "$keep" ] && ! [[ "$keep" =~ ^[1-9][0-9]*$ ]]; then
+    echo "devdata: TRAIN_BYTES must be a positive whole number, not '$keep'" >&2
+    exit 2
+fi
 src="data/$name"
 [ -f "$src/meta.json" ] || { echo "devdata: $src is not prepared (run: sparse-transformer prepare $name)" >&2; exit 2; }
 work=$(mktemp -d)
