@@ -17,7 +17,10 @@ if [ -n "$keep" ] && ! [[ "$keep" =~ ^[1-9][0-9]*$ ]]; then
     exit 2
 fi
 src="data/$name"
-[ -f "$src/meta.json" ] || { echo "devdata: $src is not prepared (run: sparse-transformer prepare $name)" >&2; exit 2; }
+if ! [ -f "$src/meta.json" ]; then
+    echo "devdata: $src is not prepared (run: sparse-transformer prepare $name)" >&2
+    exit 2
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "$src" "$work/$name"

@@ -65,7 +65,9 @@ def test_bad_requests_fail_and_keep_the_last_archive(tmp_path):
     _prepared(tmp_path)
     assert _run(tmp_path, "toy", "600").returncode == 0
     before = (tmp_path / ".devdata" / "toy.tar.xz").read_bytes()
-    for args in (("toy", "5000"), ("toy", "0"), ("toy", "1e3"), ("toy", "-5"), ("missing",), ("../toy",)):
+    bad = (("toy", "5000"), ("toy", "0"), ("toy", "1e3"), ("toy", "-5"), ("missing",),
+           ("../toy",))
+    for args in bad:
         done = _run(tmp_path, *args)
         assert done.returncode != 0
         assert done.stderr.strip().startswith("devdata:"), done.stderr
